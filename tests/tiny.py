@@ -1,0 +1,68 @@
+"""Tiny models and tokenizers built in code for the tests, saved with save_pretrained and loaded
+back with from_pretrained: the same path users take with real models, with no download."""
+
+import json
+import os
+import string
+
+import torch
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
+                 "{% if m['role'] == 'assistant' %}<|end|>{% endif %}{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def build_tokenizer(path, chat_template=True, extra_chars=""):
+    """A character-level tokenizer whose pad token is its EOS, as in many chat models."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    specials = ["<|end|>", "<|user|>", "<|assistant|>", "<|unk|>"]
+    chars = sorted(set(string.printable) | set(extra_chars))
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|end|>", pad_token="<|end|>",
+                                 unk_token="<|unk|>", additional_special_tokens=specials[1:3])
+    if chat_template:
+        hf.chat_template = CHAT_TEMPLATE
+    hf.save_pretrained(path)
+    return hf
+
+
+def build_model(path, tokenizer, seed=0, hidden=32, layers=2, vocab_pad=0, context=256, scale=1.0):
+    """A random tiny Qwen3 model sharing `tokenizer`; vocab_pad adds unused embedding rows, as model
+    families do to round the vocabulary size."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=len(tokenizer) + vocab_pad, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
+                         max_position_embeddings=context, tie_word_embeddings=True,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=None)
+    model = Qwen3ForCausalLM(config)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(scale)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return str(path)
+
+
+def make_world(root, n_prompts=16):
+    """Student, two domain teachers, a default teacher, and prompts of two domains under root."""
+    root = str(root)
+    tok = build_tokenizer(os.path.join(root, "tok"))
+    paths = {}
+    for name, seed in [("student", 0), ("math", 1), ("code", 2)]:
+        paths[name] = os.path.join(root, name)
+        build_model(paths[name], tok, seed=seed, scale=8.0 if name != "student" else 1.0)
+    rows = [{"prompt": f"add {i} and {i + 1}", "domain": "math"} for i in range(n_prompts // 2)]
+    rows += [{"prompt": [{"role": "user", "content": f"def f{i}"}], "domain": "code"} for i in range(n_prompts // 2)]
+    paths["data"] = write_jsonl(os.path.join(root, "data.jsonl"), rows)
+    return paths
