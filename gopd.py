@@ -429,7 +429,7 @@ def run_eval(model, tokenizer, files, args, rank):
             summary, _ = evaluate.evaluate_model(model, tokenizer, rows, n=args.eval_n,
                                                  max_new_tokens=args.max_new_tokens,
                                                  temperature=args.temperature, top_p=args.top_p)
-            result.update({name: s[f"avg@{args.eval_n}"] for name, s in summary.items()})
+            result.update({name: s["avg@n"] for name, s in summary.items()})
     barrier()
     return result
 
