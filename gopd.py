@@ -250,6 +250,31 @@ def prompt_ids(tokenizer, prompt):
     return tokenizer(prompt).input_ids
 
 
+def check_domains(rows, teachers):
+    """Every row's domain needs its own teacher or the default one (key None)."""
+    missing = sorted({r.get("domain") for r in rows if r.get("domain") not in teachers}, key=str)
+    if missing and None not in teachers:
+        missing = ["(no domain)" if d is None else d for d in missing]
+        die(f"rows of domain(s) {missing} have no teacher; add --teacher DOMAIN=PATH for each, or a "
+            f"default --teacher PATH (have: {sorted(map(str, teachers))})")
+
+
+def encode_prompts(rows, tokenizer, args, log):
+    """Tokenize every prompt once; skip (and count) those that leave no room for a response."""
+    from transformers import AutoConfig
+    paths = [args.student, *args.teachers.values(), *([args.ref] if args.ref else [])]
+    context = min(getattr(AutoConfig.from_pretrained(p), "max_position_embeddings", 1 << 30) for p in paths)
+    limit = min(args.max_prompt_len, context - args.max_new_tokens)
+    encoded = [prompt_ids(tokenizer, r["prompt"]) for r in rows]
+    keep = [i for i, ids in enumerate(encoded) if len(ids) <= limit]
+    if len(keep) < len(rows):
+        log(f"gopd: skipped {len(rows) - len(keep)} of {len(rows)} prompts longer than {limit} tokens "
+            f"(context {context} - max new tokens {args.max_new_tokens}, or --max-prompt-len)")
+    if not keep:
+        die(f"every prompt is longer than {limit} tokens; raise --max-prompt-len or lower --max-new-tokens")
+    return [rows[i] for i in keep], [encoded[i] for i in keep]
+
+
 def step_rows(n_rows, step, n, seed):
     """Indices of the n prompts of a global step: consecutive slices of per-epoch seeded shuffles.
     A pure function of the step, so resuming needs no data-loader state."""
@@ -300,6 +325,28 @@ def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p
     mask = response_mask(seq[:, ids.shape[1]:], stop_ids)
     return seq, torch.cat([attn, mask], dim=1), mask
 
+def trim(seq, attn, mask):
+    """Drop columns that are padding in every row of a micro-batch: leading prompt padding and
+    response positions after every row has stopped."""
+    n_prompt = seq.shape[1] - mask.shape[1]
+    first = int((attn[:, :n_prompt].sum(0) > 0).nonzero()[0])
+    n_resp = int(mask.sum(0).nonzero().max()) + 1
+    end = n_prompt + n_resp
+    return seq[:, first:end], attn[:, first:end], mask[:, :n_resp]
+
+
+def rollout_batches(model, prompts, domains, pad_id, stop_ids, args):
+    """Rollouts for this rank's prompts, generated --rollout-batch at a time and cut into
+    micro-batches of (sequences, attention mask, response mask, domains)."""
+    batches = []
+    for s in range(0, len(prompts), args.rollout_batch):
+        seq, attn, mask = rollout(model, prompts[s:s + args.rollout_batch], pad_id, stop_ids,
+                                  args.max_new_tokens, args.temperature, args.top_p)
+        for m in range(0, len(seq), args.micro_batch):
+            rows = slice(m, m + args.micro_batch)
+            batches.append((*trim(seq[rows], attn[rows], mask[rows]), domains[s:s + args.rollout_batch][rows]))
+    return batches
+
 # -----------------------------------------------------------------------------
 # Scoring: log-probs of the sampled tokens
 
@@ -331,7 +378,7 @@ def score(models, domains, sequences, attention_mask, n_response, temperature):
         rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], device=sequences.device)
         model = models.get(domain, models.get(None))
         out[rows] = token_logprobs(model, sequences[rows], attention_mask[rows], n_response, temperature)
-    return out.clone()  # a normal tensor: inference tensors cannot enter the autograd graph later
+    return out
 
 # -----------------------------------------------------------------------------
 # Objective
@@ -403,18 +450,6 @@ def save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, rank):
     barrier()
 
 
-def lr_lambda(args):
-    def factor(step):
-        if step < args.warmup_steps:
-            return (step + 1) / args.warmup_steps
-        progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
-        if args.lr_schedule == "linear":
-            return 1 - progress
-        if args.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-    return factor
-
 # -----------------------------------------------------------------------------
 # Evaluation hook (evaluate.py does the work; imported only when asked for)
 
@@ -433,8 +468,43 @@ def run_eval(model, tokenizer, files, args, rank):
     barrier()
     return result
 
+def print_table(results):
+    names = sorted({k for r in results.values() for k in r})
+    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
+    for when, accs in results.items():
+        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
+
 # -----------------------------------------------------------------------------
 # Training loop
+
+
+@torch.no_grad()
+def batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, lam):
+    """Sums over a micro-batch: reward, KL to reference, reverse KL to teacher (per-token estimates;
+    the reference terms are NaN when its pass is skipped at lam = 1), rows, tokens, truncated rows."""
+    logp_s = logp_s.detach()
+    if logp_r is None:
+        logp_r = torch.full_like(logp_s, float("nan"))
+    stopped = (torch.isin(seq[:, -mask.shape[1]:], torch.tensor(sorted(stop_ids), device=seq.device))
+               & mask.bool()).any(1)
+    return torch.stack([(lam * (logp_t - logp_r) * mask).sum(), ((logp_s - logp_r) * mask).sum(),
+                        ((logp_s - logp_t) * mask).sum(), mask.new_tensor(len(seq)).float(),
+                        mask.sum().float(), (~stopped).sum().float()])
+
+
+
+def lr_lambda(args):
+    """Learning-rate multiplier: linear warmup, then constant, linear or cosine decay to 0."""
+    def factor(step):
+        if step < args.warmup_steps:
+            return (step + 1) / args.warmup_steps
+        progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+        if args.lr_schedule == "linear":
+            return 1 - progress
+        if args.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+    return factor
 
 
 def main(argv=None):
@@ -461,33 +531,16 @@ def train(args, rank, world, device, master, log):
     if args.resume and not done:
         die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
 
-    # Data first and tokenizers next: both are cheap and catch most mistakes before weights load.
+    # Data and tokenizers are cheap and catch most mistakes, so they come before any weights load.
     rows = load_rows(args.data)
-    domains = sorted({r.get("domain") for r in rows}, key=str)
-    missing = [d for d in domains if d not in args.teachers and None not in args.teachers]
-    if missing:
-        missing = ["(no domain)" if d is None else d for d in missing]
-        die(f"rows of domain(s) {missing} have no teacher; add --teacher DOMAIN=PATH for each, or a "
-            f"default --teacher PATH (have: {sorted(map(str, args.teachers))})")
+    check_domains(rows, args.teachers)
     tokenizer = load_tokenizer(args.student)
     for domain, path in args.teachers.items():
         check_same_tokenizer(tokenizer, load_tokenizer(path), f"teacher {domain or ''}".strip(),
                              args.allow_template_mismatch)
     if args.ref:
         check_same_tokenizer(tokenizer, load_tokenizer(args.ref), "reference", args.allow_template_mismatch)
-
-    from transformers import AutoConfig
-    context = min(getattr(AutoConfig.from_pretrained(p), "max_position_embeddings", 1 << 30)
-                  for p in [args.student, *args.teachers.values(), *([args.ref] if args.ref else [])])
-    limit = min(args.max_prompt_len, context - args.max_new_tokens)
-    encoded = [prompt_ids(tokenizer, r["prompt"]) for r in rows]
-    keep = [i for i, ids in enumerate(encoded) if len(ids) <= limit]
-    if len(keep) < len(rows):
-        log(f"gopd: skipped {len(rows) - len(keep)} of {len(rows)} prompts longer than {limit} tokens "
-            f"(context {context} - max new tokens {args.max_new_tokens}, or --max-prompt-len)")
-    if not keep:
-        die(f"every prompt is longer than {limit} tokens; raise --max-prompt-len or lower --max-new-tokens")
-    rows, encoded = [rows[i] for i in keep], [encoded[i] for i in keep]
+    rows, encoded = encode_prompts(rows, tokenizer, args, log)
 
     # Models. The student keeps float32 master weights (bf16 autocast on GPU); the frozen models
     # run in bf16 on GPU. The reference pass is skipped at lam = 1, where pi_ref cancels.
@@ -533,16 +586,9 @@ def train(args, rank, world, device, master, log):
 
         # 1. rollout, with the unwrapped student: no collective may run inside generate
         student.eval()
-        batches = []
-        for s in range(0, len(idx), args.rollout_batch):
-            chunk = idx[s:s + args.rollout_batch]
-            with autocast:
-                seq, attn, mask = rollout(student, [encoded[i] for i in chunk], tokenizer.pad_token_id,
-                                          stop_ids, args.max_new_tokens, args.temperature, args.top_p)
-            for m in range(0, len(chunk), args.micro_batch):
-                batches.append(trim(seq[m:m + args.micro_batch], attn[m:m + args.micro_batch],
-                                    mask[m:m + args.micro_batch])
-                               + ([rows[i].get("domain") for i in chunk[m:m + args.micro_batch]],))
+        with autocast:
+            batches = rollout_batches(student, [encoded[i] for i in idx], [rows[i].get("domain") for i in idx],
+                                      tokenizer.pad_token_id, stop_ids, args)
         t1 = time.time()
 
         # 2. scoring by the frozen teacher(s) and reference
@@ -597,37 +643,6 @@ def train(args, rank, world, device, master, log):
             print_table(results)
             with open(os.path.join(args.out, "eval.json"), "w") as f:
                 json.dump(results, f, indent=2)
-
-
-@torch.no_grad()
-def batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, lam):
-    """Sums over a micro-batch: reward, KL to reference, reverse KL to teacher (per-token estimates;
-    the reference terms are NaN when its pass is skipped at lam = 1), rows, tokens, truncated rows."""
-    logp_s = logp_s.detach()
-    if logp_r is None:
-        logp_r = torch.full_like(logp_s, float("nan"))
-    stopped = (torch.isin(seq[:, -mask.shape[1]:], torch.tensor(sorted(stop_ids), device=seq.device))
-               & mask.bool()).any(1)
-    return torch.stack([(lam * (logp_t - logp_r) * mask).sum(), ((logp_s - logp_r) * mask).sum(),
-                        ((logp_s - logp_t) * mask).sum(), mask.new_tensor(len(seq)).float(),
-                        mask.sum().float(), (~stopped).sum().float()])
-
-
-def trim(seq, attn, mask):
-    """Drop columns that are padding in every row of a micro-batch: leading prompt padding and
-    response positions after every row has stopped."""
-    n_prompt = seq.shape[1] - mask.shape[1]
-    first = int((attn[:, :n_prompt].sum(0) > 0).nonzero()[0])
-    n_resp = int(mask.sum(0).nonzero().max()) + 1
-    end = n_prompt + n_resp
-    return seq[:, first:end], attn[:, first:end], mask[:, :n_resp]
-
-
-def print_table(results):
-    names = sorted({k for r in results.values() for k in r})
-    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
-    for when, accs in results.items():
-        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
 
 
 if __name__ == "__main__":
