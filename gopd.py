@@ -85,6 +85,7 @@ def parse_args(argv=None):
                    help="let teacher/reference chat templates differ from the student's")
     p.add_argument("--eval-data", action="append", help="file to evaluate on before and after training (repeatable)")
     p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem (avg@n)")
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps, logged in metrics.jsonl")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json (default: out, or out/toy)")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
@@ -462,8 +463,8 @@ def run_eval(model, tokenizer, files, args, rank):
         for path in files:
             rows = evaluate.load_rows(path)
             summary, _ = evaluate.evaluate_model(model, tokenizer, rows, n=args.eval_n,
-                                                 max_new_tokens=args.max_new_tokens,
-                                                 temperature=args.temperature, top_p=args.top_p)
+                                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                                 top_p=args.top_p, batch_size=args.rollout_batch)
             result.update({name: s["avg@n"] for name, s in summary.items()})
     barrier()
     return result
@@ -577,6 +578,9 @@ def train(args, rank, world, device, master, log):
     if args.eval_data and start == 0:
         results["before"] = run_eval(student, tokenizer, args.eval_data, args, rank)
         log(f"gopd: before training {results['before']}")
+        if master:
+            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps({"step": 0, "eval": results["before"]}) + "\n")
 
     score_temp = args.temperature or 1.0  # greedy rollouts are scored with the plain softmax
     for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start, total=args.steps):
@@ -629,16 +633,22 @@ def train(args, rank, world, device, master, log):
                    "tokens_per_s": n_tokens.item() / (t3 - t0), "time_generate": t1 - t0,
                    "time_score": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0}
         metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+        last = step + 1 == args.steps
+        if args.eval_data and (last or (args.eval_every and (step + 1) % args.eval_every == 0)):
+            metrics["eval"] = run_eval(student, tokenizer, args.eval_data, args, rank)
+            if last:
+                results["after"] = metrics["eval"]
         if master:
             with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(metrics) + "\n")
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                 for k, v in metrics.items() if not k.startswith("time_")))
-        if (args.save_every and (step + 1) % args.save_every == 0) or step + 1 == args.steps:
+        if (args.save_every and (step + 1) % args.save_every == 0) or last:
             save_checkpoint(args.out, step + 1, student, tokenizer, optimizer, scheduler, rank)
 
     if args.eval_data:
-        results["after"] = run_eval(student, tokenizer, args.eval_data, args, rank)
+        if "after" not in results:  # resumed after the last step
+            results["after"] = run_eval(student, tokenizer, args.eval_data, args, rank)
         if master:
             print_table(results)
             with open(os.path.join(args.out, "eval.json"), "w") as f:

@@ -372,3 +372,21 @@ def test_error_is_one_line_on_stderr_with_nonzero_exit(world, tmp_path):
                         *base_args(world, tmp_path / "o", **{"--lam": "-2"})], capture_output=True, text=True)
     assert r.returncode != 0
     assert r.stderr.strip().splitlines() == ["gopd: error: --lam must be > 0 (got -2.0); 1 is OPD, 1.25 the paper's ExOPD"]
+
+
+def test_eval_hook_writes_before_after_and_per_step_accuracy(world, tmp_path):
+    import evaluate
+    rows = [{"prompt": f"add {i} and 1", "domain": "math", "answer": str(i + 1)} for i in range(3)]
+    rows += [{"prompt": "write f", "domain": "code", "tests": "assert f() == 1", "benchmark": "tinycode"}]
+    data = tiny.write_jsonl(tmp_path / "eval.jsonl", rows)
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--eval-data": data, "--eval-every": "1", "--temperature": "0"}))
+    result = json.load(open(out / "eval.json"))
+    assert set(result) == {"before", "after"} and set(result["before"]) == {"math", "tinycode"}
+    logged = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["step"] for r in logged if "eval" in r] == [0, 1, 2]
+    assert logged[-1]["eval"] == result["after"] and logged[0]["eval"] == result["before"]
+    # the logged accuracy is evaluate.py's, for the saved model (greedy decoding is deterministic)
+    model, tok = load(str(out / "step_000002"))
+    summary, _ = evaluate.evaluate_model(model, tok, rows, n=1, max_new_tokens=16, temperature=0)
+    assert {k: v["avg@n"] for k, v in summary.items()} == result["after"]
