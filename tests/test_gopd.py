@@ -336,13 +336,19 @@ def test_existing_checkpoints_are_never_overwritten(world, tmp_path):
     assert "no checkpoint in" in run_main(base_args(world, tmp_path / "new", **{"--resume": ""}))
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(world, tmp_path):
+def nan_copy(src, dst):
+    """A copy of a model whose final norm makes every log-prob NaN."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    broken = AutoModelForCausalLM.from_pretrained(world["math"])
+    broken = AutoModelForCausalLM.from_pretrained(src)
     with torch.no_grad():
         broken.model.norm.weight.fill_(float("nan"))
-    broken.save_pretrained(tmp_path / "nan")
-    AutoTokenizer.from_pretrained(world["math"]).save_pretrained(tmp_path / "nan")
+    broken.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return str(dst)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(world, tmp_path):
+    nan_copy(world["math"], tmp_path / "nan")
     out = tmp_path / "o"
     gopd.main(base_args(world, out, **{"--steps": "2", "--save-every": "1"}))
     before = weights(out / "step_000002")
@@ -355,15 +361,9 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(world, tmp_path):
 
 def test_reference_pass_is_skipped_at_lam_1(world, tmp_path):
     """A reference whose log-probs are NaN is harmless at lam = 1 (never run) and fatal otherwise."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    broken = AutoModelForCausalLM.from_pretrained(world["student"])
-    with torch.no_grad():
-        broken.model.norm.weight.fill_(float("nan"))
-    broken.save_pretrained(tmp_path / "nanref")
-    AutoTokenizer.from_pretrained(world["student"]).save_pretrained(tmp_path / "nanref")
-    ok = base_args(world, tmp_path / "a", **{"--lam": "1", "--steps": "1", "--ref": str(tmp_path / "nanref")})
-    gopd.main(ok)
-    bad = base_args(world, tmp_path / "b", **{"--lam": "1.25", "--steps": "1", "--ref": str(tmp_path / "nanref")})
+    ref = nan_copy(world["student"], tmp_path / "nanref")
+    gopd.main(base_args(world, tmp_path / "a", **{"--lam": "1", "--steps": "1", "--ref": ref}))
+    bad = base_args(world, tmp_path / "b", **{"--lam": "1.25", "--steps": "1", "--ref": ref})
     assert "non-finite" in run_main(bad)
 
 
