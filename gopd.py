@@ -554,7 +554,7 @@ def train(args, rank, world, device, master, log):
     teachers = {d: load_model(p, frozen_dtype, device) for d, p in args.teachers.items()}
     ref = load_model(args.ref or args.student, frozen_dtype, device) if args.lam != 1 else None
     if args.grad_checkpointing:
-        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        student.activation_checkpointing_enable({"use_reentrant": False})
     stop_ids = {tokenizer.eos_token_id}
     gen_eos = student.generation_config.eos_token_id
     stop_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])

@@ -390,3 +390,23 @@ def test_eval_hook_writes_before_after_and_per_step_accuracy(world, tmp_path):
     model, tok = load(str(out / "step_000002"))
     summary, _ = evaluate.evaluate_model(model, tok, rows, n=1, max_new_tokens=16, temperature=0)
     assert {k: v["avg@n"] for k, v in summary.items()} == result["after"]
+
+
+def test_gradient_checkpointing_gives_the_same_update(world, tmp_path):
+    over = {"--steps": "1", "--temperature": "0"}
+    gopd.main(base_args(world, tmp_path / "plain", **over))
+    gopd.main(base_args(world, tmp_path / "ckpt", **over, **{"--grad-checkpointing": ""}))
+    a, b = weights(tmp_path / "plain" / "step_000001"), weights(tmp_path / "ckpt" / "step_000001")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_step_in_bf16(world, tmp_path):
+    """On GPU: frozen models in bf16, the student in float32 under bf16 autocast, a finite update."""
+    gopd.main(base_args(world, tmp_path / "gpu", **{"--steps": "2"}))
+    rows = [json.loads(line) for line in open(tmp_path / "gpu" / "metrics.jsonl")]
+    assert all(r["grad_norm"] is not None and r["grad_norm"] == r["grad_norm"] for r in rows)
+    w = weights(tmp_path / "gpu" / "step_000002")
+    assert all(t.dtype == torch.float32 for t in w.values())
+    teacher = gopd.load_model(world["math"], torch.bfloat16, torch.device("cuda"))
+    assert next(teacher.parameters()).dtype == torch.bfloat16 and not next(teacher.parameters()).requires_grad
