@@ -57,38 +57,41 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="G-OPD / ExOPD on-policy distillation.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description="G-OPD / ExOPD on-policy distillation. Without --student, "
+                                "every default points at the bundled toy world.")
+
+    def default(key):  # defaults that differ between a real run (the paper's) and the toy demo
+        return f" (default: {PAPER_DEFAULTS[key]}; toy: {TOY_DEFAULTS[key]})"
     p.add_argument("--student", help="student model: local folder or hub id (default: the toy student)")
     p.add_argument("--teacher", action="append",
                    help="teacher: PATH, or DOMAIN=PATH once per domain (repeatable)")
     p.add_argument("--ref", help="reference pi_ref (default: a frozen copy of the student's initial weights)")
-    p.add_argument("--lam", type=float, default=1.0, help="reward scale lambda: 1 = OPD, >1 = ExOPD")
+    p.add_argument("--lam", type=float, default=1.0, help="reward scale lambda: 1 = OPD (default), >1 = ExOPD")
     p.add_argument("--data", help="JSONL/JSON/parquet file or datasets hub name; rows have 'prompt' and optional 'domain'")
-    p.add_argument("--prompts-per-step", type=int, help="prompts per optimizer step, over all ranks")
-    p.add_argument("--samples-per-prompt", type=int, help="responses sampled per prompt")
-    p.add_argument("--max-new-tokens", type=int, help="response length limit")
-    p.add_argument("--max-prompt-len", type=int, default=2048, help="longer prompts are skipped")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = greedy, for debugging)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
-    p.add_argument("--lr", type=float, help="AdamW peak learning rate")
+    p.add_argument("--prompts-per-step", type=int, help="prompts per optimizer step, over all ranks" + default("prompts_per_step"))
+    p.add_argument("--samples-per-prompt", type=int, help="responses sampled per prompt" + default("samples_per_prompt"))
+    p.add_argument("--max-new-tokens", type=int, help="response length limit" + default("max_new_tokens"))
+    p.add_argument("--max-prompt-len", type=int, default=2048, help="longer prompts are skipped (default: 2048)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    p.add_argument("--lr", type=float, help="AdamW peak learning rate" + default("lr"))
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
-                   help="decay after warmup")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm")
-    p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--micro-batch", type=int, help="sequences per forward/backward")
-    p.add_argument("--rollout-batch", type=int, help="sequences per generate call")
+                   help="decay after warmup (default: constant, as in the paper)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (default: 0)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (default: 1.0)")
+    p.add_argument("--steps", type=int, help="optimizer steps" + default("steps"))
+    p.add_argument("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
+    p.add_argument("--rollout-batch", type=int, help="sequences per generate call" + default("rollout_batch"))
     p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
     p.add_argument("--allow-template-mismatch", action="store_true",
                    help="let teacher/reference chat templates differ from the student's")
     p.add_argument("--eval-data", action="append", help="file to evaluate on before and after training (repeatable)")
-    p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem (avg@n)")
-    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps, logged in metrics.jsonl")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json (default: out, or out/toy)")
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
+    p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
+    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: 0, only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args = p.parse_args(argv)
 
