@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # quiet fork warnings; we batch ourselves
@@ -158,6 +159,13 @@ def barrier():
         dist.barrier()
 
 
+def now(device):
+    """Wall time after the device's queued work is done, so phase timings are honest on GPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.time()
+
+
 def check_model_path(path):
     """A path that is clearly local (not an 'org/name' hub id) must exist: fail now, not after retries."""
     looks_local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or path.endswith("/")
@@ -240,6 +248,8 @@ def load_rows(data):
         if not isinstance(row, dict) or "prompt" not in row:
             die(f"row {i} of {data!r} has no 'prompt' field; each row needs 'prompt' (a string or a "
                 f"list of chat messages) and optionally 'domain'")
+        if "domain" not in row and isinstance(row.get("extra_info"), dict) and "opd_teacher" in row["extra_info"]:
+            row["domain"] = row["extra_info"]["opd_teacher"]  # how the G-OPD release's data names it
     return rows
 
 
@@ -355,23 +365,39 @@ def rollout_batches(model, prompts, domains, pad_id, stop_ids, args):
 # Scoring: log-probs of the sampled tokens
 
 
-def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=1024):
+def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=128):
     """log pi(y_t | s_t) for the last n_response tokens of each row, float32 [B, n_response].
 
-    Logits are computed only for response positions (logits_to_keep), and the log-softmax of the
-    chosen token is its logit minus a logsumexp taken in chunks of positions, so no float32
-    [B, R, vocab] tensor exists at once. Every model (student, teacher, reference) is scored at the
-    sampling temperature, logits / T: the student's log-probs are then those of the distribution it
-    actually sampled from, and all three terms of the advantage use one rule."""
+    The model body gives final hidden states, never logits; the output layer then runs on `chunk`
+    response tokens at a time, and each chosen token's log-prob is its logit minus the logsumexp of
+    its row of logits. So no [B, R, vocab] tensor ever exists: with a 150k vocabulary and long
+    responses, that tensor, not the model, is what runs out of memory. With gradients on, each chunk
+    is recomputed in the backward pass instead of keeping its float32 logits.
+    Every model (student, teacher, reference) is scored at the sampling temperature, logits / T: the
+    student's log-probs are then those of the distribution it actually sampled from, and all three
+    terms of the advantage use one rule."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids,
-                   logits_to_keep=n_response + 1, use_cache=False).logits[:, :-1]
-    targets = sequences[:, -n_response:]
+    inputs = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    if isinstance(model, DDP):  # DDP syncs gradients only through its own forward
+        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+    else:  # the decoder body alone: no logits, no per-layer states kept
+        hidden = model.get_decoder()(**inputs).last_hidden_state
+    head = getattr(model, "module", model).get_output_embeddings()
+    hidden = hidden[:, -n_response - 1:-1].reshape(-1, hidden.shape[-1])  # the states that predict y_t
+    targets = sequences[:, -n_response:].reshape(-1)
     parts = []
-    for lg, tg in zip(logits.split(chunk, dim=1), targets.split(chunk, dim=1)):
-        lg = lg.float() / temperature
-        parts.append(lg.gather(-1, tg.unsqueeze(-1)).squeeze(-1) - lg.logsumexp(-1))
-    return torch.cat(parts, dim=1)
+    for h, y in zip(hidden.split(chunk), targets.split(chunk)):
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, use_reentrant=False))
+        else:
+            parts.append(chosen_logprobs(head, h, y, temperature))
+    return torch.cat(parts).view(sequences.shape[0], n_response)
+
+
+def chosen_logprobs(head, hidden, targets, temperature):
+    """log-softmax of the target tokens only: logit minus logsumexp, in float32."""
+    logits = head(hidden).float() / temperature
+    return logits.gather(-1, targets[:, None])[:, 0] - logits.logsumexp(-1)
 
 
 @torch.inference_mode()
@@ -587,7 +613,7 @@ def train(args, rank, world, device, master, log):
 
     score_temp = args.temperature or 1.0  # greedy rollouts are scored with the plain softmax
     for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start, total=args.steps):
-        t0 = time.time()
+        t0 = now(device)
         idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
         idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
@@ -596,7 +622,7 @@ def train(args, rank, world, device, master, log):
         with autocast:
             batches = rollout_batches(student, [encoded[i] for i in idx], [rows[i].get("domain") for i in idx],
                                       tokenizer.pad_token_id, stop_ids, args)
-        t1 = time.time()
+        t1 = now(device)
 
         # 2. scoring by the frozen teacher(s) and reference
         scored = []
@@ -605,7 +631,7 @@ def train(args, rank, world, device, master, log):
             logp_t = score(teachers, doms, seq, attn, n, score_temp)
             logp_r = score({None: ref}, [None] * len(doms), seq, attn, n, score_temp) if ref is not None else None
             scored.append((logp_t, logp_r))
-        t2 = time.time()
+        t2 = now(device)
 
         # 3. one update on the whole batch, token-mean over the global batch
         student.train()
@@ -627,7 +653,7 @@ def train(args, rank, world, device, master, log):
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        t3 = time.time()
+        t3 = now(device)
 
         metrics = {"step": step + 1, "loss": stats[0].item(), "reward": (stats[1] / n_tokens).item(),
                    "kl_ref": (stats[2] / n_tokens).item(), "kl_teacher": (stats[3] / n_tokens).item(),

@@ -173,6 +173,26 @@ def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
             assert torch.allclose(alone[0, m], got[i, m], atol=1e-5)
 
 
+def test_token_logprobs_gradient_matches_naive_softmax(world):
+    """The chunked, recomputed path gives the student the same gradient as a full log-softmax."""
+    model, tok = load(world["math"])
+    prompts = [gopd.prompt_ids(tok, s) for s in ["a", "a longer prompt"]]
+    torch.manual_seed(0)
+    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 10, 1.0, 1.0)
+    n = mask.shape[1]
+    weights_ = torch.randn(mask.shape) * mask
+
+    def grads(fn):
+        model.zero_grad()
+        (fn() * weights_).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    naive = grads(lambda: torch.log_softmax(model(input_ids=seq, attention_mask=attn, position_ids=pos).logits.float() / 0.8, -1)
+                  [:, -n - 1:-1].gather(-1, seq[:, -n:, None]).squeeze(-1))
+    ours = grads(lambda: gopd.token_logprobs(model, seq, attn, n, temperature=0.8, chunk=3))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(naive, ours))
+
+
 def test_scoring_temperature_matches_the_sampled_distribution(world):
     """The student's log-probs are those of the distribution generate sampled from (pitfall 3)."""
     from transformers import GenerationConfig
@@ -410,3 +430,14 @@ def test_cuda_step_in_bf16(world, tmp_path):
     assert all(t.dtype == torch.float32 for t in w.values())
     teacher = gopd.load_model(world["math"], torch.bfloat16, torch.device("cuda"))
     assert next(teacher.parameters()).dtype == torch.bfloat16 and not next(teacher.parameters()).requires_grad
+
+
+def test_release_rows_route_by_extra_info_opd_teacher(tmp_path):
+    """The G-OPD release's parquet rows tag their teacher as extra_info.opd_teacher."""
+    rows = [{"prompt": [{"role": "user", "content": "1+1?"}], "extra_info": {"opd_teacher": "math"}},
+            {"prompt": "def f", "extra_info": {"opd_teacher": "code"}, "domain": "code"}]
+    loaded = gopd.load_rows(tiny.write_jsonl(tmp_path / "release.jsonl", rows))
+    assert [r["domain"] for r in loaded] == ["math", "code"]
+    gopd.check_domains(loaded, {"math": "A", "code": "B"})
+    with pytest.raises(SystemExit, match=r"\['math'\] have no teacher"):
+        gopd.check_domains(loaded, {"code": "B"})

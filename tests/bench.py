@@ -1,0 +1,369 @@
+"""Benchmark: one gopd.py step next to Hugging Face TRL's GKDTrainer and next to the bare compute,
+and the peak memory of gopd's scoring path next to a naive full-vocabulary log-softmax.
+
+    pip install trl                      # benchmark only; gopd.py never imports it
+    python tests/bench.py                # table; CUDA in bf16 when available, else CPU float32
+    python tests/bench.py --device cpu   # force CPU
+    python tests/bench.py --json         # last line: {"gopd_vs_trl": .., "gopd_vs_floor": .., "scoring_mem_vs_naive": ..}
+
+Not collected by pytest (the name does not start with test_). Targets: gopd step <= 0.8x TRL,
+<= 1.15x the floor, scoring peak memory <= 1/4 of naive.
+
+Timing. The three contenders get the same tiny random Qwen2 student and teacher (built here,
+saved and loaded back with from_pretrained), the same prompts (all the same length), batch,
+samples per prompt and max new tokens, on-policy reverse KL (lam = 1), temperature 1, top-p 1,
+AdamW lr 1e-5, grad clip 1.0, one optimizer step per batch, no logging, no checkpoints:
+- gopd: its real training loop (gopd.main), step time split as it logs it in metrics.jsonl;
+- TRL: GKDTrainer with lmbda=1 (always student-generated), beta=1 (reverse KL: TRL's generalized
+  JSD at beta=1 is KL(student || teacher)), seq_kd=False, and gradient checkpointing off (TRL's
+  default is on, which also drops the KV cache in its generate); step time = interval between
+  the ends of consecutive optimizer steps (data collation and Trainer overhead included);
+- floor: one generate + one teacher forward + one student forward/backward + optimizer step,
+  written inline with logits only for response positions: the least any implementation can do.
+A random-init model is near uniform over its vocabulary, so rows stop early with probability
+about max_new_tokens / vocab; generate keeps computing every column until all rows stop, so all
+three do the same work. The contenders run in alternating rounds and the median step is
+reported, because other jobs may share the machine; on CPU torch gets one thread (--threads),
+since OpenMP threads that wait for each other on a busy machine make generate 10-20x slower.
+gopd at lam = 1.25 (one more frozen forward, the reference) is timed too, outside the ratios.
+
+Memory. In a fresh subprocess per path: a one-layer model with a 151,936-token vocabulary (the
+size of Qwen3's embedding) scores a 1,024-token response under no-grad, as the teacher does. The
+naive path is the textbook one, already kept to response positions:
+log_softmax(model(..., logits_to_keep=R + 1).logits.float()).gather(...). The gopd path is
+gopd.token_logprobs. Peak is measured above what was allocated before the call: on CUDA with
+torch.cuda.max_memory_allocated; on CPU with the process's peak resident set (VmHWM), reset just
+before the call through /proc/self/clear_refs (Linux) -- torch's CPU allocator returns large
+blocks to the OS, so the high-water mark is the tensors' peak, not allocator caching.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import string
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built here; nothing may come from the hub
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "--device=cpu" in sys.argv or "--device" in sys.argv[:-1] and sys.argv[sys.argv.index("--device") + 1] == "cpu":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # gopd.main picks CUDA when it sees one
+
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import gopd  # noqa: E402
+
+# -----------------------------------------------------------------------------
+# A tiny world: byte-level BPE tokenizer (Qwen2's), random student and teacher
+
+
+def make_tokenizer(vocab_size):
+    """A Qwen2-style byte-level BPE tokenizer with exactly vocab_size tokens: the 256 byte symbols,
+    then ' a'..' z', ' aa'..' zz', ... so every id decodes and a random 3-letter word is one token."""
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    vocab = {s: i for i, s in enumerate(bytes_to_unicode().values())}
+    merges, words, room = [], ["\u0120"], vocab_size - 3  # \u0120 is the byte-level space; 3 specials
+    while len(vocab) < room:
+        longer = []
+        for w in words:
+            for c in string.ascii_lowercase[:max(0, room - len(vocab))]:
+                vocab[w + c] = len(vocab)
+                merges.append((w, c))
+                longer.append(w + c)
+        words = longer
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                         additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return tok
+
+
+def build_model(path, tokenizer, vocab_size, hidden, layers, seed):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=4096, tie_word_embeddings=True, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_world(root, a):
+    tok = make_tokenizer(a.vocab)
+    paths = {name: build_model(os.path.join(root, name), tok, a.vocab, a.hidden, a.layers, seed)
+             for name, seed in [("student", 0), ("teacher", 1)]}
+    g = torch.Generator().manual_seed(0)
+    words = [w for w in tok.get_vocab() if len(w) == 4 and w[0] == "\u0120"]  # ' abc': one token each
+    prompts = [" ".join(words[i][1:] for i in torch.randint(len(words), (a.prompt_words,), generator=g).tolist())
+               for _ in range(a.prompts)]
+    paths["root"], paths["data"] = root, os.path.join(root, "data.jsonl")
+    with open(paths["data"], "w") as f:
+        f.writelines(json.dumps({"prompt": p}) + "\n" for p in prompts)
+    return paths, prompts
+
+
+def load(path, dtype, device, trainable):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    return model.train() if trainable else model.eval().requires_grad_(False)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+# -----------------------------------------------------------------------------
+# The three contenders. Each returns a list of per-step dicts (seconds).
+
+
+def floor_steps(paths, prompts, a, device, n):
+    """generate + teacher forward + student forward/backward + AdamW step, nothing else."""
+    from transformers import AutoTokenizer
+    gpu = device.type == "cuda"
+    tok = AutoTokenizer.from_pretrained(paths["student"], padding_side="left")
+    student = load(paths["student"], torch.float32, device, True)
+    teacher = load(paths["teacher"], torch.bfloat16 if gpu else torch.float32, device, False)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-5)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gpu else contextlib.nullcontext()
+    messages = [[{"role": "user", "content": p}] for p in prompts for _ in range(a.samples)]
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, padding=True,
+                                  return_tensors="pt", return_dict=True).to(device)
+    R, times = a.max_new_tokens, []
+    for _ in range(n + 1):
+        t0 = sync(device)
+        with torch.no_grad(), autocast:
+            seq = student.eval().generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                          max_new_tokens=R, pad_token_id=tok.pad_token_id)
+        t1 = sync(device)
+        attn = torch.cat([enc["attention_mask"], torch.ones_like(seq[:, -R:])], 1)
+        target = seq[:, -R:, None]
+        with torch.no_grad(), autocast:
+            logits = teacher(input_ids=seq, attention_mask=attn, logits_to_keep=R + 1).logits[:, :-1]
+            logp_t = logits.float().log_softmax(-1).gather(-1, target)[..., 0]
+        t2 = sync(device)
+        with autocast:
+            logits = student.train()(input_ids=seq, attention_mask=attn, logits_to_keep=R + 1).logits[:, :-1]
+            logp_s = logits.float().log_softmax(-1).gather(-1, target)[..., 0]
+        loss = -((logp_t - logp_s).detach() * logp_s).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = sync(device)
+        times.append({"generate": t1 - t0, "score": t2 - t1, "update": t3 - t2, "step": t3 - t0,
+                      "tokens": seq.shape[0] * (seq.shape[1] - enc["input_ids"].shape[1])})
+    return times[1:]  # the first step warms up kernels and allocators
+
+
+def gopd_steps(paths, a, n, lam=1.0):
+    """gopd's own loop, run in this process; per-step times read back from its metrics.jsonl."""
+    out = tempfile.mkdtemp(prefix="gopd_", dir=paths["root"])
+    argv = ["--student", paths["student"], "--teacher", paths["teacher"], "--data", paths["data"],
+            "--lam", str(lam), "--prompts-per-step", str(a.prompts), "--samples-per-prompt", str(a.samples),
+            "--max-new-tokens", str(a.max_new_tokens), "--micro-batch", str(a.prompts * a.samples),
+            "--rollout-batch", str(a.prompts * a.samples), "--lr", "1e-5", "--steps", str(n + 1),
+            "--out", out]
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        gopd.main(argv)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [r for r in map(json.loads, f) if "time_step" in r]
+    return [{"generate": r["time_generate"], "score": r["time_score"], "update": r["time_update"],
+             "step": r["time_step"], "tokens": r["tokens_per_s"] * r["time_step"]} for r in rows[1:]]
+
+
+def trl_steps(paths, prompts, a, device, n):
+    """TRL's GKDTrainer configured for fully on-policy reverse-KL distillation."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+    gpu = device.type == "cuda"
+    tok = AutoTokenizer.from_pretrained(paths["student"])
+    # The collator wants whole conversations; with lmbda=1 the assistant turn is always replaced
+    # by a fresh student sample. Each prompt appears samples-per-prompt times per batch, as in gopd.
+    rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": "x"}]}
+            for p in prompts for _ in range(a.samples)]
+    dataset = Dataset.from_list(rows * (n + 1))
+    ends, generate = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *args, **kwargs):
+            ends.append(sync(device))
+
+    config = GKDConfig(output_dir=tempfile.mkdtemp(prefix="trl_", dir=paths["root"]), per_device_train_batch_size=len(rows),
+                       gradient_accumulation_steps=1, max_steps=n + 1, learning_rate=1e-5,
+                       lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, optim="adamw_torch",
+                       lmbda=1.0, beta=1.0, seq_kd=False, temperature=1.0, max_new_tokens=a.max_new_tokens,
+                       logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none",
+                       disable_tqdm=True, dataloader_num_workers=0, use_cpu=not gpu, bf16=gpu, seed=0,
+                       gradient_checkpointing=False)  # TRL's default is on, which also drops the KV cache
+                                                      # in its generate; gopd and the floor run without it
+    trainer = GKDTrainer(model=load(paths["student"], torch.float32, device, True),
+                         teacher_model=load(paths["teacher"], torch.bfloat16 if gpu else torch.float32, device, False),
+                         args=config, train_dataset=dataset, processing_class=tok, callbacks=[Clock()])
+    rollout = trainer.generate_on_policy_outputs
+
+    def timed_rollout(*args):  # to split TRL's step into generate and the rest
+        t = sync(device)
+        result = rollout(*args)
+        generate.append(sync(device) - t)
+        return result
+
+    trainer.generate_on_policy_outputs = timed_rollout
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        trainer.train()
+    tokens = len(rows) * a.max_new_tokens
+    return [{"generate": g, "score": float("nan"), "update": (e1 - e0) - g, "step": e1 - e0, "tokens": tokens}
+            for e0, e1, g in zip(ends, ends[1:], generate[1:])]
+
+# -----------------------------------------------------------------------------
+# Scoring memory, one subprocess per path
+
+
+def memory_probe(which, a):
+    """Runs in a fresh process: peak bytes of one no-grad scoring call above the baseline."""
+    device = torch.device(a.device)
+    gpu = device.type == "cuda"
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=a.mem_vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=0, pad_token_id=0)
+    with tempfile.TemporaryDirectory(prefix="gopd_bench_mem_") as root:
+        Qwen2ForCausalLM(config).save_pretrained(root)
+        model = load(root, torch.bfloat16 if gpu else torch.float32, device, False)
+    R = a.mem_response
+    seq = torch.randint(a.mem_vocab, (1, 64 + R), device=device)
+    attn = torch.ones_like(seq)
+
+    def naive():
+        logits = model(input_ids=seq, attention_mask=attn, logits_to_keep=R + 1).logits[:, :-1]
+        return torch.log_softmax(logits.float(), -1).gather(-1, seq[:, -R:, None])[..., 0]
+
+    def lean():
+        return gopd.token_logprobs(model, seq, attn, R)
+
+    run = naive if which == "naive" else lean
+    with torch.inference_mode():
+        run()  # warm up: lazy initialisation is not the scoring path's memory
+        if gpu:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            run()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+        base = proc_status("VmRSS")
+        run()
+        return proc_status("VmHWM") - base
+
+
+def proc_status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {key} in /proc/self/status (Linux only)")
+
+
+def scoring_memory(a):
+    peaks = {}
+    for which in ["naive", "gopd"]:
+        cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", which, "--device", a.device,
+               "--mem-vocab", str(a.mem_vocab), "--mem-response", str(a.mem_response)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        peaks[which] = int(out.strip().splitlines()[-1])
+    return peaks
+
+# -----------------------------------------------------------------------------
+
+
+def median(steps, key):
+    return statistics.median(s[key] for s in steps)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print the three ratios as JSON on the last line")
+    p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--samples", type=int, default=2, help="samples per prompt")
+    p.add_argument("--prompt-words", type=int, default=24)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each contender")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per contender per round (after one warm-up)")
+    p.add_argument("--mem-vocab", type=int, default=151936)
+    p.add_argument("--mem-response", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads; on a shared machine OpenMP threads that wait for each other thrash")
+    p.add_argument("--memory-probe", choices=["naive", "gopd"], help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.device == "cpu":
+        torch.set_num_threads(a.threads)
+    if a.memory_probe:
+        print(memory_probe(a.memory_probe, a))
+        return
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit("bench.py: error: the TRL comparison needs trl; pip install trl (benchmark only)")
+    device = torch.device(a.device)
+    say = (lambda *x, **k: print(*x, **k, file=sys.stderr)) if a.json else print
+
+    runs = {"floor": [], "gopd": [], "trl": [], "exopd": []}
+    with tempfile.TemporaryDirectory(prefix="gopd_bench_") as root:  # models, runs and checkpoints
+        paths, prompts = build_world(root, a)
+        for r in range(a.rounds):
+            runs["floor"] += floor_steps(paths, prompts, a, device, a.steps)
+            runs["gopd"] += gopd_steps(paths, a, a.steps)
+            runs["trl"] += trl_steps(paths, prompts, a, device, a.steps)
+            runs["exopd"] += gopd_steps(paths, a, a.steps, lam=1.25)  # for reference: one more frozen forward
+            say(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {median(v, 'step'):.3f}s" for k, v in runs.items()))
+    peaks = scoring_memory(a)
+
+    threads = f"{torch.get_num_threads()} thread(s)"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores), {threads}"
+    dtype = "bf16 (student fp32 master weights + autocast)" if device.type == "cuda" else "float32"
+    say(f"\ndevice: {name}; {dtype}; Qwen2 {a.layers} layers x {a.hidden} hidden, vocab {a.vocab}; "
+        f"{a.prompts} prompts x {a.samples} samples, {a.max_new_tokens} new tokens; "
+        f"median of {a.rounds * a.steps} steps")
+    say(f"{'':16}{'generate':>10}{'score':>10}{'update':>10}{'step':>10}{'tok/s':>10}{'/ floor':>10}")
+    floor = median(runs["floor"], "step")
+    labels = {"floor": "floor", "gopd": "gopd.py", "trl": "TRL GKDTrainer", "exopd": "gopd.py lam 1.25"}
+    for key, steps in runs.items():
+        step = median(steps, "step")
+        cells = [median(steps, k) for k in ["generate", "score", "update"]] + [step]
+        say(f"{labels[key]:16}" + "".join("       n/a" if c != c else f"{c:>9.3f}s" for c in cells)
+            + f"{median(steps, 'tokens') / step:>10.0f}{step / floor:>10.2f}")
+    say("(TRL scores inside its update: one loss runs the teacher and student forwards. At lam 1.25 gopd also\n"
+        " scores the reference; the ratios use lam 1, the objective TRL can express.)")
+    say(f"scoring peak memory, vocab {a.mem_vocab}, {a.mem_response} response tokens: naive "
+        f"{peaks['naive'] / 2**20:.0f} MiB, gopd {peaks['gopd'] / 2**20:.0f} MiB")
+
+    ratios = {"gopd_vs_trl": median(runs["gopd"], "step") / median(runs["trl"], "step"),
+              "gopd_vs_floor": median(runs["gopd"], "step") / floor,
+              "scoring_mem_vs_naive": peaks["gopd"] / peaks["naive"]}
+    targets = {"gopd_vs_trl": 0.8, "gopd_vs_floor": 1.15, "scoring_mem_vs_naive": 0.25}
+    for k, v in ratios.items():
+        say(f"{k:22} {v:6.3f}  (target <= {targets[k]}: {'met' if v <= targets[k] else 'MISSED'})")
+    if a.json:
+        print(json.dumps({k: round(v, 3) for k, v in ratios.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Launch gopd.py with torchrun on one node or many, with the paper's recipes as named presets.
+#
+#   bash train_multi_gpu.sh --help                  # presets and environment variables
+#   bash train_multi_gpu.sh exopd-multi             # run a preset on this node's GPUs
+#   bash train_multi_gpu.sh --dry-run exopd-math    # print the exact torchrun command, run nothing
+#   bash train_multi_gpu.sh exopd-math --steps 10   # arguments after the preset go to gopd.py
+#
+# Multi-node: run the same command on every node with NNODES, NODE_RANK (0 on the master) and
+# MASTER_ADDR (the master's address, reachable from all nodes) set, e.g. on 2 nodes x 8 GPUs:
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 bash train_multi_gpu.sh exopd-multi   # node 0
+#   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 bash train_multi_gpu.sh exopd-multi   # node 1
+#
+# Sources: "G-OPD release" is the authors' public code (a fork of verl 0.6.1), its README and
+# examples; sections refer to the paper (Yang et al., 2026, arXiv 2602.12125).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+NNODES="${NNODES:-1}"
+NPROC_PER_NODE="${NPROC_PER_NODE:-$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)}"
+[[ "$NPROC_PER_NODE" =~ ^[1-9][0-9]*$ ]] || NPROC_PER_NODE=1  # no GPU visible: one process
+NODE_RANK="${NODE_RANK:-0}"
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
+MASTER_PORT="${MASTER_PORT:-29500}"
+DRY_RUN="${DRY_RUN:-0}"
+
+# Training data: the release's hub dataset, downloaded once as files:
+#   hf download Keven16/G-OPD-Training-Data --repo-type dataset --local-dir G-OPD-Training-Data
+DATA_DIR="${DATA_DIR:-G-OPD-Training-Data}"
+MATH_DATA="$DATA_DIR/DeepMath-103K/train_filtered_level6.parquet"  # DeepMath-103K, difficulty >= 6 (57,046 rows; G-OPD release, README single-teacher example)
+CODE_DATA="$DATA_DIR/Eurus/code_train.parquet"                     # Eurus-RL-Code (25,276 rows; G-OPD release, examples/g_opd code single-teacher script)
+MULTI_DATA="$DATA_DIR/math_and_code/train.parquet"                 # both domains, rows tagged math/code (G-OPD release, README multi-teacher example;
+                                                                   # paper Sec. 4.1.1: DeepMath down-sampled to the size of Eurus-RL-Code)
+
+# Models (hub ids; set these variables to local copies if you have them).
+STUDENT_4B="${STUDENT_4B:-Qwen/Qwen3-4B}"                                         # same-size student, non-thinking mode (paper Sec. 4.1.1)
+STUDENT_1_7B="${STUDENT_1_7B:-Qwen/Qwen3-1.7B}"                                   # strong-to-weak student (paper Sec. 4.2)
+MATH_TEACHER="${MATH_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Math-Step500}"     # Qwen3-4B after 500 GRPO steps on math (G-OPD release)
+CODE_TEACHER="${CODE_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Code-Step300}"     # Qwen3-4B after 300 GRPO steps on code (G-OPD release)
+STRONG_TEACHER="${STRONG_TEACHER:-Qwen/Qwen3-30B-A3B-Instruct-2507}"              # strong-to-weak teacher (paper Sec. 4.2)
+
+# Hyperparameters shared by every preset (G-OPD release, README examples; paper Sec. 4.1.1).
+COMMON=(
+  --prompts-per-step 1024   # data.train_batch_size=1024, one update per batch (ppo_mini_batch_size=1024)
+  --samples-per-prompt 1    # rollout.n=1
+  --max-new-tokens 16384    # data.max_response_length=16384
+  --max-prompt-len 2048     # data.max_prompt_length=2048
+  --temperature 1.0         # rollout.temperature=1.0
+  --top-p 1.0               # rollout.top_p=1.0
+  --lr 1e-5                 # actor.optim.lr=1e-5
+  --lr-schedule constant    # verl's default constant schedule
+  --warmup-steps 0          # lr_warmup_steps_ratio=0.0
+  --grad-clip 1.0           # actor.grad_clip, verl's default 1.0
+  --micro-batch 1           # ppo_micro_batch_size_per_gpu=1
+  --grad-checkpointing      # model.enable_gradient_checkpointing=True
+  --seed 42                 # data.seed=42
+  --save-every 50           # trainer.save_freq=50
+)
+
+usage() {
+  cat <<EOF
+usage: bash train_multi_gpu.sh [--dry-run] PRESET [gopd.py arguments ...]
+
+Presets (the paper's recipes; lam = reward scale, 1 = OPD, 1.25 = ExOPD):
+  opd-math       single teacher, same size: Qwen3-4B <- math RL teacher, lam 1, 50 steps
+  exopd-math     same, lam 1.25
+  opd-code       single teacher, same size: Qwen3-4B <- code RL teacher, lam 1, 50 steps
+  exopd-code     same, lam 1.25
+  opd-multi      multi-teacher: Qwen3-4B <- math and code RL teachers by row domain, lam 1, 50 steps
+  exopd-multi    same, lam 1.25
+  opd-s2w        strong-to-weak: Qwen3-1.7B <- Qwen3-30B-A3B-Instruct-2507, lam 1, 100 steps
+  exopd-s2w      same, lam 1.25
+  exopd-s2w-rc   strong-to-weak ExOPD with reward correction: Qwen3-1.7B <- 4B math RL teacher,
+                 reference = the teacher's pre-RL base Qwen3-4B, lam 1.25, 100 steps
+
+Environment (defaults in brackets):
+  NNODES [1]  NPROC_PER_NODE [GPUs seen by nvidia-smi, else 1]  NODE_RANK [0]
+  MASTER_ADDR [127.0.0.1]  MASTER_PORT [29500]  DRY_RUN [0]: 1 prints the command only
+  DATA_DIR [G-OPD-Training-Data]  DATA [the preset's file under DATA_DIR]  OUT [runs/PRESET]
+  STUDENT_4B STUDENT_1_7B MATH_TEACHER CODE_TEACHER STRONG_TEACHER: model ids or folders
+EOF
+}
+
+die() { echo "train_multi_gpu.sh: error: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 && "$1" == -* ]]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    *) die "unknown option '$1' before the preset; run with --help for usage" ;;
+  esac
+done
+[[ $# -gt 0 ]] || die "no preset given; run with --help for the list"
+PRESET="$1"; shift
+
+case "$PRESET" in
+  opd-math|exopd-math)
+    RECIPE=(--student "$STUDENT_4B" --teacher "$MATH_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 50) ;;  # 50 steps same-size (paper Sec. 4.1.1)
+  opd-code|exopd-code)
+    RECIPE=(--student "$STUDENT_4B" --teacher "$CODE_TEACHER" --data "${DATA:-$CODE_DATA}" --steps 50) ;;
+  opd-multi|exopd-multi)  # each row is scored by its domain's teacher; the reference is the student's start (paper Sec. 4.1.3)
+    RECIPE=(--student "$STUDENT_4B" --teacher "math=$MATH_TEACHER" --teacher "code=$CODE_TEACHER"
+            --data "${DATA:-$MULTI_DATA}" --steps 50) ;;
+  opd-s2w|exopd-s2w)  # 100 steps strong-to-weak (paper Sec. 4.2). The 2507 Instruct teacher shares Qwen3's
+                      # vocabulary and EOS but has a non-thinking-only chat template, so the student's
+                      # template (empty think block) is scored by a teacher that never emits one: waived knowingly.
+    RECIPE=(--student "$STUDENT_1_7B" --teacher "$STRONG_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 100
+            --allow-template-mismatch) ;;
+  exopd-s2w-rc)  # reward correction: pi_ref = the teacher's pre-RL base (paper Sec. 3.2 and 4.2.3; G-OPD release, README
+                 # strong-to-weak example pairs Qwen3-1.7B with the 4B math RL teacher)
+    RECIPE=(--student "$STUDENT_1_7B" --teacher "$MATH_TEACHER" --ref "$STUDENT_4B"
+            --data "${DATA:-$MATH_DATA}" --steps 100) ;;
+  *) die "unknown preset '$PRESET'; run with --help for the list" ;;
+esac
+case "$PRESET" in
+  exopd-*) LAM=1.25 ;;  # actor.policy_loss.lambda_vals=1.25 (G-OPD release, README; paper Sec. 4.1.1)
+  *) LAM=1.0 ;;         # standard OPD
+esac
+
+CMD=(torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" --node_rank="$NODE_RANK"
+     --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT"
+     "$HERE/gopd.py" "${RECIPE[@]}" --lam "$LAM" "${COMMON[@]}" --out "${OUT:-runs/$PRESET}" "$@")
+
+if [[ "$DRY_RUN" == 1 ]]; then
+  printf '%q ' "${CMD[@]}"; echo
+else
+  exec "${CMD[@]}"
+fi
