@@ -146,8 +146,9 @@ def test_check_math_from_threads():
 # -----------------------------------------------------------------------------
 # Sandbox
 
-def sandbox_leftovers(marker="gopd-sandbox-"):
-    """Processes whose command line mentions `marker`, and sandbox directories left in the temp dir."""
+def sandbox_leftovers(marker="gopd-sandbox-", base=None):
+    """Processes whose command line mentions `marker`, and sandbox directories left in `base`
+    (default: the temp dir)."""
     procs = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -156,18 +157,24 @@ def sandbox_leftovers(marker="gopd-sandbox-"):
             continue
         if marker in cmdline and int(pid) != os.getpid():
             procs.append((pid, cmdline[:80]))
-    dirs = [p for p in os.listdir(tempfile.gettempdir()) if p.startswith("gopd-sandbox-")]
+    dirs = [p for p in os.listdir(base or tempfile.gettempdir()) if p.startswith("gopd-sandbox-")]
     return procs, dirs
 
 
 @pytest.fixture
-def clean_host():
-    """Every sandbox test ends with nothing running and nothing left in the temp dir."""
+def clean_host(monkeypatch):
+    """Every sandbox test ends with nothing running and nothing left in its temp dir. The temp dir
+    is private to the test, so other programs' sandboxes (a parallel job) are not counted."""
+    base = tempfile.mkdtemp(prefix="gopd-test-")
+    os.chmod(base, 0o711)  # the sandbox's unprivileged uid must pass through to its own folder
+    monkeypatch.setattr(tempfile, "tempdir", base)
     yield
     deadline = time.monotonic() + 2.0                 # give the kernel a moment to reap
-    while sandbox_leftovers() != ([], []) and time.monotonic() < deadline:
+    while sandbox_leftovers(base=base) != ([], []) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_leftovers() == ([], [])
+    leftovers = sandbox_leftovers(base=base)
+    shutil.rmtree(base, ignore_errors=True)
+    assert leftovers == ([], [])
 
 
 def fenced(code):
