@@ -24,7 +24,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 
@@ -68,12 +67,16 @@ def parse_args(argv=None):
                    help="teacher: PATH, or DOMAIN=PATH once per domain (repeatable)")
     p.add_argument("--ref", help="reference pi_ref (default: a frozen copy of the student's initial weights)")
     p.add_argument("--lam", type=float, default=1.0, help="reward scale lambda: 1 = OPD (default), >1 = ExOPD")
-    p.add_argument("--data", help="JSONL/JSON/parquet file or datasets hub name; rows have 'prompt' and optional 'domain'")
-    p.add_argument("--prompts-per-step", type=int, help="prompts per optimizer step, over all ranks" + default("prompts_per_step"))
-    p.add_argument("--samples-per-prompt", type=int, help="responses sampled per prompt" + default("samples_per_prompt"))
+    p.add_argument("--data", help="JSONL/JSON/parquet file or datasets hub name; rows have 'prompt', "
+                                  "optional 'domain'")
+    p.add_argument("--prompts-per-step", type=int,
+                   help="prompts per optimizer step, over all ranks" + default("prompts_per_step"))
+    p.add_argument("--samples-per-prompt", type=int,
+                   help="responses sampled per prompt" + default("samples_per_prompt"))
     p.add_argument("--max-new-tokens", type=int, help="response length limit" + default("max_new_tokens"))
     p.add_argument("--max-prompt-len", type=int, default=2048, help="longer prompts are skipped (default: 2048)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
     p.add_argument("--lr", type=float, help="AdamW peak learning rate" + default("lr"))
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
@@ -89,7 +92,8 @@ def parse_args(argv=None):
                    help="let teacher/reference chat templates differ from the student's")
     p.add_argument("--eval-data", action="append", help="file to evaluate on before and after training (repeatable)")
     p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
-    p.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: 0, only at the end)")
@@ -339,6 +343,7 @@ def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p
     mask = response_mask(seq[:, ids.shape[1]:], stop_ids)
     return seq, torch.cat([attn, mask], dim=1), mask
 
+
 def trim(seq, attn, mask):
     """Drop columns that are padding in every row of a micro-batch: leading prompt padding and
     response positions after every row has stopped."""
@@ -375,7 +380,9 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
     is recomputed in the backward pass instead of keeping its float32 logits.
     Every model (student, teacher, reference) is scored at the sampling temperature, logits / T: the
     student's log-probs are then those of the distribution it actually sampled from, and all three
-    terms of the advantage use one rule."""
+    terms of the advantage use one rule. Assumes the usual HF causal-LM layout: a decoder body whose
+    last hidden state is final-normed, then the output layer, with no logit post-processing (true of
+    Qwen, Llama, Mistral; not of Gemma 2's logit soft-capping)."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
     inputs = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     if isinstance(model, DDP):  # DDP syncs gradients only through its own forward
@@ -643,7 +650,8 @@ def train(args, rank, world, device, master, log):
                 logp_s = token_logprobs(model, seq, attn, mask.shape[1], score_temp)
                 loss = gopd_loss(logp_s, logp_t, logp_r, mask, args.lam, n_tokens)
             (loss * world).backward()  # DDP averages gradients over ranks; undo it for the global mean
-            stats += torch.cat([loss.detach()[None], batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, args.lam)])
+            stats[0] += loss.detach()
+            stats[1:] += batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, args.lam)
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip)
         all_reduce_sum(stats)
         if not torch.isfinite(grad_norm) or not torch.isfinite(stats[0]):
