@@ -1,0 +1,148 @@
+"""The bundled toy world: the build script runs end to end (micro mode), and what it builds (and what
+is committed under toy/) loads through from_pretrained like any hub model, with one shared tokenizer
+that round-trips every toy prompt."""
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "toy"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(TOY))
+import build  # noqa: E402
+import evaluate  # noqa: E402
+
+MODELS = ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]
+DATA = ["train", "test_math", "test_code"]
+
+
+def run_micro_build(out):
+    """The micro build, started from an unrelated working directory."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, str(TOY / "build.py"), "--micro", "--out", str(out)], cwd=out.parent,
+                   env=env, check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "toy"
+    out.mkdir()
+    run_micro_build(out)
+    return out
+
+
+def read_rows(folder):
+    rows = {}
+    for name in DATA:
+        with open(folder / "data" / f"{name}.jsonl") as f:
+            rows[name] = [json.loads(line) for line in f]
+    return rows
+
+
+def check_toy_world(folder):
+    """Everything a consumer of the toy world relies on, asserted on content."""
+    rows = read_rows(folder)
+    assert {r["domain"] for r in rows["train"]} == {"math", "code"}
+    assert {r["domain"] for r in rows["test_math"]} == {"math"}
+    assert {r["domain"] for r in rows["test_code"]} == {"code"}
+    for row in rows["train"] + rows["test_math"] + rows["test_code"]:
+        assert ("answer" in row) == (row["domain"] == "math") and ("tests" in row) == (row["domain"] == "code")
+        assert row.get("answer", "0").isdigit() and "assert" in row.get("tests", "assert")
+    test_prompts = {r["prompt"] for r in rows["test_math"] + rows["test_code"]}
+    assert not test_prompts & {r["prompt"] for r in rows["train"]}, "test prompts leaked into train"
+
+    vocab = None
+    for name in MODELS:
+        path = folder / "models" / name
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        assert model.config.model_type == "llama" and model.dtype == torch.float32
+        assert tokenizer.eos_token == "<|end|>" and tokenizer.eos_token_id is not None
+        assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+        assert model.generation_config.eos_token_id == tokenizer.eos_token_id
+        if vocab is None:
+            vocab = tokenizer.get_vocab()
+            for row in rows["train"] + rows["test_math"] + rows["test_code"]:
+                ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+                assert len(ids) == len(row["prompt"])  # one token per character
+                assert tokenizer.decode(ids) == row["prompt"]
+        assert tokenizer.get_vocab() == vocab, f"{name} has a different tokenizer"
+        text = evaluate.render_prompt(tokenizer, rows["test_math"][0]["prompt"])
+        assert text.endswith("<|assistant|>") and rows["test_math"][0]["prompt"] in text
+        # A forward pass over the rendered prompt gives a distribution over the whole vocabulary.
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(ids).logits
+        assert logits.shape == (1, ids.shape[1], len(vocab)) and torch.isfinite(logits).all()
+
+
+def test_micro_build_produces_loadable_world(micro):
+    check_toy_world(micro)
+
+
+def test_micro_build_is_deterministic(micro, tmp_path):
+    again = tmp_path / "toy"
+    again.mkdir()
+    run_micro_build(again)
+    for path in sorted(micro.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (again / path.relative_to(micro)).read_bytes(), path.name
+
+
+def test_bundled_toy_world_loads():
+    check_toy_world(TOY)
+
+
+def test_chat_template_ends_assistant_turns_with_eos():
+    tokenizer = AutoTokenizer.from_pretrained(TOY / "models" / "student")
+    chat = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "\\boxed{4}"}]
+    assert tokenizer.apply_chat_template(chat, tokenize=False) == "<|user|>2+2?<|assistant|>\\boxed{4}<|end|>"
+    ids = tokenizer.apply_chat_template(chat, tokenize=True)["input_ids"]
+    assert ids[-1] == tokenizer.eos_token_id and ids.count(tokenizer.eos_token_id) == 1
+
+
+def test_gold_answers_pass_the_checkers_and_sloppy_ones_mostly_fail():
+    rng = random.Random(0)
+    for make, domain, field in [(build.math_problem, "math", "answer"), (build.code_problem, "code", "tests")]:
+        gold_ok = sloppy_ok = 0
+        for _ in range(8):
+            prompt, target, solve = make(rng)
+            row = {"prompt": prompt, "domain": domain, field: target}
+            gold_ok += evaluate.check(row, solve(rng, 0.0))
+            sloppy_ok += evaluate.check(row, solve(rng, 1.0))
+        assert gold_ok == 8 and sloppy_ok <= 2
+
+
+def test_micro_refuses_to_overwrite_committed_assets():
+    result = subprocess.run([sys.executable, str(TOY / "build.py"), "--micro"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and "--micro needs --out" in result.stderr
+
+
+def test_bundled_experts_are_strong_in_their_domain():
+    """Quality guard on the committed models: sampled accuracy (temperature 1, fixed seed) on the first 40
+    test problems of each domain, 2 samples each."""
+    rows = read_rows(TOY)
+
+    def accuracy(name, domain):
+        path = TOY / "models" / name
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        subset = rows[f"test_{domain}"][:40]
+        torch.manual_seed(0)
+        responses = evaluate.generate(model, tokenizer, [r["prompt"] for r in subset], n=2, max_new_tokens=64,
+                                      temperature=1.0, batch_size=80)
+        flat = [row for row in subset for _ in range(2)]
+        return sum(evaluate.check_many(flat, [y for ys in responses for y in ys])) / len(flat)
+
+    assert accuracy("math_expert", "math") >= accuracy("student", "math") + 0.2
+    assert accuracy("code_expert", "code") >= accuracy("student", "code") + 0.2
