@@ -146,3 +146,25 @@ def test_bundled_experts_are_strong_in_their_domain():
 
     assert accuracy("math_expert", "math") >= accuracy("student", "math") + 0.2
     assert accuracy("code_expert", "code") >= accuracy("student", "code") + 0.2
+
+
+def test_defaults_resolve_to_the_bundled_world_from_any_directory(tmp_path, monkeypatch):
+    """With no arguments gopd.py distills both toy experts into the toy student, from any cwd."""
+    import gopd
+    monkeypatch.chdir(tmp_path)
+    args = gopd.parse_args([])
+    assert os.path.samefile(args.student, os.path.join(ROOT, "toy", "models", "student"))
+    assert {d: os.path.basename(p) for d, p in args.teachers.items()} == {"math": "math_expert", "code": "code_expert"}
+    for path in [args.student, *args.teachers.values()]:
+        assert os.path.isfile(os.path.join(path, "config.json"))
+    assert all(os.path.isfile(p) for p in [args.data, *args.eval_data])
+    # a real one-step run from elsewhere, on a few test rows of each domain
+    rows = [json.loads(line) for f in args.eval_data for line in list(open(f))[:4]]
+    with open(tmp_path / "few.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"), "--steps", "1", "--prompts-per-step", "8",
+                        "--eval-data", "few.jsonl"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.load(open(tmp_path / "out" / "toy" / "eval.json"))
+    assert set(result) == {"before", "after"} and set(result["after"]) == {"math", "code"}
+    assert os.path.isfile(tmp_path / "out" / "toy" / "step_000001" / "model.safetensors")

@@ -6,8 +6,8 @@
 
 Runs (every one with the toy hyperparameters of gopd.TOY_DEFAULTS, so only the named flags differ):
 - multi-teacher: the math and code experts into the base student, lam = 1 (OPD), 1.25 and 1.5 (ExOPD);
-- strong-to-weak, math: the larger math expert into the base student at lam = 1.25, with
-  pi_ref = the student (default) or = the larger base (reward correction).
+- strong-to-weak, math (the math rows of train.jsonl): the larger math expert into the base student
+  at lam = 1.25, with pi_ref = the student (default) or = the larger base (reward correction).
 The base models and experts are evaluated with the same settings. Accuracy is avg@n on the toy test
 sets at the sampling temperature. The plot (matplotlib, an optional extra) shows test accuracy vs
 step for OPD and ExOPD.
@@ -32,8 +32,7 @@ DATA = os.path.join(TOY, "data")
 TEST = {"math": os.path.join(DATA, "test_math.jsonl"), "code": os.path.join(DATA, "test_code.jsonl")}
 MULTI = ["--teacher", f"math={MODELS['math_expert']}", "--teacher", f"code={MODELS['code_expert']}",
          "--data", os.path.join(DATA, "train.jsonl"), "--eval-data", TEST["math"], "--eval-data", TEST["code"]]
-S2W = ["--teacher", MODELS["large_math_expert"], "--data", os.path.join(DATA, "train_math.jsonl"),
-       "--eval-data", TEST["math"]]
+S2W = ["--teacher", MODELS["large_math_expert"], "--data", "{out}/train_math.jsonl", "--eval-data", TEST["math"]]
 RUNS = {
     "OPD (λ=1)": MULTI + ["--lam", "1.0"],
     "ExOPD (λ=1.25)": MULTI + ["--lam", "1.25"],
@@ -49,9 +48,10 @@ def toy_hyperparameters():
     return [x for k in keys for x in (f"--{k.replace('_', '-')}", str(gopd.TOY_DEFAULTS[k]))]
 
 
-def command(name, seed, out):
-    return [sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"], *RUNS[name],
-            *toy_hyperparameters(), "--seed", str(seed), "--eval-every", "5", "--out", out]
+def command(name, seed, out, folder):
+    run = [a.format(out=out) for a in RUNS[name]]
+    return [sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"], *run,
+            *toy_hyperparameters(), "--seed", str(seed), "--eval-every", "10", "--out", folder]
 
 
 def run_dir(out, name, seed):
@@ -65,7 +65,7 @@ def train(name, seed, out):
         return
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     with open(folder + ".log", "w") as log:
-        subprocess.run(command(name, seed, folder), stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
+        subprocess.run(command(name, seed, out, folder), stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
 
 
 def evaluate_baseline(name, seed, out):
@@ -142,6 +142,8 @@ def main():
     p.add_argument("--plot-only", action="store_true")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(DATA, "train.jsonl")) as src, open(os.path.join(args.out, "train_math.jsonl"), "w") as dst:
+        dst.writelines(line for line in src if json.loads(line)["domain"] == "math")  # strong-to-weak is math only
     if not args.plot_only:
         todo = [(name, s) for s in args.seeds for name in RUNS]
         with ThreadPoolExecutor(args.jobs) as pool:
