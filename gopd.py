@@ -14,7 +14,7 @@ whose optimum is pi* ~ pi_T^lam * pi_ref^(1-lam). lam = 1 is standard OPD, lam >
         --teacher math=PATH_A --teacher code=PATH_B --data FILE --lam 1.25
 
 The file reads in the order of the method: arguments, setup, data, rollout, scoring, objective,
-checkpoints, loop. The objective is `gopd_loss`.
+checkpoints, evaluation hook, loop. The objective is `gopd_loss`.
 """
 
 import argparse
