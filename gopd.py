@@ -258,14 +258,15 @@ def load_rows(data):
 
 
 def prompt_ids(tokenizer, prompt):
-    """Token ids of a prompt: the chat template with the assistant header when the tokenizer has one
-    (Qwen3 non-thinking mode, as in the paper; other templates ignore the flag), raw text otherwise."""
-    if tokenizer.chat_template:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                             enable_thinking=False)
-        return tokenizer(text, add_special_tokens=False).input_ids
-    return tokenizer(prompt).input_ids
+    """Token ids of a prompt, rendered by evaluate.py's rule (the chat template with the assistant
+    header, Qwen3 non-thinking mode as in the paper, else raw text), so that training and evaluation
+    show the student the same format."""
+    from evaluate import render_prompt
+    try:
+        text = render_prompt(tokenizer, prompt)
+    except ValueError as e:
+        die(str(e))
+    return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
 
 
 def check_domains(rows, teachers):

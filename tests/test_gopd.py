@@ -441,3 +441,10 @@ def test_release_rows_route_by_extra_info_opd_teacher(tmp_path):
     gopd.check_domains(loaded, {"math": "A", "code": "B"})
     with pytest.raises(SystemExit, match=r"\['math'\] have no teacher"):
         gopd.check_domains(loaded, {"code": "B"})
+
+
+def test_chat_prompts_need_a_chat_template(world, tmp_path):
+    tok = tiny.build_tokenizer(tmp_path / "plain", chat_template=False)
+    with pytest.raises(SystemExit, match="no chat template"):
+        gopd.prompt_ids(tok, [{"role": "user", "content": "hi"}])
+    assert tok.decode(gopd.prompt_ids(tok, "add 1 and 2")) == "add 1 and 2"

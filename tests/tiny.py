@@ -78,7 +78,7 @@ def write_jsonl(path, rows):
 
 
 def make_world(root, n_prompts=16):
-    """Student, two domain teachers, a default teacher, and prompts of two domains under root."""
+    """Student, a math and a code teacher, and prompts of both domains under root."""
     root = str(root)
     tok = build_tokenizer(os.path.join(root, "tok"))
     paths = {}
