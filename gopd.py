@@ -83,6 +83,9 @@ def parse_args(argv=None):
                    help="decay after warmup (default: constant, as in the paper)")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (default: 0)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--loss-agg", choices=["seq-mean-token-mean", "token-mean"], default="seq-mean-token-mean",
+                   help="seq-mean-token-mean: every response weighs the same, as the paper's release runs; "
+                        "token-mean: every token does (default: seq-mean-token-mean)")
     p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (default: 1.0)")
     p.add_argument("--steps", type=int, help="optimizer steps" + default("steps"))
     p.add_argument("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
@@ -422,28 +425,27 @@ def score(models, domains, sequences, attention_mask, n_response, temperature):
 # Objective
 
 
-def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_tokens):
+def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global, loss_agg="seq-mean-token-mean"):
     """The G-OPD loss on one micro-batch of response tokens ([B, R] tensors, mask 1 on response).
 
-        r_t  = lam * (log pi_T(y_t|s_t) - log pi_ref(y_t|s_t))     reward
-        k_t  = log pi_theta(y_t|s_t) - log pi_ref(y_t|s_t)          KL penalty
-        A_t  = r_t - k_t                                             advantage, no gradient
-        loss = - sum_t A_t * log pi_theta(y_t|s_t) / n_tokens
+        A_t  = lam * (log pi_T - log pi_ref) - (log pi_theta - log pi_ref)     advantage, no gradient
+        loss = - mean over responses of  mean over its tokens of  A_t * log pi_theta(y_t|s_t)
 
-    n_tokens is the number of response tokens in the whole global batch (all micro-batches, all
-    ranks), so the sum of micro-batch losses is the paper's token-mean, independent of how the batch
-    is split. Fully on-policy with one update per batch (as in the paper), the importance ratio is 1,
-    so this REINFORCE form is the paper's estimator; no clipping, no extra KL loss, no entropy bonus.
-    The advantage is per token with no return-to-go (the paper's update), which pushes each state's
-    distribution toward pi_T(.|s)^lam * pi_ref(.|s)^(1-lam); for lam != 1 this per-state blend
-    differs from the sequence-level optimum. At lam = 1, A_t = log pi_T - log pi_theta and pi_ref
-    cancels: pass logp_ref=None to skip the reference pass."""
+    That is seq-mean-token-mean, what the paper's release runs (every response weighs the same);
+    loss_agg="token-mean" weighs every token the same instead. n_global is the count the mean divides
+    by, taken over the whole global batch (all micro-batches, all ranks): responses, or response
+    tokens for token-mean. Summing the micro-batch losses then gives the same update however the
+    batch is split (under DDP, which averages gradients over ranks, multiply the loss by the world size).
+    At lam = 1 pi_ref cancels (A_t = log pi_T - log pi_theta): pass logp_ref=None to skip its pass."""
     if logp_ref is None:
         if lam != 1:
             raise ValueError("logp_ref is needed when lam != 1")
-        logp_ref = torch.zeros_like(logp_teacher)  # cancels at lam = 1
+        logp_ref = torch.zeros_like(logp_teacher)
     advantage = (lam * (logp_teacher - logp_ref) - (logp_student - logp_ref)).detach()
-    return -(advantage * logp_student * mask).sum() / n_tokens
+    per_token = -advantage * logp_student * mask
+    if loss_agg == "token-mean":
+        return per_token.sum() / n_global
+    return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / n_global
 
 # -----------------------------------------------------------------------------
 # Checkpoints: save_pretrained folders, written atomically, with everything --resume needs
@@ -641,15 +643,17 @@ def train(args, rank, world, device, master, log):
             scored.append((logp_t, logp_r))
         t2 = now(device)
 
-        # 3. one update on the whole batch, token-mean over the global batch
+        # 3. one update on the whole batch; the loss divides by a count over the global batch
         student.train()
         n_tokens = all_reduce_sum(torch.tensor(float(sum(b[2].sum() for b in batches)), device=device))
+        n_global = n_tokens if args.loss_agg == "token-mean" else all_reduce_sum(
+            torch.tensor(float(sum(len(b[2]) for b in batches)), device=device))
         stats = torch.zeros(7, device=device)  # loss, reward, kl_ref, kl_teacher, rows, tokens, truncated
         for k, ((seq, attn, mask, _), (logp_t, logp_r)) in enumerate(zip(batches, scored)):
             sync = k == len(batches) - 1
             with (nullcontext() if sync or world == 1 else model.no_sync()), autocast:
                 logp_s = token_logprobs(model, seq, attn, mask.shape[1], score_temp)
-                loss = gopd_loss(logp_s, logp_t, logp_r, mask, args.lam, n_tokens)
+                loss = gopd_loss(logp_s, logp_t, logp_r, mask, args.lam, n_global, args.loss_agg)
             (loss * world).backward()  # DDP averages gradients over ranks; undo it for the global mean
             stats[0] += loss.detach()
             stats[1:] += batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, args.lam)

@@ -50,7 +50,7 @@ def student_grad(logits, tokens, logp_t, logp_r, lam, n_tokens=None):
     logits = logits.clone().requires_grad_(True)
     logp_s = torch.log_softmax(logits, -1)[tokens][None]
     mask = torch.ones_like(logp_s)
-    gopd.gopd_loss(logp_s, logp_t, logp_r, mask, lam, n_tokens or mask.sum()).backward()
+    gopd.gopd_loss(logp_s, logp_t, logp_r, mask, lam, n_tokens or mask.sum(), "token-mean").backward()
     return logits.grad
 
 
@@ -86,6 +86,26 @@ def test_advantage_carries_no_gradient():
     assert not torch.allclose(got, grad_of(detach=False), atol=1e-3)
 
 
+def test_loss_aggregation_weighs_responses_or_tokens_equally():
+    """Two responses of 1 and 100 tokens, every advantage 1: under the default (the release's
+    seq-mean-token-mean) each response gets the same total weight; under token-mean each token does."""
+    mask = torch.zeros(2, 100)
+    mask[0, 0] = 1
+    mask[1] = 1
+    logp_t = torch.zeros(2, 100)
+
+    def weight(agg, n_global):
+        logp_s = torch.full((2, 100), -1.0, requires_grad=True)  # A_t = 0 - (-1) = 1 at lam = 1
+        gopd.gopd_loss(logp_s, logp_t, None, mask, 1.0, n_global, agg).backward()
+        return -logp_s.grad * mask
+    seq = weight("seq-mean-token-mean", 2)
+    assert seq[0].sum() == pytest.approx(0.5) and seq[1].sum() == pytest.approx(0.5)
+    assert seq[1, 0] == pytest.approx(0.005) and seq[0, 0] == pytest.approx(0.5)
+    tok = weight("token-mean", 101)
+    assert torch.allclose(tok[mask.bool()], torch.full((101,), 1 / 101))
+    assert tok[1].sum() == pytest.approx(100 / 101)
+
+
 @pytest.mark.parametrize("lam", [0.5, 1.0, 1.5])
 def test_one_token_bandit_converges_to_the_blend(lam):
     """Sampling from the student and stepping on gopd_loss drives it to
@@ -105,7 +125,7 @@ def test_one_token_bandit_converges_to_the_blend(lam):
         tokens = torch.multinomial(torch.softmax(theta.detach(), -1), n, replacement=True)
         logp_s = torch.log_softmax(theta, -1)[tokens][None]
         loss = gopd.gopd_loss(logp_s, logp_teacher[tokens][None], logp_ref[tokens][None],
-                              torch.ones(1, n), lam, n)
+                              torch.ones(1, n), lam, n, "token-mean")
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -263,10 +283,12 @@ def test_training_moves_toward_the_teacher_and_logs_metrics(world, tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
-def test_ddp_two_ranks_make_the_same_update_as_one_process(world, tmp_path):
+@pytest.mark.parametrize("loss_agg", ["seq-mean-token-mean", "token-mean"])
+def test_ddp_two_ranks_make_the_same_update_as_one_process(world, tmp_path, loss_agg):
     """Greedy rollouts make the global batch identical however it is split; the responses have
     different lengths, so a per-rank or per-micro-batch mean would give a different update."""
-    common = {"--temperature": "0", "--steps": "2", "--micro-batch": "2", "--save-every": "0"}
+    common = {"--temperature": "0", "--steps": "2", "--micro-batch": "2", "--save-every": "0",
+              "--loss-agg": loss_agg}
     env = dict(os.environ, OMP_NUM_THREADS="1")
     single = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"),
                              *base_args(world, tmp_path / "one", **common)], capture_output=True, text=True, env=env)
