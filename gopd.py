@@ -2,30 +2,39 @@
 gopd.py: Generalized On-Policy Distillation (G-OPD) and ExOPD in one file.
 
 Paper: "Learning beyond Teacher: Generalized On-Policy Distillation with Reward Extrapolation"
-(Yang et al., 2026, arXiv 2602.12125). The student samples its own responses; the teacher and a
-fixed reference model score every sampled token; the student is trained by dense KL-constrained RL
+(Yang et al., 2026, arXiv 2602.12125). The student samples its own responses; a teacher and a fixed
+reference model score every sampled token; the student is trained by dense KL-constrained RL
 
     J(theta) = E_{y~pi_theta} [ lam * log(pi_T(y|x) / pi_ref(y|x)) ] - KL(pi_theta || pi_ref)
 
-whose optimum is pi* ~ pi_T^lam * pi_ref^(1-lam). lam = 1 is standard OPD, lam > 1 is ExOPD.
+whose sequence-level optimum is pi* ~ pi_T^lam * pi_ref^(1-lam). The per-token update used here (and
+by the paper's release) pushes each state's next-token distribution toward the per-state blend
+pi_T(.|s)^lam * pi_ref(.|s)^(1-lam) instead. lam = 1 is standard OPD, lam > 1 is ExOPD. The paper
+writes the per-token signal as a cost to minimise; the advantage A_t here is its negative, maximised.
 
     python gopd.py --lam 1.25                       # the bundled toy world, one process
     torchrun --nproc_per_node=8 gopd.py --student Qwen/Qwen3-4B \\
         --teacher math=PATH_A --teacher code=PATH_B --data FILE --lam 1.25
 
 The file reads in the order of the method: arguments, setup, data, rollout, scoring, objective,
-checkpoints, evaluation hook, loop. The objective is `gopd_loss`.
+checkpoints, evaluation and metrics, loop. The objective is `gopd_loss`.
 """
 
 import argparse
+import errno
+import hashlib
 import json
 import math
 import os
 import random
 import re
 import shutil
+import signal
+import sys
 import time
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -33,6 +42,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
+
+import evaluate
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # quiet fork warnings; we batch ourselves
 
@@ -54,6 +65,9 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                                os.path.join(TOY, "data", "test_code.jsonl")],
                     prompts_per_step=64, samples_per_prompt=1, max_new_tokens=64,
                     lr=1e-3, steps=40, micro_batch=64, rollout_batch=64, out="out/toy")
+# Flags that may change on --resume: they do not change what is optimised.
+RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every", "out", "resume",
+             "resume_override", "dist_timeout", "micro_batch", "rollout_batch", "grad_checkpointing"}
 
 
 def parse_args(argv=None):
@@ -68,13 +82,15 @@ def parse_args(argv=None):
     p.add_argument("--ref", help="reference pi_ref (default: a frozen copy of the student's initial weights)")
     p.add_argument("--lam", type=float, default=1.0, help="reward scale lambda: 1 = OPD (default), >1 = ExOPD")
     p.add_argument("--data", help="JSONL/JSON/parquet file or datasets hub name; rows have 'prompt', "
-                                  "optional 'domain'")
+                                  "optional 'domain', and 'answer' or 'tests' for the outcome accuracy metric")
     p.add_argument("--prompts-per-step", type=int,
                    help="prompts per optimizer step, over all ranks" + default("prompts_per_step"))
     p.add_argument("--samples-per-prompt", type=int,
                    help="responses sampled per prompt" + default("samples_per_prompt"))
     p.add_argument("--max-new-tokens", type=int, help="response length limit" + default("max_new_tokens"))
     p.add_argument("--max-prompt-len", type=int, default=2048, help="longer prompts are skipped (default: 2048)")
+    p.add_argument("--enable-thinking", action="store_true",
+                   help="Qwen3 thinking mode in the chat template (default: off, the paper's non-thinking mode)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
@@ -82,44 +98,68 @@ def parse_args(argv=None):
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
                    help="decay after warmup (default: constant, as in the paper)")
     p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (default: 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
+    p.add_argument("--weight-decay", type=float, default=0.01,
+                   help="AdamW weight decay (default: 0.01, verl's, which the paper's release uses)")
     p.add_argument("--loss-agg", choices=["seq-mean-token-mean", "token-mean"], default="seq-mean-token-mean",
                    help="seq-mean-token-mean: every response weighs the same, as the paper's release runs; "
                         "token-mean: every token does (default: seq-mean-token-mean)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (default: 1.0)")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="max global gradient norm; 0 turns clipping off (default: 1.0)")
     p.add_argument("--steps", type=int, help="optimizer steps" + default("steps"))
     p.add_argument("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
     p.add_argument("--rollout-batch", type=int, help="sequences per generate call" + default("rollout_batch"))
     p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
-    p.add_argument("--allow-template-mismatch", action="store_true",
-                   help="let teacher/reference chat templates differ from the student's")
     p.add_argument("--eval-data", action="append", help="file to evaluate on before and after training (repeatable)")
     p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
     p.add_argument("--eval-every", type=int, default=0,
                    help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
+    p.add_argument("--log-samples-every", type=int, default=10,
+                   help="write a few decoded rollouts to samples.jsonl at step 1 and every N steps (default: 10; 0: never)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: 0, only at the end)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out")
+    p.add_argument("--resume-override", action="store_true",
+                   help="with --resume, accept flags that differ from the checkpoint's run (they take effect)")
+    p.add_argument("--dist-timeout", type=float, default=60,
+                   help="minutes a collective may wait for the other ranks (default: 60)")
     args = p.parse_args(argv)
 
     defaults = TOY_DEFAULTS if args.student is None else PAPER_DEFAULTS
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    check_args(args)
+    args.teachers = parse_teachers(args.teacher)
+    return args
+
+
+def check_args(args):
+    """Refuse, at parse time, values that would crash later or silently train nothing."""
     if not args.teacher:
         die("no teacher given; pass --teacher PATH (or --teacher DOMAIN=PATH per domain)")
     if args.data is None:
         die("no training data given; pass --data FILE (rows with a 'prompt' field)")
-    if not args.lam > 0:
-        die(f"--lam must be > 0 (got {args.lam}); 1 is OPD, 1.25 the paper's ExOPD")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        die("--temperature must be >= 0 and --top-p in (0, 1]")
-    for name in ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "steps", "micro_batch", "rollout_batch"]:
+    for name in ["lam", "temperature", "top_p", "lr", "weight_decay", "grad_clip", "dist_timeout"]:
+        if not math.isfinite(getattr(args, name)):
+            die(f"--{name.replace('_', '-')} must be a finite number (got {getattr(args, name)})")
+    if not 0 < args.lam <= 100:
+        die(f"--lam must be > 0 and <= 100 (got {args.lam}); 1 is OPD, 1.25 the paper's ExOPD")
+    if args.temperature != 0 and not 0.01 <= args.temperature <= 100:
+        die(f"--temperature must be 0 (greedy) or in [0.01, 100] (got {args.temperature}); the paper samples at 1")
+    if not 0 < args.top_p <= 1:
+        die(f"--top-p must be in (0, 1] (got {args.top_p})")
+    if not args.lr > 0:
+        die(f"--lr must be > 0 (got {args.lr})")
+    for name in ["weight_decay", "grad_clip", "warmup_steps", "save_every", "eval_every", "log_samples_every"]:
+        if getattr(args, name) < 0:
+            die(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
+    for name in ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "max_prompt_len", "steps",
+                 "micro_batch", "rollout_batch", "eval_n"]:
         if getattr(args, name) < 1:
-            die(f"--{name.replace('_', '-')} must be >= 1")
-    args.teachers = parse_teachers(args.teacher)
-    return args
+            die(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
+    if not args.dist_timeout > 0:
+        die(f"--dist-timeout must be > 0 minutes (got {args.dist_timeout})")
 
 
 def parse_teachers(specs):
@@ -142,16 +182,17 @@ def die(msg):
 # Setup: processes, devices, models
 
 
-def setup_distributed():
+def setup_distributed(timeout_minutes=60):
     """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device."""
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     local_rank = int(os.environ["LOCAL_RANK"])
+    timeout = timedelta(minutes=timeout_minutes)
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank), timeout=timeout)
         return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local_rank)
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", timeout=timeout)
     return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
 
 
@@ -159,6 +200,18 @@ def all_reduce_sum(t):
     if dist.is_initialized():
         dist.all_reduce(t)
     return t
+
+
+def all_gather_cat(t):
+    """Every rank's 1-D tensor t, concatenated (the lengths may differ between ranks)."""
+    if not dist.is_initialized():
+        return t
+    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([t.numel()], device=t.device))
+    width = int(max(sizes))
+    parts = [t.new_zeros(width) for _ in sizes]
+    dist.all_gather(parts, torch.cat([t, t.new_zeros(width - t.numel())]))
+    return torch.cat([part[:int(n)] for part, n in zip(parts, sizes)])
 
 
 def barrier():
@@ -171,6 +224,20 @@ def now(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.time()
+
+
+def check_out_dir(out):
+    """--out must be a folder this process can write to: checked before any model loads."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        die(f"--out {out!r} is a file; pass a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".gopd_write_test_{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        die(f"--out {out!r} is not writable ({e.strerror}); pass a folder you can write to")
 
 
 def check_model_path(path):
@@ -201,16 +268,33 @@ def load_model(path, dtype, device, trainable=False):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     except Exception as e:
-        die(f"cannot load a causal LM from {path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            f"pass a folder with config.json and weights, or a downloaded hub id")
+        die(f"cannot load a causal LM from {path!r} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+            f"pass a folder with config.json and complete weights, or a downloaded hub id")
     if not trainable:  # teacher and reference: frozen, no grads, no optimizer state
         model.eval().requires_grad_(False)
     return model
 
 
-def check_same_tokenizer(student_tok, other_tok, name, allow_template_mismatch=False):
+def load_models(args, device, weights=None):
+    """The student (float32 master weights, from `weights` when resuming), the teachers by domain, and
+    the reference (not loaded at lam = 1, where pi_ref cancels). Frozen models run in bf16 on GPU."""
+    frozen_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    student = load_model(weights or args.student, torch.float32, device, trainable=True)
+    if args.grad_checkpointing:
+        student.activation_checkpointing_enable({"use_reentrant": False})
+    loaded = {}
+    for path in args.teachers.values():  # one copy of a model that teaches several domains
+        if path not in loaded:
+            loaded[path] = load_model(path, frozen_dtype, device)
+    teachers = {domain: loaded[path] for domain, path in args.teachers.items()}
+    ref = load_model(args.ref or args.student, frozen_dtype, device) if args.lam != 1 else None
+    return student, teachers, ref
+
+
+def check_same_tokenizer(student_tok, other_tok, name):
     """G-OPD compares log-probs of the same token ids under two models, so the tokenizers (not the
-    embedding sizes, which families pad differently) must agree: vocabulary, EOS and chat template."""
+    embedding sizes, which families pad differently) must agree on vocabulary and EOS. A different
+    chat template is fine: each model scores the prompt rendered in its own template."""
     a, b = student_tok.get_vocab(), other_tok.get_vocab()
     if a != b:
         n = len(set(a.items()) ^ set(b.items()))
@@ -219,9 +303,6 @@ def check_same_tokenizer(student_tok, other_tok, name, allow_template_mismatch=F
     if student_tok.eos_token_id != other_tok.eos_token_id:
         die(f"{name} EOS id {other_tok.eos_token_id} != student EOS id {student_tok.eos_token_id}; "
             f"the student would learn to stop where the {name} does not")
-    if student_tok.chat_template != other_tok.chat_template and not allow_template_mismatch:
-        die(f"{name} chat template differs from the student's; it would score text in a format it was not "
-            f"trained on. Use matching models, or pass --allow-template-mismatch if that is intended")
 
 # -----------------------------------------------------------------------------
 # Data
@@ -229,44 +310,30 @@ def check_same_tokenizer(student_tok, other_tok, name, allow_template_mismatch=F
 
 def load_rows(data):
     """Rows {'prompt': str or chat messages, 'domain': optional str} from a file or the hub."""
-    if os.path.isfile(data):
-        if data.endswith((".jsonl", ".json")):
-            with open(data) as f:
-                text = f.read()
-            try:
-                rows = json.loads(text) if text.lstrip().startswith("[") else \
-                    [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                die(f"{data} is not valid JSON/JSONL ({e}); one JSON object per line, or a JSON list")
-        elif data.endswith(".parquet"):
-            import datasets
-            rows = datasets.load_dataset("parquet", data_files=data, split="train").to_list()
-        else:
-            die(f"{data}: unknown file type; use .jsonl, .json or .parquet")
-    else:
-        import datasets
-        try:
-            rows = datasets.load_dataset(data, split="train").to_list()
-        except Exception as e:
-            die(f"--data {data!r} is neither a file nor a loadable dataset ({type(e).__name__}); check the path")
+    try:
+        rows = evaluate.read_rows(data, split="train")
+    except ValueError as e:
+        die(f"--data: {e}")
     if not rows:
         die(f"--data {data!r} has no rows; give a dataset with at least one prompt")
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "prompt" not in row:
+        if "prompt" not in row:
             die(f"row {i} of {data!r} has no 'prompt' field; each row needs 'prompt' (a string or a "
                 f"list of chat messages) and optionally 'domain'")
+        try:
+            evaluate.validate_prompt(row["prompt"])
+        except ValueError as e:
+            die(f"row {i} of {data!r}: {e}")
         if "domain" not in row and isinstance(row.get("extra_info"), dict) and "opd_teacher" in row["extra_info"]:
             row["domain"] = row["extra_info"]["opd_teacher"]  # how the G-OPD release's data names it
     return rows
 
 
-def prompt_ids(tokenizer, prompt):
+def prompt_ids(tokenizer, prompt, enable_thinking=False):
     """Token ids of a prompt, rendered by evaluate.py's rule (the chat template with the assistant
-    header, Qwen3 non-thinking mode as in the paper, else raw text), so that training and evaluation
-    show the student the same format."""
-    from evaluate import render_prompt
+    header, else raw text), so that training and evaluation show a model the same format."""
     try:
-        text = render_prompt(tokenizer, prompt)
+        text = evaluate.render_prompt(tokenizer, prompt, enable_thinking)
     except ValueError as e:
         die(str(e))
     return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
@@ -281,20 +348,60 @@ def check_domains(rows, teachers):
             f"default --teacher PATH (have: {sorted(map(str, teachers))})")
 
 
-def encode_prompts(rows, tokenizer, args, log):
-    """Tokenize every prompt once; skip (and count) those that leave no room for a response."""
+def frozen_paths(args):
+    """{name: path} of the models that score the student's tokens."""
+    paths = {f"teacher {domain}" if domain else "teacher": path for domain, path in args.teachers.items()}
+    if args.lam != 1:
+        paths["reference"] = args.ref or args.student
+    return paths
+
+
+def encode_prompts(rows, tokenizer, own_tokenizers, args, log):
+    """Token ids of every prompt rendered for the student and, for each frozen model whose chat
+    template differs ({path: tokenizer}), in that model's own template. Rows whose longest rendering
+    leaves no room for a response are skipped and counted."""
     from transformers import AutoConfig
-    paths = [args.student, *args.teachers.values(), *([args.ref] if args.ref else [])]
-    context = min(getattr(AutoConfig.from_pretrained(p), "max_position_embeddings", 1 << 30) for p in paths)
+    context = 1 << 30
+    for path in {args.student, *frozen_paths(args).values()}:
+        try:
+            context = min(context, getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", context))
+        except Exception as e:
+            die(f"cannot read the model config in {path!r} ({type(e).__name__}); pass a folder with config.json")
     limit = min(args.max_prompt_len, context - args.max_new_tokens)
-    encoded = [prompt_ids(tokenizer, r["prompt"]) for r in rows]
-    keep = [i for i, ids in enumerate(encoded) if len(ids) <= limit]
+    encoded = [prompt_ids(tokenizer, r["prompt"], args.enable_thinking) for r in rows]
+    own = {path: [prompt_ids(tok, r["prompt"], args.enable_thinking) for r in rows]
+           for path, tok in own_tokenizers.items()}
+    keep = [i for i in range(len(rows)) if max(len(ids[i]) for ids in [encoded, *own.values()]) <= limit]
     if len(keep) < len(rows):
         log(f"gopd: skipped {len(rows) - len(keep)} of {len(rows)} prompts longer than {limit} tokens "
             f"(context {context} - max new tokens {args.max_new_tokens}, or --max-prompt-len)")
     if not keep:
         die(f"every prompt is longer than {limit} tokens; raise --max-prompt-len or lower --max-new-tokens")
-    return [rows[i] for i in keep], [encoded[i] for i in keep]
+    return [rows[i] for i in keep], [encoded[i] for i in keep], {p: [ids[i] for i in keep] for p, ids in own.items()}
+
+
+def load_data(args, log):
+    """Everything that can fail cheaply, before any weights load: training rows and their prompts as
+    token ids (the student's rendering, and each differently-templated frozen model's own), the
+    tokenizers' agreement, and the evaluation rows."""
+    rows = load_rows(args.data)
+    check_domains(rows, args.teachers)
+    tokenizer = load_tokenizer(args.student)
+    own_tokenizers = {}
+    for name, path in frozen_paths(args).items():
+        tok = load_tokenizer(path)
+        check_same_tokenizer(tokenizer, tok, name)
+        if tok.chat_template != tokenizer.chat_template:
+            own_tokenizers[path] = tok
+            log(f"gopd: the {name} has its own chat template; it scores its own rendering of each prompt")
+    rows, prompts, own_prompts = encode_prompts(rows, tokenizer, own_tokenizers, args, log)
+    eval_sets = {}
+    for path in args.eval_data or []:
+        try:
+            eval_sets[path] = evaluate.load_rows(path)
+        except ValueError as e:
+            die(f"--eval-data: {e}")
+    return rows, tokenizer, prompts, own_prompts, eval_sets
 
 
 def step_rows(n_rows, step, n, seed):
@@ -349,44 +456,46 @@ def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p
 
 
 def trim(seq, attn, mask):
-    """Drop columns that are padding in every row of a micro-batch: leading prompt padding and
+    """Drop the columns that are padding in every row of a micro-batch: leading prompt padding, and
     response positions after every row has stopped."""
     n_prompt = seq.shape[1] - mask.shape[1]
     first = int((attn[:, :n_prompt].sum(0) > 0).nonzero()[0])
-    n_resp = int(mask.sum(0).nonzero().max()) + 1
-    end = n_prompt + n_resp
-    return seq[:, first:end], attn[:, first:end], mask[:, :n_resp]
+    end = n_prompt + int(mask.sum(0).nonzero().max()) + 1
+    return seq[:, first:end], attn[:, first:end], mask[:, :end - n_prompt]
 
 
-def rollout_batches(model, prompts, domains, pad_id, stop_ids, args):
-    """Rollouts for this rank's prompts, generated --rollout-batch at a time and cut into
-    micro-batches of (sequences, attention mask, response mask, domains)."""
+def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args):
+    """Rollouts for this rank's prompts, generated --rollout-batch at a time and cut into micro-batches
+    {seq, attn, mask, rows (dataset indices), domains}."""
     batches = []
     for s in range(0, len(prompts), args.rollout_batch):
         seq, attn, mask = rollout(model, prompts[s:s + args.rollout_batch], pad_id, stop_ids,
                                   args.max_new_tokens, args.temperature, args.top_p)
         for m in range(0, len(seq), args.micro_batch):
-            rows = slice(m, m + args.micro_batch)
-            batches.append((*trim(seq[rows], attn[rows], mask[rows]), domains[s:s + args.rollout_batch][rows]))
+            part = slice(m, m + args.micro_batch)
+            seq_m, attn_m, mask_m = trim(seq[part], attn[part], mask[part])
+            batches.append({"seq": seq_m, "attn": attn_m, "mask": mask_m,
+                            "rows": rows[s:s + args.rollout_batch][part],
+                            "domains": domains[s:s + args.rollout_batch][part]})
     return batches
 
 # -----------------------------------------------------------------------------
 # Scoring: log-probs of the sampled tokens
 
 
-def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=128):
-    """log pi(y_t | s_t) for the last n_response tokens of each row, float32 [B, n_response].
+def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=128, entropy=False):
+    """log pi(y_t | s_t) for the last n_response tokens of each row, float32 [B, n_response]; with
+    entropy=True also the entropy of each of those next-token distributions (no gradient).
 
     The model body gives final hidden states, never logits; the output layer then runs on `chunk`
     response tokens at a time, and each chosen token's log-prob is its logit minus the logsumexp of
-    its row of logits. So no [B, R, vocab] tensor ever exists: with a 150k vocabulary and long
-    responses, that tensor, not the model, is what runs out of memory. With gradients on, each chunk
-    is recomputed in the backward pass instead of keeping its float32 logits.
-    Every model (student, teacher, reference) is scored at the sampling temperature, logits / T: the
-    student's log-probs are then those of the distribution it actually sampled from, and all three
-    terms of the advantage use one rule. Assumes the usual HF causal-LM layout: a decoder body whose
-    last hidden state is final-normed, then the output layer, with no logit post-processing (true of
-    Qwen, Llama, Mistral; not of Gemma 2's logit soft-capping)."""
+    its row. So no [B, R, vocab] tensor ever exists: with a 150k vocabulary and long responses, that
+    tensor, not the model, is what runs out of memory. With gradients on, each chunk is recomputed in
+    the backward pass instead of keeping its float32 logits. Every model is scored at the sampling
+    temperature (logits / T), so the student's log-probs are those of the distribution it sampled.
+    Copying it: rows are left-padded with responses right-aligned (the last n_response columns); the
+    model is an HF causal LM (a decoder body with final norm, then the output layer, no logit
+    post-processing: Qwen, Llama, Mistral; not Gemma 2's soft-capping), bare or wrapped in DDP."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
     inputs = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     if isinstance(model, DDP):  # DDP syncs gradients only through its own forward
@@ -402,23 +511,43 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
             parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, use_reentrant=False))
         else:
             parts.append(chosen_logprobs(head, h, y, temperature))
-    return torch.cat(parts).view(sequences.shape[0], n_response)
+    logp, ent = (torch.cat(x).view(sequences.shape[0], n_response) for x in zip(*parts))
+    return (logp, ent) if entropy else logp
 
 
 def chosen_logprobs(head, hidden, targets, temperature):
-    """log-softmax of the target tokens only: logit minus logsumexp, in float32."""
+    """log-softmax of the target tokens only (logit minus logsumexp, float32), and each row's entropy."""
     logits = head(hidden).float() / temperature
-    return logits.gather(-1, targets[:, None])[:, 0] - logits.logsumexp(-1)
+    lse = logits.logsumexp(-1)
+    with torch.no_grad():
+        ent = lse - (logits.softmax(-1) * logits).sum(-1)
+    return logits.gather(-1, targets[:, None])[:, 0] - lse, ent
+
+
+def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
+    """The same responses (the last n_response columns) after other prompts (lists of ids): another
+    model's rendering of them in its own chat template, left-padded again."""
+    ids, attn = left_pad(prompts, pad_id)
+    return (torch.cat([ids.to(sequences.device), sequences[:, -n_response:]], 1),
+            torch.cat([attn.to(attention_mask.device), attention_mask[:, -n_response:]], 1))
 
 
 @torch.inference_mode()
-def score(models, domains, sequences, attention_mask, n_response, temperature):
-    """Log-probs under frozen models, each row under its domain's model (None: the default one)."""
+def score(models, domains, sequences, attention_mask, n_response, temperature, own_prompts=None, pad_id=None):
+    """Log-probs [B, n_response] of the sampled tokens under frozen models: each row under its
+    domain's model ({domain: model}; key None is the default one). own_prompts[domain], when given, is
+    that model's own rendering of each row's prompt (its chat template differs from the student's):
+    it reads those ids followed by the same response ids, as the paper's release does."""
     out = torch.zeros(sequences.shape[0], n_response, device=sequences.device)
-    for domain in sorted(set(domains), key=str):
-        rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], device=sequences.device)
-        model = models.get(domain, models.get(None))
-        out[rows] = token_logprobs(model, sequences[rows], attention_mask[rows], n_response, temperature)
+    route = [d if d in models else None for d in domains]
+    for domain, model in models.items():
+        rows = [i for i, d in enumerate(route) if d == domain]
+        if not rows:
+            continue
+        seq, attn = sequences[rows], attention_mask[rows]
+        if own_prompts and own_prompts.get(domain) is not None:
+            seq, attn = with_prompts([own_prompts[domain][i] for i in rows], seq, attn, n_response, pad_id)
+        out[rows] = token_logprobs(model, seq, attn, n_response, temperature)
     return out
 
 # -----------------------------------------------------------------------------
@@ -428,14 +557,15 @@ def score(models, domains, sequences, attention_mask, n_response, temperature):
 def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global, loss_agg="seq-mean-token-mean"):
     """The G-OPD loss on one micro-batch of response tokens ([B, R] tensors, mask 1 on response).
 
-        A_t  = lam * (log pi_T - log pi_ref) - (log pi_theta - log pi_ref)     advantage, no gradient
-        loss = - mean over responses of  mean over its tokens of  A_t * log pi_theta(y_t|s_t)
+        A_t  = lam * (log pi_T - log pi_ref) - (log pi_theta - log pi_ref)      advantage, no gradient
+        loss = - mean over responses of ( mean over its tokens of A_t * log pi_theta(y_t|s_t) )
 
-    That is seq-mean-token-mean, what the paper's release runs (every response weighs the same);
-    loss_agg="token-mean" weighs every token the same instead. n_global is the count the mean divides
-    by, taken over the whole global batch (all micro-batches, all ranks): responses, or response
-    tokens for token-mean. Summing the micro-batch losses then gives the same update however the
-    batch is split (under DDP, which averages gradients over ranks, multiply the loss by the world size).
+    The gradient is on-policy REINFORCE with a per-token advantage: the paper's update, up to the
+    release's truncated importance weight min(pi_train / pi_rollout, 5), which is 1 when one engine
+    samples and scores. loss_agg="token-mean" weighs every token the same instead of every response.
+    n_global counts responses (tokens, for token-mean) in the whole global batch, all micro-batches and
+    ranks, so the micro-batch losses add up to the same update however the batch is split; under DDP,
+    which averages gradients over ranks, multiply the loss by the world size.
     At lam = 1 pi_ref cancels (A_t = log pi_T - log pi_theta): pass logp_ref=None to skip its pass."""
     if logp_ref is None:
         if lam != 1:
@@ -465,72 +595,145 @@ def set_rng_state(state):
 
 
 def checkpoints(out):
-    """Finished checkpoint folders in out, oldest first (temp folders of interrupted saves ignored)."""
+    """Checkpoint folders in out, oldest first (temp folders of interrupted saves ignored)."""
     if not os.path.isdir(out):
         return []
     return sorted(os.path.join(out, d) for d in os.listdir(out) if re.fullmatch(r"step_\d{6}", d))
 
 
-def save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, rank):
-    """Write into a temp folder, then rename: a crash mid-save never leaves a half checkpoint."""
-    final = os.path.join(out, f"step_{step:06d}")
+def run_record(args, world, step, data_hash):
+    """What a resumed run must agree with: the flags, the number of ranks and the training rows."""
+    flags = {k: v for k, v in vars(args).items() if k != "teachers"}
+    return {"step": step, "world": world, "args": flags, "data": data_hash}
+
+
+def any_rank_failed(error, device):
+    """A collective: True on every rank if any rank caught an error (so all stop together, none hangs)."""
+    return all_reduce_sum(torch.tensor(float(error is not None), device=device)).item() > 0
+
+
+def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank, device):
+    """Write step_N/ into a temp folder renamed when complete: a crash mid-save never leaves a half
+    checkpoint. A failed write (a full disk) removes the temp folder and stops every rank with one
+    line; the previous checkpoint stays intact."""
+    final = os.path.join(out, f"step_{record['step']:06d}")
     tmp = final + ".tmp"
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-    barrier()
-    torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))  # each rank samples differently
-    barrier()
-    if rank == 0:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   os.path.join(tmp, "trainer_state.pt"))
-        os.rename(tmp, final)
-    barrier()
+
+    def make_folder():
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+
+    def write_rank_state():  # each rank samples from its own random streams
+        torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
+
+    def write_model():
+        if rank == 0:
+            student.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            torch.save({"step": record["step"], "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict()}, os.path.join(tmp, "trainer_state.pt"))
+            with open(os.path.join(tmp, "run.json"), "w") as f:
+                json.dump(record, f, indent=1)
+            os.rename(tmp, final)
+
+    error = None
+    for part in (make_folder, write_rank_state, write_model):
+        try:
+            part()
+        except Exception as e:  # whatever the writer raises (OSError, torch's RuntimeError, safetensors')
+            error = e
+        if any_rank_failed(error, device):
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = checkpoints(out)[-1] if checkpoints(out) else "none"
+            text = str(error or "")
+            if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text or "unexpected pos" in text:
+                what = "no space left on device"
+            else:
+                what = f"{type(error).__name__}: {text.strip().splitlines()[0][:200]}" if error else "failed on another rank"
+            die(f"could not write checkpoint {final} ({what}); removed the partial folder, the last intact "
+                f"checkpoint is {previous}. Fix that, then rerun with --resume")
 
 
-# -----------------------------------------------------------------------------
-# Evaluation hook (evaluate.py does the work; imported only when asked for)
+def check_weights(folder):
+    """Raise unless folder holds complete safetensors weights (each file as long as its header says)."""
+    files = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+    if not files:
+        raise FileNotFoundError("no model weights")
+    for name in files:
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if os.path.getsize(path) < 8 + header_len + end:
+            raise ValueError(f"{name} is truncated")
 
 
-def run_eval(model, tokenizer, files, args, rank):
-    """Accuracy (avg@n) per benchmark on rank 0; the other ranks wait."""
-    result = {}
-    if rank == 0:
-        import evaluate
-        for path in files:
-            rows = evaluate.load_rows(path)
-            summary, _ = evaluate.evaluate_model(model, tokenizer, rows, n=args.eval_n,
-                                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                                 top_p=args.top_p, batch_size=args.rollout_batch)
-            result.update({name: s["avg@n"] for name, s in summary.items()})
-    barrier()
-    return result
-
-def print_table(results):
-    names = sorted({k for r in results.values() for k in r})
-    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
-    for when, accs in results.items():
-        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
-
-# -----------------------------------------------------------------------------
-# Training loop
+def newest_intact_checkpoint(out, world, rank, log):
+    """The newest checkpoint in out that is complete (run record, weights, trainer state, this rank's
+    random state), with those loaded. Incomplete ones are named and skipped, never deleted."""
+    for folder in reversed(checkpoints(out)):
+        try:
+            with open(os.path.join(folder, "run.json")) as f:
+                record = json.load(f)
+            if record["world"] != world:
+                die(f"--resume: {folder} was written by {record['world']} rank(s) and this run has {world}; "
+                    f"each rank's sampling stream is saved apart, so resume with --nproc_per_node={record['world']}")
+            check_weights(folder)
+            state = torch.load(os.path.join(folder, "trainer_state.pt"), weights_only=False)
+            rng = torch.load(os.path.join(folder, f"rng_rank{rank}.pt"), weights_only=False)
+            return folder, record, state, rng
+        except Exception as e:  # any unreadable part means: not this one
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}" if str(e).strip() else type(e).__name__
+            log(f"gopd: skipping {folder}, it is incomplete ({reason})")
+    die(f"--resume: no intact checkpoint in {out}; drop --resume to start fresh (nothing was deleted)")
 
 
-@torch.no_grad()
-def batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, lam):
-    """Sums over a micro-batch: reward, KL to reference, reverse KL to teacher (per-token estimates;
-    the reference terms are NaN when its pass is skipped at lam = 1), rows, tokens, truncated rows."""
-    logp_s = logp_s.detach()
-    if logp_r is None:
-        logp_r = torch.full_like(logp_s, float("nan"))
-    stopped = (torch.isin(seq[:, -mask.shape[1]:], torch.tensor(sorted(stop_ids), device=seq.device))
-               & mask.bool()).any(1)
-    return torch.stack([(lam * (logp_t - logp_r) * mask).sum(), ((logp_s - logp_r) * mask).sum(),
-                        ((logp_s - logp_t) * mask).sum(), mask.new_tensor(len(seq)).float(),
-                        mask.sum().float(), (~stopped).sum().float()])
+def check_resume_flags(record, args, data_hash, folder, log):
+    """Refuse to resume with flags that change what is optimised, unless --resume-override."""
+    old, new = record["args"], run_record(args, 0, 0, data_hash)["args"]
+    changed = [f"--{k.replace('_', '-')} {old.get(k)} (now {new.get(k)})"
+               for k in sorted(set(old) | set(new)) if k not in RESUMABLE and old.get(k) != new.get(k)]
+    if record["data"] != data_hash:
+        changed.append("other training rows (--data)")
+    if changed and not args.resume_override:
+        die(f"--resume: {folder} was trained with {'; '.join(changed)}; resume with the original flags, "
+            f"or add --resume-override to continue with the new ones")
+    if changed:
+        log(f"gopd: --resume-override: continuing with {'; '.join(changed)}")
 
+
+def load_checkpoint(state, rng, optimizer, scheduler, args):
+    """The mirror of save_checkpoint (the student's weights were loaded from the folder already):
+    optimizer, schedule and this rank's random state. The flags' lr and weight decay apply from here
+    (the saved ones unless --resume-override changed them). Returns the step to continue from."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(rng)
+    factor = lr_lambda(args)(scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group.update(initial_lr=args.lr, lr=args.lr * factor, weight_decay=args.weight_decay)
+    scheduler.base_lrs = [args.lr] * len(optimizer.param_groups)
+    return state["step"]
+
+
+def truncate_log(path, step):
+    """Drop the rows of a JSONL log that a resumed run writes again (those after `step`)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+                pass
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def lr_lambda(args):
@@ -546,151 +749,318 @@ def lr_lambda(args):
         return 1.0
     return factor
 
+# -----------------------------------------------------------------------------
+# Evaluation and metrics
+
+
+def run_eval(model, tokenizer, eval_sets, args, rank, world, device):
+    """avg@n per benchmark with evaluate.py. Each rank evaluates every world-th problem and the counts
+    are summed, so no rank idles in a collective while another evaluates alone."""
+    result = {}
+    for rows in eval_sets.values():
+        names = sorted({evaluate.benchmark_of(row) for row in rows})
+        counts = torch.zeros(len(names), 2, device=device)  # correct samples, samples
+        mine = rows[rank::world]
+        if mine:
+            _, records = evaluate.evaluate_model(model, tokenizer, mine, n=args.eval_n, max_new_tokens=args.max_new_tokens,
+                                                 temperature=args.temperature, top_p=args.top_p,
+                                                 batch_size=args.rollout_batch, enable_thinking=args.enable_thinking)
+            for r in records:
+                counts[names.index(r["benchmark"])] += torch.tensor([float(r["correct"]), 1.0], device=device)
+        all_reduce_sum(counts)
+        result.update({name: (c / n).item() for name, (c, n) in zip(names, counts)})
+    return result
+
+
+def print_table(results):
+    names = sorted({k for r in results.values() for k in r})
+    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
+    for when, accs in results.items():
+        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
+
+
+@torch.no_grad()
+def batch_sums(batch, logp_s, entropy, logp_t, logp_r, lam, stop_ids, domains):
+    """Named sums over one micro-batch; the step's metrics are ratios of their totals over all ranks.
+    Reference terms only when it is scored; per-domain terms for each of `domains` (the teachers'
+    domains when there are several), so every rank has every key, whatever its rows."""
+    mask = batch["mask"]
+    stops = torch.tensor(sorted(stop_ids), device=mask.device)
+    stopped = (torch.isin(batch["seq"][:, -mask.shape[1]:], stops) & mask.bool()).any(1)
+    terms = {"kl_teacher": logp_s - logp_t, "entropy": entropy}
+    if logp_r is not None:
+        terms.update(implicit_reward=lam * (logp_t - logp_r), kl_ref=logp_s - logp_r, ref_gap=(logp_s - logp_r).abs())
+    sums = {name: (value * mask).sum() for name, value in terms.items()}
+    sums.update(tokens=mask.sum().float(), responses=mask.new_tensor(len(mask)).float(),
+                truncated=(~stopped).sum().float())
+    for domain in domains:
+        rows = torch.tensor([(d if d in domains else None) == domain for d in batch["domains"]], device=mask.device)
+        name = domain or "default"
+        for term in ["kl_teacher", "implicit_reward"]:
+            if term in terms:
+                sums[f"{name}/{term}"] = (terms[term] * mask)[rows].sum()
+        sums[f"{name}/tokens"] = mask[rows].sum().float()
+        sums[f"{name}/responses"] = rows.sum().float()
+    return sums
+
+
+def reduce_sums(sums):
+    """Sum every named total over the ranks, in one collective (sorted keys: the same order everywhere)."""
+    keys = sorted(sums)
+    return dict(zip(keys, all_reduce_sum(torch.stack([sums[k].float() for k in keys]))))
+
+
+def step_metrics(sums, lengths, log_ratio):
+    """Per-token means, per-domain means and length and log-ratio quantiles, from the global totals."""
+    metrics = {name: (sums[name] / sums["tokens"]).item()
+               for name in ["implicit_reward", "kl_ref", "ref_gap", "kl_teacher", "entropy"] if name in sums}
+    metrics.update(response_len=(sums["tokens"] / sums["responses"]).item(),
+                   response_len_p90=lengths.float().quantile(0.9).item(), response_len_max=lengths.max().item(),
+                   truncated=(sums["truncated"] / sums["responses"]).item())
+    for key in [k for k in sums if "/" in k and not k.endswith(("/tokens", "/responses"))]:
+        domain = key.split("/")[0]
+        metrics[key] = (sums[key] / sums[f"{domain}/tokens"].clamp(min=1)).item()
+    for domain in {k.split("/")[0] for k in sums if k.endswith("/responses")}:
+        metrics[f"{domain}/response_len"] = (sums[f"{domain}/tokens"] / sums[f"{domain}/responses"].clamp(min=1)).item()
+    if log_ratio is not None and len(log_ratio):
+        # log pi_T - log pi_ref: a spike here is what extrapolation (lam > 1) amplifies first
+        q = log_ratio.float().quantile(torch.tensor([0.01, 0.5, 0.99], device=log_ratio.device))
+        metrics.update(log_ratio_p1=q[0].item(), log_ratio_p50=q[1].item(), log_ratio_p99=q[2].item(),
+                       log_ratio_max=log_ratio.max().item())
+    return metrics
+
+
+def spread_sample(values, n=1 << 15):
+    """At most n values spread evenly over a 1-D tensor: enough for quantiles, small to gather."""
+    return values[::max(1, math.ceil(len(values) / n))]
+
+
+def write_samples(path, step, batches, rows, tokenizer, k=4):
+    """A few decoded rollouts of this rank, to read what the student writes as training goes."""
+    with open(path, "a") as f:
+        for b in batches:
+            for i in range(len(b["seq"])):
+                if k == 0:
+                    return
+                k -= 1
+                ids = b["seq"][i, -b["mask"].shape[1]:][b["mask"][i].bool()]
+                row = rows[b["rows"][i]]
+                f.write(json.dumps({"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
+                                    "response": tokenizer.decode(ids)}) + "\n")
+
+
+def outcome_rows(rows):
+    """Indices of rows evaluate.check can grade (an 'answer' for math, 'tests' for code)."""
+    graded = []
+    for i, row in enumerate(rows):
+        try:
+            domain = evaluate.row_domain(row)
+        except ValueError:
+            continue
+        if (domain == "math" and "answer" in row) or (domain == "code" and "tests" in row):
+            graded.append(i)
+    return graded
+
+
+def grade(rows, responses):
+    """(correct, graded) counts of evaluate.check over (row, response text) pairs: the outcome
+    accuracy the paper plots as training reward."""
+    results = evaluate.check_many(rows, responses) if rows else []
+    return sum(results), len(results)
+
+# -----------------------------------------------------------------------------
+# Training loop
+
+
+@contextmanager
+def phase(name, times, device):
+    """Time one phase of a step, and turn running out of GPU memory into one line with the fixes."""
+    start = now(device)
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        die(f"out of GPU memory during {name}; lower --rollout-batch, --micro-batch or --max-new-tokens, "
+            f"or add --grad-checkpointing or --fsdp")
+    times[f"time_{name}"] = now(device) - start
+
+
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")  # schedulers send it before killing: stop as for Ctrl-C
+
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, world, device = setup_distributed()
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    rank, world, device = setup_distributed(args.dist_timeout)
+    progress = {"step": None}  # where a Ctrl-C or SIGTERM found the run
+    previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        train(args, rank, world, device, master, log)
+        train(args, rank, world, device, progress)
+    except KeyboardInterrupt as e:
+        by = e.args[0] if e.args else "Ctrl-C"
+        where = f"at step {progress['step']} of {args.steps}" if progress["step"] else "before training"
+        last = checkpoints(args.out)
+        if rank == 0:
+            print(f"gopd: stopped by {by} {where}; the last checkpoint is {last[-1] if last else 'none'}; "
+                  f"continue with the same command plus --resume", file=sys.stderr)
+        raise SystemExit(143 if by == "SIGTERM" else 130)
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def train(args, rank, world, device, master, log):
+def train(args, rank, world, device, progress):
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
     if args.prompts_per_step % world:
         die(f"--prompts-per-step {args.prompts_per_step} is not divisible by {world} ranks")
+    check_out_dir(args.out)
+    found = checkpoints(args.out)
+    if found and not args.resume:
+        die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
+    if args.resume and not found:
+        die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
+    resume = newest_intact_checkpoint(args.out, world, rank, log) if args.resume else None
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
-    done = checkpoints(args.out)
-    if done and not args.resume:
-        die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
-    if args.resume and not done:
-        die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
 
-    # Data and tokenizers are cheap and catch most mistakes, so they come before any weights load.
-    rows = load_rows(args.data)
-    check_domains(rows, args.teachers)
-    tokenizer = load_tokenizer(args.student)
-    for domain, path in args.teachers.items():
-        check_same_tokenizer(tokenizer, load_tokenizer(path), f"teacher {domain or ''}".strip(),
-                             args.allow_template_mismatch)
-    if args.ref:
-        check_same_tokenizer(tokenizer, load_tokenizer(args.ref), "reference", args.allow_template_mismatch)
-    rows, encoded = encode_prompts(rows, tokenizer, args, log)
-
-    # Models. The student keeps float32 master weights (bf16 autocast on GPU); the frozen models
-    # run in bf16 on GPU. The reference pass is skipped at lam = 1, where pi_ref cancels.
-    on_gpu = device.type == "cuda"
-    frozen_dtype = torch.bfloat16 if on_gpu else torch.float32
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else nullcontext()
-    start = 0
-    resume_from = done[-1] if args.resume else None
-    student = load_model(resume_from or args.student, torch.float32, device, trainable=True)
-    teachers = {d: load_model(p, frozen_dtype, device) for d, p in args.teachers.items()}
-    ref = load_model(args.ref or args.student, frozen_dtype, device) if args.lam != 1 else None
-    if args.grad_checkpointing:
-        student.activation_checkpointing_enable({"use_reentrant": False})
+    # Setup: data first (cheap, catches most mistakes), then models and optimizer
+    rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
+    data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode()).hexdigest()
+    if resume:
+        check_resume_flags(resume[1], args, data_hash, resume[0], log)
+    student, teachers, ref = load_models(args, device, resume[0] if resume else None)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args))
+    start = load_checkpoint(resume[2], resume[3], optimizer, scheduler, args) if resume else 0
+    if start > args.steps:
+        die(f"--steps {args.steps} is below the step of the checkpoint resumed ({start}); pass --steps >= {start}")
+    if resume:
+        log(f"gopd: resumed from {resume[0]} at step {start}")
+        if master:
+            for name in ["metrics.jsonl", "samples.jsonl"]:
+                truncate_log(os.path.join(args.out, name), start)
+    model = DDP(student) if dist.is_initialized() else student
     stop_ids = {tokenizer.eos_token_id}
     gen_eos = student.generation_config.eos_token_id
     stop_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-
-    optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args))
-    if resume_from:
-        state = torch.load(os.path.join(resume_from, "trainer_state.pt"), weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["step"]
-        rng_file = os.path.join(resume_from, f"rng_rank{rank}.pt")
-        if not os.path.exists(rng_file):
-            die(f"{resume_from} was written by fewer ranks; resume with the same number of processes")
-        set_rng_state(torch.load(rng_file, weights_only=False))
-        log(f"gopd: resumed from {resume_from} at step {start}")
-    model = DDP(student) if dist.is_initialized() else student
-    os.makedirs(args.out, exist_ok=True)
+    teacher_prompts = {d: own_prompts.get(path) for d, path in args.teachers.items()}
+    ref_prompts = {None: own_prompts.get(args.ref or args.student)}
+    domains = list(teachers) if len(teachers) > 1 else []  # per-domain metrics with several teachers
+    graded = set(outcome_rows(rows))
+    checker = ThreadPoolExecutor(1)  # grades rollouts while the step goes on
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    score_temp = args.temperature or 1.0  # greedy rollouts are scored with the plain softmax
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
 
     results = {}
-    if args.eval_data and start == 0:
-        results["before"] = run_eval(student, tokenizer, args.eval_data, args, rank)
+    if eval_sets and start == 0:
+        results["before"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
         log(f"gopd: before training {results['before']}")
         if master:
-            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
+            with open(metrics_path, "a") as f:
                 f.write(json.dumps({"step": 0, "eval": results["before"]}) + "\n")
 
-    score_temp = args.temperature or 1.0  # greedy rollouts are scored with the plain softmax
-    for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start, total=args.steps):
-        t0 = now(device)
-        idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
-        idx = [i for i in idx for _ in range(args.samples_per_prompt)]
+    try:
+        for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start, total=args.steps):
+            progress["step"] = step + 1
+            times, t0 = {}, now(device)
+            idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
+            idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
-        # 1. rollout, with the unwrapped student: no collective may run inside generate
-        student.eval()
-        with autocast:
-            batches = rollout_batches(student, [encoded[i] for i in idx], [rows[i].get("domain") for i in idx],
-                                      tokenizer.pad_token_id, stop_ids, args)
-        t1 = now(device)
+            # 1. Rollout, with the unwrapped student: no collective may run inside generate
+            with phase("generate", times, device), autocast:
+                student.eval()
+                batches = rollout_batches(student, [prompts[i] for i in idx], idx, [rows[i].get("domain") for i in idx],
+                                          tokenizer.pad_token_id, stop_ids, args)
+            mine = [(rows[r], b["seq"][i, -b["mask"].shape[1]:][b["mask"][i].bool()])
+                    for b in batches for i, r in enumerate(b["rows"]) if r in graded]
+            grading = checker.submit(grade, [row for row, _ in mine],
+                                     tokenizer.batch_decode([ids for _, ids in mine], skip_special_tokens=True))
 
-        # 2. scoring by the frozen teacher(s) and reference
-        scored = []
-        for seq, attn, mask, doms in batches:
-            n = mask.shape[1]
-            logp_t = score(teachers, doms, seq, attn, n, score_temp)
-            logp_r = score({None: ref}, [None] * len(doms), seq, attn, n, score_temp) if ref is not None else None
-            scored.append((logp_t, logp_r))
-        t2 = now(device)
+            # 2. Scoring: every sampled token by its row's teacher, and by the reference
+            with phase("score", times, device):
+                for b in batches:
+                    n = b["mask"].shape[1]
+                    own = {d: [p[r] for r in b["rows"]] for d, p in teacher_prompts.items() if p is not None}
+                    b["logp_t"] = score(teachers, b["domains"], b["seq"], b["attn"], n, score_temp, own,
+                                        tokenizer.pad_token_id)
+                    b["logp_r"] = None
+                    if ref is not None:
+                        own = {None: [ref_prompts[None][r] for r in b["rows"]]} if ref_prompts[None] else None
+                        b["logp_r"] = score({None: ref}, [None] * len(b["rows"]), b["seq"], b["attn"], n, score_temp,
+                                            own, tokenizer.pad_token_id)
 
-        # 3. one update on the whole batch; the loss divides by a count over the global batch
-        student.train()
-        n_tokens = all_reduce_sum(torch.tensor(float(sum(b[2].sum() for b in batches)), device=device))
-        n_global = n_tokens if args.loss_agg == "token-mean" else all_reduce_sum(
-            torch.tensor(float(sum(len(b[2]) for b in batches)), device=device))
-        stats = torch.zeros(7, device=device)  # loss, reward, kl_ref, kl_teacher, rows, tokens, truncated
-        for k, ((seq, attn, mask, _), (logp_t, logp_r)) in enumerate(zip(batches, scored)):
-            sync = k == len(batches) - 1
-            with (nullcontext() if sync or world == 1 else model.no_sync()), autocast:
-                logp_s = token_logprobs(model, seq, attn, mask.shape[1], score_temp)
-                loss = gopd_loss(logp_s, logp_t, logp_r, mask, args.lam, n_global, args.loss_agg)
-            (loss * world).backward()  # DDP averages gradients over ranks; undo it for the global mean
-            stats[0] += loss.detach()
-            stats[1:] += batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, args.lam)
-        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip)
-        all_reduce_sum(stats)
-        if not torch.isfinite(grad_norm) or not torch.isfinite(stats[0]):
-            die(f"non-finite loss or gradient at step {step + 1} (loss {stats[0].item()}, grad norm "
-                f"{grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
-                f"{args.out} is intact. Lower --lr or check the models' dtypes")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        t3 = now(device)
+            # 3. Update: one optimizer step on the whole batch, normalised over the global batch
+            with phase("update", times, device):
+                student.train()
+                count = sum(b["mask"].sum() if args.loss_agg == "token-mean" else len(b["mask"]) for b in batches)
+                n_global = all_reduce_sum(torch.tensor(float(count), device=device))
+                sums, lengths, log_ratio = {}, [], []
+                for k, b in enumerate(batches):
+                    last_micro = k == len(batches) - 1
+                    with (nullcontext() if last_micro or world == 1 else model.no_sync()), autocast:
+                        logp_s, entropy = token_logprobs(model, b["seq"], b["attn"], b["mask"].shape[1], score_temp,
+                                                         entropy=True)
+                        loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam, n_global, args.loss_agg)
+                    (loss * world).backward()  # DDP averages gradients over ranks; undo it for the global mean
+                    for name, value in {"loss": loss.detach(), **batch_sums(
+                            b, logp_s.detach(), entropy, b["logp_t"], b["logp_r"], args.lam, stop_ids, domains)}.items():
+                        sums[name] = sums.get(name, 0) + value
+                    lengths.append(b["mask"].sum(1))
+                    if b["logp_r"] is not None:
+                        log_ratio.append((b["logp_t"] - b["logp_r"])[b["mask"].bool()])
+                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
+                correct, count = grading.result()
+                sums.update(outcome_correct=torch.tensor(float(correct), device=device),
+                            outcome_graded=torch.tensor(float(count), device=device))
+                sums = reduce_sums(sums)
+                if not torch.isfinite(grad_norm) or not torch.isfinite(sums["loss"]):
+                    die(f"non-finite loss or gradient at step {step + 1} (loss {sums['loss'].item()}, grad norm "
+                        f"{grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
+                        f"{args.out} is intact. Lower --lr or check the models' dtypes")
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
 
-        metrics = {"step": step + 1, "loss": stats[0].item(), "reward": (stats[1] / n_tokens).item(),
-                   "kl_ref": (stats[2] / n_tokens).item(), "kl_teacher": (stats[3] / n_tokens).item(),
-                   "response_len": (stats[5] / stats[4]).item(), "truncated": (stats[6] / stats[4]).item(),
-                   "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
-                   "tokens_per_s": n_tokens.item() / (t3 - t0), "time_generate": t1 - t0,
-                   "time_score": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0}
-        metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-        last = step + 1 == args.steps
-        if args.eval_data and (last or (args.eval_every and (step + 1) % args.eval_every == 0)):
-            metrics["eval"] = run_eval(student, tokenizer, args.eval_data, args, rank)
-            if last:
-                results["after"] = metrics["eval"]
-        if master:
-            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in metrics.items() if not k.startswith("time_")))
-        if (args.save_every and (step + 1) % args.save_every == 0) or last:
-            save_checkpoint(args.out, step + 1, student, tokenizer, optimizer, scheduler, rank)
+            # Bookkeeping: metrics, samples, evaluation, checkpoint
+            metrics = {"step": step + 1, "loss": sums["loss"].item(),
+                       **step_metrics(sums, all_gather_cat(torch.cat(lengths)),
+                                      all_gather_cat(spread_sample(torch.cat(log_ratio))) if log_ratio else None),
+                       "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
+                       "tokens_per_s": sums["tokens"].item() / (now(device) - t0), **times,
+                       "time_step": now(device) - t0}
+            if sums["outcome_graded"] > 0:
+                metrics["outcome_accuracy"] = (sums["outcome_correct"] / sums["outcome_graded"]).item()
+            metrics = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+            if step == 0 and ref is not None and args.ref is None and metrics["ref_gap"] > 0.05:
+                log(f"gopd: warning: at step 1 the student and its reference (the same weights) differ by "
+                    f"{metrics['ref_gap']:.3f} nats per token, more than bf16 noise: the reference term of the "
+                    f"advantage is biased by the precision gap (frozen bf16 vs float32 master weights)")
+            last = step + 1 == args.steps
+            if eval_sets and (last or (args.eval_every and (step + 1) % args.eval_every == 0)):
+                metrics["eval"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
+                if last:
+                    results["after"] = metrics["eval"]
+            if master:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                if args.log_samples_every and (step == 0 or (step + 1) % args.log_samples_every == 0):
+                    write_samples(os.path.join(args.out, "samples.jsonl"), step + 1, batches, rows, tokenizer)
+                shown = ["loss", "implicit_reward", "kl_teacher", "entropy", "response_len", "outcome_accuracy",
+                         "grad_norm", "eval"]
+                tqdm.write(" ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                                    for k in ["step", *shown] if k in metrics))
+            if (args.save_every and (step + 1) % args.save_every == 0) or last:
+                save_checkpoint(args.out, run_record(args, world, step + 1, data_hash), student, tokenizer,
+                                optimizer, scheduler, rank, device)
+    finally:
+        checker.shutdown(wait=False, cancel_futures=True)
 
-    if args.eval_data:
+    if eval_sets:
         if "after" not in results:  # resumed after the last step
-            results["after"] = run_eval(student, tokenizer, args.eval_data, args, rank)
+            results["after"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
         if master:
             print_table(results)
             with open(os.path.join(args.out, "eval.json"), "w") as f:

@@ -31,7 +31,11 @@ EXPECTED = {
     "exopd-multi": ("Qwen/Qwen3-4B", {"math": MATH_RL, "code": CODE_RL}, None, 1.25, 50, "math_and_code/train.parquet"),
     "opd-s2w": ("Qwen/Qwen3-1.7B", {None: "Qwen/Qwen3-30B-A3B-Instruct-2507"}, None, 1.0, 100, MATH_DATA),
     "exopd-s2w": ("Qwen/Qwen3-1.7B", {None: "Qwen/Qwen3-30B-A3B-Instruct-2507"}, None, 1.25, 100, MATH_DATA),
+    "opd-s2w-4b": ("Qwen/Qwen3-1.7B", {None: MATH_RL}, None, 1.0, 100, MATH_DATA),
+    "exopd-s2w-4b": ("Qwen/Qwen3-1.7B", {None: MATH_RL}, None, 1.25, 100, MATH_DATA),
     "exopd-s2w-rc": ("Qwen/Qwen3-1.7B", {None: MATH_RL}, "Qwen/Qwen3-4B", 1.25, 100, MATH_DATA),
+    "exopd-s2w-4b-code": ("Qwen/Qwen3-1.7B", {None: CODE_RL}, None, 1.25, 100, "Eurus/code_train.parquet"),
+    "exopd-s2w-rc-code": ("Qwen/Qwen3-1.7B", {None: CODE_RL}, "Qwen/Qwen3-4B", 1.25, 100, "Eurus/code_train.parquet"),
 }
 
 
@@ -78,6 +82,7 @@ def test_dry_run_is_a_command_gopd_accepts(preset):
     assert (args.lam, args.steps, args.data) == (lam, steps, f"/data/gopd/{data}")
     # the paper's shared hyperparameters (G-OPD release, README examples)
     assert (args.lr, args.lr_schedule, args.warmup_steps, args.grad_clip) == (1e-5, "constant", 0, 1.0)
+    assert (args.weight_decay, args.loss_agg) == (0.01, "seq-mean-token-mean")
     assert (args.prompts_per_step, args.samples_per_prompt, args.max_new_tokens, args.max_prompt_len) == \
         (1024, 1, 16384, 2048)
     assert (args.temperature, args.top_p, args.grad_checkpointing) == (1.0, 1.0, True)
