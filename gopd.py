@@ -39,6 +39,7 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
@@ -55,7 +56,7 @@ TOY = os.path.join(HERE, "toy")
 
 # Hyperparameters of the paper's runs (G-OPD release, README / examples; see README.md).
 PAPER_DEFAULTS = dict(prompts_per_step=1024, samples_per_prompt=1, max_new_tokens=16384,
-                      lr=1e-5, steps=50, micro_batch=1, rollout_batch=64, out="out")
+                      lr=1e-5, steps=50, micro_batch=1, out="out")
 # With no --student, everything points at the bundled toy world (a CPU demo of minutes).
 TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     teacher=[f"math={os.path.join(TOY, 'models', 'math_expert')}",
@@ -64,10 +65,11 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     eval_data=[os.path.join(TOY, "data", "test_math.jsonl"),
                                os.path.join(TOY, "data", "test_code.jsonl")],
                     prompts_per_step=64, samples_per_prompt=1, max_new_tokens=64,
-                    lr=1e-3, steps=40, micro_batch=64, rollout_batch=64, out="out/toy")
+                    lr=1e-3, steps=40, micro_batch=64, out="out/toy")
 # Flags that may change on --resume: they do not change what is optimised.
 RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every", "out", "resume",
-             "resume_override", "dist_timeout", "micro_batch", "rollout_batch", "grad_checkpointing"}
+             "resume_override", "dist_timeout", "micro_batch", "rollout_batch", "grad_checkpointing",
+             "offload_frozen"}
 
 
 def parse_args(argv=None):
@@ -107,8 +109,15 @@ def parse_args(argv=None):
                    help="max global gradient norm; 0 turns clipping off (default: 1.0)")
     p.add_argument("--steps", type=int, help="optimizer steps" + default("steps"))
     p.add_argument("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
-    p.add_argument("--rollout-batch", type=int, help="sequences per generate call" + default("rollout_batch"))
+    p.add_argument("--rollout-batch", type=int,
+                   help="sequences per generate call (default: as many as the free memory holds in KV cache, logged)")
     p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
+    p.add_argument("--fsdp", action="store_true",
+                   help="shard the student, its gradients and optimizer state, and the frozen models over the ranks "
+                        "(FSDP2) instead of a full copy per rank (DDP): for models too big to replicate, e.g. the "
+                        "paper's recipes on 8 GPUs (python tests/memory.py prints the arithmetic)")
+    p.add_argument("--offload-frozen", action="store_true",
+                   help="keep the teachers and reference in CPU memory; each moves to the GPU only while it scores")
     p.add_argument("--eval-data", action="append", help="file to evaluate on before and after training (repeatable)")
     p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
     p.add_argument("--eval-every", type=int, default=0,
@@ -156,7 +165,7 @@ def check_args(args):
             die(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
     for name in ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "max_prompt_len", "steps",
                  "micro_batch", "rollout_batch", "eval_n"]:
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             die(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     if not args.dist_timeout > 0:
         die(f"--dist-timeout must be > 0 minutes (got {args.dist_timeout})")
@@ -182,18 +191,22 @@ def die(msg):
 # Setup: processes, devices, models
 
 
-def setup_distributed(timeout_minutes=60):
-    """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device."""
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    timeout = timedelta(minutes=timeout_minutes)
-    if torch.cuda.is_available():
+def setup_distributed(timeout_minutes=60, fsdp=False):
+    """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device.
+    FSDP needs a process group even in one process: a group of one, with an in-memory store."""
+    gpu = torch.cuda.is_available()
+    if "RANK" not in os.environ and not fsdp:
+        return 0, 1, torch.device("cuda" if gpu else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if gpu else torch.device("cpu")
+    options = dict(backend="nccl" if gpu else "gloo", timeout=timedelta(minutes=timeout_minutes))
+    if gpu:
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank), timeout=timeout)
-        return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local_rank)
-    dist.init_process_group("gloo", timeout=timeout)
-    return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+        options["device_id"] = device
+    if "RANK" not in os.environ:
+        options.update(store=dist.HashStore(), rank=0, world_size=1)
+    dist.init_process_group(**options)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def all_reduce_sum(t):
@@ -277,18 +290,78 @@ def load_model(path, dtype, device, trainable=False):
 
 def load_models(args, device, weights=None):
     """The student (float32 master weights, from `weights` when resuming), the teachers by domain, and
-    the reference (not loaded at lam = 1, where pi_ref cancels). Frozen models run in bf16 on GPU."""
+    the reference (not loaded at lam = 1, where pi_ref cancels). Frozen models run in bf16 on GPU.
+    With --fsdp every model is sharded over the ranks (`shard`), after loading into CPU memory so that
+    no GPU ever holds a whole copy; with --offload-frozen the frozen ones stay in CPU memory (see
+    `resident`)."""
     frozen_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    student = load_model(weights or args.student, torch.float32, device, trainable=True)
+    cpu = torch.device("cpu")
+    student = load_model(weights or args.student, torch.float32, cpu if args.fsdp else device, trainable=True)
     if args.grad_checkpointing:
         student.activation_checkpointing_enable({"use_reentrant": False})
+    frozen_home = cpu if args.fsdp or args.offload_frozen else device
     loaded = {}
     for path in args.teachers.values():  # one copy of a model that teaches several domains
         if path not in loaded:
-            loaded[path] = load_model(path, frozen_dtype, device)
+            loaded[path] = load_model(path, frozen_dtype, frozen_home)
     teachers = {domain: loaded[path] for domain, path in args.teachers.items()}
-    ref = load_model(args.ref or args.student, frozen_dtype, device) if args.lam != 1 else None
+    ref = load_model(args.ref or args.student, frozen_dtype, frozen_home) if args.lam != 1 else None
+    if args.fsdp:
+        shard(student, device, trainable=True)
+        for model in dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]):
+            shard(model, device, offload=args.offload_frozen)
     return student, teachers, ref
+
+
+def shard(model, device, trainable=False, offload=False):
+    """FSDP2: each decoder layer, then the rest (embeddings, final norm, output layer), is split over
+    the ranks and gathered one unit at a time when it runs. The trainable student keeps float32 shards
+    (the master weights that AdamW updates) and, on GPU, computes in bf16 with gradients reduced in
+    float32; frozen models are bf16 on GPU already; on CPU all is float32. offload: the shards stay in
+    CPU memory and each unit is copied to the GPU for its own forward only. The root unit stays
+    gathered from its forward to its backward (reshard_after_forward=False): token_logprobs runs the
+    output layer in chunks after the forward, and recomputes them in the backward."""
+    on_gpu = trainable and device.type == "cuda"
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if on_gpu else MixedPrecisionPolicy()
+    policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, mp_policy=mp, offload_policy=policy)
+    fully_shard(model, mp_policy=mp, offload_policy=policy, reshard_after_forward=False)
+    return model
+
+
+@contextmanager
+def gathered(model):
+    """Generate with an FSDP student gathered once: through the sharded model, every decoded token
+    would all-gather every layer, and ranks that stop at different lengths would wait on each other.
+    So every rank gathers all units here (the same collectives in the same order) and generate runs
+    with no collective. Costs one whole copy of the student for the rollout, next to its shards:
+    2 bytes a parameter in bf16 on GPU (3.4 GB for Qwen3-1.7B, 8 GB for Qwen3-4B), 4 on CPU."""
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(unit is not model, recurse=False)
+
+
+@contextmanager
+def resident(model, device, offload):
+    """--offload-frozen: a frozen model lives in CPU memory and is on the GPU only inside this block
+    (a whole copy: once per step, see score_batches). A sharded one is left to FSDP, which keeps its
+    shards in CPU memory and copies each unit to the GPU for its forward (`shard`)."""
+    move = offload and not isinstance(model, FSDPModule)
+    if move:
+        model.to(device)
+    try:
+        yield
+    finally:
+        if move:
+            model.to("cpu")
 
 
 def check_same_tokenizer(student_tok, other_tok, name):
@@ -479,6 +552,63 @@ def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args):
                             "domains": domains[s:s + args.rollout_batch][part]})
     return batches
 
+
+def kv_bytes_per_token(config, dtype_bytes):
+    """KV cache of one token: a key and a value vector per KV head, in every layer."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def rollout_budget(config, prompt_len, new_tokens, free_bytes, dtype_bytes, fraction=0.8):
+    """(sequences one generate call can hold in `fraction` of free_bytes, bytes per sequence). A sequence
+    costs its KV cache for prompt + response, the prefill's activations of one layer over the prompt,
+    and generate's float32 logits with top-p's sorted copy and indices over the vocabulary. The rest
+    of `free_bytes` is slack for the allocator (the cache grows by concatenation)."""
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    per_seq = ((prompt_len + new_tokens) * kv_bytes_per_token(config, dtype_bytes)
+               + prompt_len * (4 * config.hidden_size + 3 * intermediate) * dtype_bytes + 16 * config.vocab_size)
+    return max(1, int(fraction * free_bytes // per_seq)), per_seq
+
+
+def free_memory(device):
+    """Bytes free for new tensors: on the GPU, else this rank's part of the machine's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    return available // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
+    """--rollout-batch when not given: as many sequences as the KV-cache budget of the free memory
+    holds, less what the rollout and the update will still allocate (AdamW's two moments before the
+    first step, the gathered copy under --fsdp or autocast's bf16 weight cache under DDP on GPU): all
+    of this rank's rows of a step if they fit, else a multiple of --micro-batch; the smallest over the
+    ranks, since micro-batches, and so the collectives of the update, must line up on every rank."""
+    dtype_bytes = 2 if device.type == "cuda" else 4
+    n_params = sum(p.numel() for p in student.parameters())  # a DTensor counts the whole parameter
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in student.parameters())
+    pending = 0 if optimizer.state else 8 * local
+    if args.fsdp or device.type == "cuda":
+        pending += dtype_bytes * n_params
+    prompt_len = min(args.max_prompt_len, max(len(p) for p in prompts))
+    free = free_memory(device)
+    batch, per_seq = rollout_budget(student.config, prompt_len, args.max_new_tokens, free - pending, dtype_bytes)
+    rows = args.prompts_per_step // world * args.samples_per_prompt
+    if batch >= rows:
+        batch = rows
+    elif batch > args.micro_batch:
+        batch -= batch % args.micro_batch
+    if dist.is_initialized():
+        batch = torch.tensor(batch, device=device)
+        dist.all_reduce(batch, op=dist.ReduceOp.MIN)
+        batch = int(batch)
+    log(f"gopd: rollout batch {batch} sequences: {per_seq / 2**30:.2f} GiB each (KV cache of {prompt_len} + "
+        f"{args.max_new_tokens} tokens), {free / 2**30:.1f} GiB free, "
+        f"{pending / 2**30:.1f} GiB of it still to be allocated; --rollout-batch overrides")
+    return batch
+
 # -----------------------------------------------------------------------------
 # Scoring: log-probs of the sampled tokens
 
@@ -493,16 +623,23 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
     tensor, not the model, is what runs out of memory. With gradients on, each chunk is recomputed in
     the backward pass instead of keeping its float32 logits. Every model is scored at the sampling
     temperature (logits / T), so the student's log-probs are those of the distribution it sampled.
-    Copying it: rows are left-padded with responses right-aligned (the last n_response columns); the
-    model is an HF causal LM (a decoder body with final norm, then the output layer, no logit
-    post-processing: Qwen, Llama, Mistral; not Gemma 2's soft-capping), bare or wrapped in DDP."""
+    The model runs through its own call, so that a wrapper's hooks run (DDP's gradient sync, FSDP's
+    gathering of the embeddings and output layer, which then stay gathered for the chunks and their
+    recompute, tied or not), with logits for one position only; a hook on the decoder body keeps its
+    final hidden states. Copying it: rows are left-padded with responses right-aligned (the last
+    n_response columns); the model is an HF causal LM (a decoder body with final norm, then the output
+    layer, no logit post-processing: Qwen, Llama, Mistral; not Gemma 2's soft-capping), bare, in DDP,
+    or sharded by `shard`."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-    inputs = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    if isinstance(model, DDP):  # DDP syncs gradients only through its own forward
-        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    else:  # the decoder body alone: no logits, no per-layer states kept
-        hidden = model.get_decoder()(**inputs).last_hidden_state
-    head = getattr(model, "module", model).get_output_embeddings()
+    bare = getattr(model, "module", model)
+    kept = []
+    hook = bare.get_decoder().register_forward_hook(lambda module, args, out: kept.append(out[0]))
+    try:
+        model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+              logits_to_keep=1)
+    finally:
+        hook.remove()
+    hidden, head = kept[0], bare.get_output_embeddings()
     hidden = hidden[:, -n_response - 1:-1].reshape(-1, hidden.shape[-1])  # the states that predict y_t
     targets = sequences[:, -n_response:].reshape(-1)
     parts = []
@@ -511,6 +648,8 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
             parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, use_reentrant=False))
         else:
             parts.append(chosen_logprobs(head, h, y, temperature))
+    if isinstance(model, FSDPModule) and not torch.is_grad_enabled():
+        model.reshard()  # no backward will free the gathered root unit of a frozen model: free it now
     logp, ent = (torch.cat(x).view(sequences.shape[0], n_response) for x in zip(*parts))
     return (logp, ent) if entropy else logp
 
@@ -532,23 +671,49 @@ def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
             torch.cat([attn.to(attention_mask.device), attention_mask[:, -n_response:]], 1))
 
 
-@torch.inference_mode()
-def score(models, domains, sequences, attention_mask, n_response, temperature, own_prompts=None, pad_id=None):
+@torch.no_grad()  # not inference_mode: FSDP's gather buffers made there fail later version-counter checks
+def score(models, domains, sequences, attention_mask, n_response, temperature, own_prompts=None, pad_id=None,
+          only=None):
     """Log-probs [B, n_response] of the sampled tokens under frozen models: each row under its
     domain's model ({domain: model}; key None is the default one). own_prompts[domain], when given, is
     that model's own rendering of each row's prompt (its chat template differs from the student's):
-    it reads those ids followed by the same response ids, as the paper's release does."""
+    it reads those ids followed by the same response ids, as the paper's release does. With `only`,
+    just the rows of that model are scored (the others stay 0).
+    A sharded (FSDP) model's forward is a collective, so every rank must call it the same number of
+    times, whatever its rows' domains: a rank with no row for it runs it on a stand-in row (row 0)."""
     out = torch.zeros(sequences.shape[0], n_response, device=sequences.device)
     route = [d if d in models else None for d in domains]
     for domain, model in models.items():
         rows = [i for i, d in enumerate(route) if d == domain]
-        if not rows:
+        if (not rows and not isinstance(model, FSDPModule)) or (only is not None and model is not only):
             continue
-        seq, attn = sequences[rows], attention_mask[rows]
+        run = rows or [0]
+        seq, attn = sequences[run], attention_mask[run]
         if own_prompts and own_prompts.get(domain) is not None:
-            seq, attn = with_prompts([own_prompts[domain][i] for i in rows], seq, attn, n_response, pad_id)
-        out[rows] = token_logprobs(model, seq, attn, n_response, temperature)
+            seq, attn = with_prompts([own_prompts[domain][i] for i in run], seq, attn, n_response, pad_id)
+        logp = token_logprobs(model, seq, attn, n_response, temperature)
+        if rows:
+            out[rows] = logp
     return out
+
+
+def score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, temperature, pad_id, device, offload):
+    """b["logp_t"] and b["logp_r"] (None at lam = 1) for every micro-batch: each sampled token under
+    its row's teacher, and under the reference. One frozen model at a time over all micro-batches, so
+    that with --offload-frozen each is on the GPU once per step, for its own pass only.
+    teacher_prompts / ref_prompts: {domain: every row's prompt ids in that model's own template}."""
+    for b in batches:
+        b["logp_t"] = torch.zeros(b["mask"].shape, device=b["mask"].device)
+        b["logp_r"] = None if ref is None else torch.zeros(b["mask"].shape, device=b["mask"].device)
+    passes = [(model, teachers, teacher_prompts, "logp_t") for model in dict.fromkeys(teachers.values())]
+    if ref is not None:
+        passes.append((ref, {None: ref}, ref_prompts, "logp_r"))
+    for model, models, prompts, key in passes:
+        with resident(model, device, offload):
+            for b in batches:
+                own = {d: [p[r] for r in b["rows"]] for d, p in prompts.items() if p is not None}
+                b[key] += score(models, b["domains"], b["seq"], b["attn"], b["mask"].shape[1], temperature, own,
+                                pad_id, only=model)
 
 # -----------------------------------------------------------------------------
 # Objective
@@ -612,26 +777,56 @@ def any_rank_failed(error, device):
     return all_reduce_sum(torch.tensor(float(error is not None), device=device)).item() > 0
 
 
+def save_sharded(model, optimizer, folder):
+    """FSDP: every rank sends its weight shards to rank 0, which gets the whole state dict in CPU memory
+    (for save_pretrained; the other ranks get {}), and writes its own optimizer shard to
+    folder/optimizer with torch.distributed.checkpoint. A collective: every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    first = {}  # a tied output layer arrives as a second copy of the embeddings: keep one name, as save_pretrained does
+    for name, param in model.state_dict(keep_vars=True).items():
+        first.setdefault(id(param), name)
+    keep = set(first.values())
+    weights = {name: w for name, w in weights.items() if name in keep}
+    dcp.save({"optimizer": get_optimizer_state_dict(model, optimizer)}, checkpoint_id=os.path.join(folder, "optimizer"))
+    return weights
+
+
+def load_sharded_optimizer(model, optimizer, folder):
+    """The mirror of save_sharded for the optimizer (the weights load with from_pretrained)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+    state = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # the layout to fill, moments created
+    dcp.load(state, checkpoint_id=os.path.join(folder, "optimizer"))
+    set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
 def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank, device):
     """Write step_N/ into a temp folder renamed when complete: a crash mid-save never leaves a half
     checkpoint. A failed write (a full disk) removes the temp folder and stops every rank with one
-    line; the previous checkpoint stays intact."""
+    line; the previous checkpoint stays intact. Under FSDP the weights are gathered to rank 0 (the
+    same save_pretrained folder) and the optimizer state is saved in shards (optimizer/)."""
     final = os.path.join(out, f"step_{record['step']:06d}")
     tmp = final + ".tmp"
+    sharded = isinstance(student, FSDPModule)
+    full_weights = {}
 
     def make_folder():
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             os.makedirs(tmp)
 
-    def write_rank_state():  # each rank samples from its own random streams
+    def write_rank_state():  # each rank samples from its own random streams (and holds its shards)
         torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
+        if sharded:
+            full_weights.update(save_sharded(student, optimizer, tmp))
 
     def write_model():
         if rank == 0:
-            student.save_pretrained(tmp)
+            student.save_pretrained(tmp, state_dict=full_weights if sharded else None)
             tokenizer.save_pretrained(tmp)
-            torch.save({"step": record["step"], "optimizer": optimizer.state_dict(),
+            torch.save({"step": record["step"], "optimizer": None if sharded else optimizer.state_dict(),
                         "scheduler": scheduler.state_dict()}, os.path.join(tmp, "trainer_state.pt"))
             with open(os.path.join(tmp, "run.json"), "w") as f:
                 json.dump(record, f, indent=1)
@@ -684,6 +879,8 @@ def newest_intact_checkpoint(out, world, rank, log):
             check_weights(folder)
             state = torch.load(os.path.join(folder, "trainer_state.pt"), weights_only=False)
             rng = torch.load(os.path.join(folder, f"rng_rank{rank}.pt"), weights_only=False)
+            if state["optimizer"] is None and not os.path.exists(os.path.join(folder, "optimizer", ".metadata")):
+                raise FileNotFoundError("no optimizer shards")
             return folder, record, state, rng
         except Exception as e:  # any unreadable part means: not this one
             reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}" if str(e).strip() else type(e).__name__
@@ -705,11 +902,18 @@ def check_resume_flags(record, args, data_hash, folder, log):
         log(f"gopd: --resume-override: continuing with {'; '.join(changed)}")
 
 
-def load_checkpoint(state, rng, optimizer, scheduler, args):
+def load_checkpoint(state, rng, optimizer, scheduler, args, student, folder):
     """The mirror of save_checkpoint (the student's weights were loaded from the folder already):
     optimizer, schedule and this rank's random state. The flags' lr and weight decay apply from here
     (the saved ones unless --resume-override changed them). Returns the step to continue from."""
-    optimizer.load_state_dict(state["optimizer"])
+    if (state["optimizer"] is None) != isinstance(student, FSDPModule):
+        how = "with" if state["optimizer"] is None else "without"
+        die(f"--resume: {folder} was written {how} --fsdp, and its optimizer state is stored that way; "
+            f"resume {how} --fsdp")
+    if state["optimizer"] is None:
+        load_sharded_optimizer(student, optimizer, folder)
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(rng)
     factor = lr_lambda(args)(scheduler.last_epoch)
@@ -761,12 +965,13 @@ def run_eval(model, tokenizer, eval_sets, args, rank, world, device):
         names = sorted({evaluate.benchmark_of(row) for row in rows})
         counts = torch.zeros(len(names), 2, device=device)  # correct samples, samples
         mine = rows[rank::world]
-        if mine:
-            _, records = evaluate.evaluate_model(model, tokenizer, mine, n=args.eval_n, max_new_tokens=args.max_new_tokens,
-                                                 temperature=args.temperature, top_p=args.top_p,
-                                                 batch_size=args.rollout_batch, enable_thinking=args.enable_thinking)
-            for r in records:
-                counts[names.index(r["benchmark"])] += torch.tensor([float(r["correct"]), 1.0], device=device)
+        with gathered(model):  # every rank gathers, even one with no problem to evaluate
+            records = evaluate.evaluate_model(model, tokenizer, mine, n=args.eval_n, max_new_tokens=args.max_new_tokens,
+                                              temperature=args.temperature, top_p=args.top_p,
+                                              batch_size=args.rollout_batch,
+                                              enable_thinking=args.enable_thinking)[1] if mine else []
+        for r in records:
+            counts[names.index(r["benchmark"])] += torch.tensor([float(r["correct"]), 1.0], device=device)
         all_reduce_sum(counts)
         result.update({name: (c / n).item() for name, (c, n) in zip(names, counts)})
     return result
@@ -890,7 +1095,7 @@ def stop_on_sigterm(signum, frame):
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, world, device = setup_distributed(args.dist_timeout)
+    rank, world, device = setup_distributed(args.dist_timeout, args.fsdp)
     progress = {"step": None}  # where a Ctrl-C or SIGTERM found the run
     previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
@@ -933,7 +1138,7 @@ def train(args, rank, world, device, progress):
     student, teachers, ref = load_models(args, device, resume[0] if resume else None)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args))
-    start = load_checkpoint(resume[2], resume[3], optimizer, scheduler, args) if resume else 0
+    start = load_checkpoint(resume[2], resume[3], optimizer, scheduler, args, student, resume[0]) if resume else 0
     if start > args.steps:
         die(f"--steps {args.steps} is below the step of the checkpoint resumed ({start}); pass --steps >= {start}")
     if resume:
@@ -941,7 +1146,9 @@ def train(args, rank, world, device, progress):
         if master:
             for name in ["metrics.jsonl", "samples.jsonl"]:
                 truncate_log(os.path.join(args.out, name), start)
-    model = DDP(student) if dist.is_initialized() else student
+    model = DDP(student) if dist.is_initialized() and not args.fsdp else student  # --fsdp: sharded in place
+    if args.rollout_batch is None:
+        args.rollout_batch = choose_rollout_batch(student, optimizer, prompts, args, world, device, log)
     stop_ids = {tokenizer.eos_token_id}
     gen_eos = student.generation_config.eos_token_id
     stop_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
@@ -969,8 +1176,8 @@ def train(args, rank, world, device, progress):
             idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
             idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
-            # 1. Rollout, with the unwrapped student: no collective may run inside generate
-            with phase("generate", times, device), autocast:
+            # 1. Rollout, with the unwrapped (or gathered) student: no collective may run inside generate
+            with phase("generate", times, device), autocast, gathered(student):
                 student.eval()
                 batches = rollout_batches(student, [prompts[i] for i in idx], idx, [rows[i].get("domain") for i in idx],
                                           tokenizer.pad_token_id, stop_ids, args)
@@ -981,16 +1188,8 @@ def train(args, rank, world, device, progress):
 
             # 2. Scoring: every sampled token by its row's teacher, and by the reference
             with phase("score", times, device):
-                for b in batches:
-                    n = b["mask"].shape[1]
-                    own = {d: [p[r] for r in b["rows"]] for d, p in teacher_prompts.items() if p is not None}
-                    b["logp_t"] = score(teachers, b["domains"], b["seq"], b["attn"], n, score_temp, own,
-                                        tokenizer.pad_token_id)
-                    b["logp_r"] = None
-                    if ref is not None:
-                        own = {None: [ref_prompts[None][r] for r in b["rows"]]} if ref_prompts[None] else None
-                        b["logp_r"] = score({None: ref}, [None] * len(b["rows"]), b["seq"], b["attn"], n, score_temp,
-                                            own, tokenizer.pad_token_id)
+                score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, score_temp, tokenizer.pad_token_id,
+                              device, args.offload_frozen)
 
             # 3. Update: one optimizer step on the whole batch, normalised over the global batch
             with phase("update", times, device):
@@ -1000,11 +1199,13 @@ def train(args, rank, world, device, progress):
                 sums, lengths, log_ratio = {}, [], []
                 for k, b in enumerate(batches):
                     last_micro = k == len(batches) - 1
-                    with (nullcontext() if last_micro or world == 1 else model.no_sync()), autocast:
+                    # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one, which
+                    # keeps only gradient shards between micro-batches
+                    with (model.no_sync() if isinstance(model, DDP) and not last_micro else nullcontext()), autocast:
                         logp_s, entropy = token_logprobs(model, b["seq"], b["attn"], b["mask"].shape[1], score_temp,
                                                          entropy=True)
                         loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam, n_global, args.loss_agg)
-                    (loss * world).backward()  # DDP averages gradients over ranks; undo it for the global mean
+                    (loss * world).backward()  # DDP and FSDP average gradients over ranks; undo it for the global mean
                     for name, value in {"loss": loss.detach(), **batch_sums(
                             b, logp_s.detach(), entropy, b["logp_t"], b["logp_r"], args.lam, stop_ids, domains)}.items():
                         sums[name] = sums.get(name, 0) + value
@@ -1012,6 +1213,7 @@ def train(args, rank, world, device, progress):
                     if b["logp_r"] is not None:
                         log_ratio.append((b["logp_t"] - b["logp_r"])[b["mask"].bool()])
                 grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
+                grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
                 correct, count = grading.result()
                 sums.update(outcome_correct=torch.tensor(float(correct), device=device),
                             outcome_graded=torch.tensor(float(count), device=device))
