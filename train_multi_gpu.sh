@@ -58,6 +58,9 @@ COMMON=(
   --loss-agg seq-mean-token-mean  # the config says token-mean, but per micro-batch of ONE sequence: each
                                   # response's tokens are averaged, then responses (the release as it runs)
   --grad-checkpointing      # model.enable_gradient_checkpointing=True
+  --fsdp                    # shard the student's training state and the frozen models over the GPUs, as the
+                            # release does (verl FSDP): a replica per GPU (DDP) fits no 4B or 30B-teacher
+                            # preset on 80 GB; python tests/memory.py has the arithmetic
   --seed 42                 # data.seed=42
   --save-every 50           # trainer.save_freq=50
 )

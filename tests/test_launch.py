@@ -86,7 +86,19 @@ def test_dry_run_is_a_command_gopd_accepts(preset):
     assert (args.prompts_per_step, args.samples_per_prompt, args.max_new_tokens, args.max_prompt_len) == \
         (1024, 1, 16384, 2048)
     assert (args.temperature, args.top_p, args.grad_checkpointing) == (1.0, 1.0, True)
+    assert (args.fsdp, args.offload_frozen) == (True, False)  # the mode tests/memory.py says fits
     assert args.out == f"runs/{preset}"
+
+
+def test_every_preset_fits_on_8_gpus_in_the_mode_it_uses():
+    """tests/memory.py's plan: each preset's mode fits 8 x 80 GB with room for several rollouts; a
+    replica per GPU (DDP) would not fit the 4B presets nor the 30B teacher."""
+    import memory
+    for preset in EXPECTED:
+        plans, used = memory.preset_plan(preset)
+        assert used == "fsdp" and memory.fits(plans[used]) and plans[used]["rollout_batch"] >= 8, preset
+    for preset in ["exopd-multi", "exopd-s2w"]:
+        assert not memory.fits(memory.preset_plan(preset)[0]["ddp"]), preset
 
 
 def test_defaults_single_node():
