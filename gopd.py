@@ -14,7 +14,7 @@ writes the per-token signal as a cost to minimise; the advantage A_t here is its
 
     python gopd.py --lam 1.25                       # the bundled toy world, one process
     torchrun --nproc_per_node=8 gopd.py --student Qwen/Qwen3-4B \\
-        --teacher math=PATH_A --teacher code=PATH_B --data FILE --lam 1.25
+        --teacher math=PATH_A --teacher code=PATH_B --data FILE --lam 1.25 --grad-checkpointing --fsdp
 
 The file reads in the order of the method: arguments, setup, data, rollout, scoring, objective,
 checkpoints, evaluation and metrics, loop. The objective is `gopd_loss`.
