@@ -366,7 +366,7 @@ def test_load_rows(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "?", "domain": "poetry"}) + "\n")
     with pytest.raises(ValueError, match="domain"):
         load_rows(str(tmp_path / "bad.jsonl"))
-    with pytest.raises(ValueError, match="not a file"):
+    with pytest.raises(ValueError, match="neither a file"):
         load_rows(str(tmp_path / "missing.jsonl"))
     (tmp_path / "broken.jsonl").write_text('{"prompt": "unterminated\n')
     with pytest.raises(ValueError, match="not valid JSON"):
