@@ -216,3 +216,18 @@ def test_ctrl_c_and_sigterm_stop_with_one_line(world, tmp_path, sig, name, code)
     assert str(gopd.checkpoints(out)[-1]) in last
     steps = logged_steps(out)
     assert steps == list(range(1, len(steps) + 1))
+
+
+def test_dist_timeout_reaches_init_process_group(monkeypatch):
+    """--dist-timeout (minutes) is the collective timeout: long evaluations must not trip NCCL's default."""
+    from datetime import timedelta
+    seen = {}
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(gopd.dist, "init_process_group", lambda backend, **kw: seen.update(backend=backend, **kw))
+    monkeypatch.setattr(gopd.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(gopd.dist, "get_world_size", lambda: 1)
+    assert gopd.setup_distributed(90)[1] == 1
+    assert seen == {"backend": "gloo", "timeout": timedelta(minutes=90)}
+    assert gopd.parse_args(["--dist-timeout", "90"]).dist_timeout == 90
