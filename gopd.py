@@ -331,6 +331,8 @@ def load_rows(data):
             die(f"row {i} of {data!r}: {e}")
         if "domain" not in row and isinstance(row.get("extra_info"), dict) and "opd_teacher" in row["extra_info"]:
             row["domain"] = row["extra_info"]["opd_teacher"]  # how the G-OPD release's data names it
+        if not isinstance(row.get("domain", ""), (str, type(None))):
+            die(f"row {i} of {data!r}: domain {row['domain']!r} is not a string; name it like its --teacher DOMAIN=PATH")
     return rows
 
 
@@ -946,6 +948,8 @@ def train(args, rank, world, device, progress):
 
     # Setup: data first (cheap, catches most mistakes), then models and optimizer
     rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
+    if args.ref and args.lam == 1:
+        log("gopd: --lam 1: the reference cancels out of the advantage, so --ref is not loaded")
     data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode()).hexdigest()
     if resume:
         check_resume_flags(resume[1], args, data_hash, resume[0], log)

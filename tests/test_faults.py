@@ -69,6 +69,9 @@ def test_bad_rows_and_files_are_one_line_errors(world, tmp_path):
         rows = [{"prompt": "fine", "domain": "math"}, {"prompt": prompt, "domain": "math"}]
         msg = run_main(base_args(world, tmp_path / "o", **{"--data": tiny.write_jsonl(tmp_path / "p.jsonl", rows)}))
         assert "row 1" in msg and "bad prompt" in msg, msg
+    listed = tiny.write_jsonl(tmp_path / "l.jsonl", [{"prompt": "fine", "domain": ["math"]}])
+    msg = run_main(base_args(world, tmp_path / "o", **{"--data": listed}))
+    assert "row 0" in msg and "is not a string" in msg
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"prompt": "caf\xe9", "domain": "math"}\n')
     assert "not valid UTF-8" in run_main(base_args(world, tmp_path / "o", **{"--data": str(latin)}))
