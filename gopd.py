@@ -515,20 +515,24 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
     parts = []
     for h, y in zip(hidden.split(chunk), targets.split(chunk)):
         if torch.is_grad_enabled():
-            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, use_reentrant=False))
+            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, entropy, use_reentrant=False))
         else:
-            parts.append(chosen_logprobs(head, h, y, temperature))
-    logp, ent = (torch.cat(x).view(sequences.shape[0], n_response) for x in zip(*parts))
-    return (logp, ent) if entropy else logp
+            parts.append(chosen_logprobs(head, h, y, temperature, entropy))
+    logps, entropies = zip(*parts)
+    logp = torch.cat(logps).view(sequences.shape[0], n_response)
+    return (logp, torch.cat(entropies).view_as(logp)) if entropy else logp
 
 
-def chosen_logprobs(head, hidden, targets, temperature):
-    """log-softmax of the target tokens only (logit minus logsumexp, float32), and each row's entropy."""
+def chosen_logprobs(head, hidden, targets, temperature, entropy=False):
+    """log-softmax of the target tokens only (logit minus logsumexp, float32), and when asked the
+    entropy of each row's distribution (a metric: no gradient)."""
     logits = head(hidden).float() / temperature
     lse = logits.logsumexp(-1)
+    logp = logits.gather(-1, targets[:, None])[:, 0] - lse
+    if not entropy:
+        return logp, None
     with torch.no_grad():
-        ent = lse - (logits.softmax(-1) * logits).sum(-1)
-    return logits.gather(-1, targets[:, None])[:, 0] - lse, ent
+        return logp, lse - (logits.softmax(-1) * logits).sum(-1)
 
 
 def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):

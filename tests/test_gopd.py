@@ -159,6 +159,9 @@ def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
             full = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits.float() / temp
             naive = torch.log_softmax(full, -1)[:, -n - 1:-1].gather(-1, seq[:, -n:, None]).squeeze(-1)
         assert torch.allclose(got * mask, naive * mask, atol=1e-5)
+        _, entropy = gopd.token_logprobs(model, seq, attn, n, temperature=temp, chunk=5, entropy=True)
+        logp_all = torch.log_softmax(full, -1)[:, -n - 1:-1]
+        assert torch.allclose(entropy * mask, -(logp_all.exp() * logp_all).sum(-1) * mask, atol=1e-4)
         # each row scored alone, without padding, gets the same log-probs
         for i in range(len(prompts)):
             keep = attn[i].bool()
