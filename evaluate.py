@@ -9,12 +9,8 @@ A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": st
 benchmark, and writes one JSONL record per sample. This file stands alone: gopd.py imports it, never
 the reverse, and torch/transformers are imported only by the generation functions.
 
-Math: the answer is the last \\boxed{...} of the response (there is deliberately no "last number in
-the text" fallback: it rewards guessing). Answers are normalized, then compared as strings, exactly as
-numbers (integers, decimals, fractions, mixed numbers, scientific notation, roots, pi), then
-symbolically with sympy in a helper process that is killed after SYMPY_TIMEOUT seconds. Power towers
-and huge factorials are refused before any arithmetic, so no answer can hang the evaluation, and no
-POSIX signal is used (they only work in the main thread).
+Math: check_math's docstring says how answers are parsed and compared, and why no answer can
+hang it (every call is bounded in wall-clock time).
 
 Code: the program (last ```python block of the response) runs in a fresh interpreter in its own
 process group and temporary directory, with an empty environment (PATH, HOME, TMPDIR and thread
@@ -45,7 +41,6 @@ group kill; RLIMIT_NPROC then counts all of your user's processes (and does not 
 """
 
 import argparse
-import ast
 import atexit
 import functools
 import json
@@ -68,447 +63,1087 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import NamedTuple
 
-SYMPY_TIMEOUT = 2.0          # seconds for one symbolic comparison
 MAX_OUTPUT = 1 << 20         # bytes kept of a program's stdout and of its stderr
 FILE_SIZE_MB = 64            # RLIMIT_FSIZE: the largest file a program may write
 MAX_PROCS = 128              # RLIMIT_NPROC (processes + threads) under the fresh uid
 MAX_OPEN_FILES = 256         # RLIMIT_NOFILE
 
 # -----------------------------------------------------------------------------
-# Math answer matching
+# Math: is the last \boxed answer of a response the gold answer?
+
+MATH_TIMEOUT = 3.0     # seconds: the wall-clock bound of one check_math call (a sympy helper's start excluded)
+MAX_ANSWER = 2000      # characters: a longer answer is compared as normalized text only
+MAX_BITS = 12_000      # in-process exact arithmetic leaves any larger number unevaluated (towers, 10^10^10)
+MAX_DEPTH = 50         # nesting levels the answer parser accepts
+SYMPY_HELPERS = min(4, os.cpu_count() or 1)   # sympy helper processes, started on demand
+
+
+def check_math(response, gold, timeout=MATH_TIMEOUT):
+    """True when the last \\boxed{...} of `response` is the answer `gold` (a string, maybe boxed, or a number).
+
+    Both answers are parsed from LaTeX into a small expression tree (numbers, symbols, + - * / ^, roots,
+    fractions, binomials, logs with bases, factorials, trig, |x|, base-n literals like 1011_2, tuples,
+    intervals, sets, answer lists, matrices, equations, inequalities, text) and compared by kind:
+      - numbers exactly, as fractions: 045 = 45, 0.5 = 1/2, 2^10 = 1024, but 3.14159265 != pi and
+        sqrt(10^20+1) != 10^10 (no float tolerance); one tolerance only: a gold decimal with 6+ significant
+        digits accepts an irrational answer that rounds to it (2\\pi for 6.283185);
+      - expressions symbolically, with sympy in a helper process: 2x+1 = 1+2x, (1+i)^2 = 2i;
+      - tuples, intervals (ends kept distinct) and matrices in order; sets, answer lists and unions in
+        any order: x=3 \\text{ or } x=-3, \\pm 3 and \\{3,-3\\} are one answer; duplicates count in a
+        list, not in a set;
+      - `x = 5` equals 5, `x > 3` equals (3, \\infty), equations are equal up to rearrangement and a
+        nonzero factor, and the assignments `a=2, b=3` equal the point (2, 3);
+      - multiple-choice letters as letters, anything unparsable as normalized text.
+    Ignored: units in \\text/\\mathrm (with exponents), degrees, %, $, thousands separators (1{,}000),
+    spacing; but spacing never joins numbers (1\\quad 5 is not 15, 2 \\text{ or } 3 is not 23). An empty
+    box, a response without one, or a bad argument is simply wrong: there is no "last number in the
+    text" fallback (it rewards guessing), and it never raises.
+
+    Bounded: it returns within `timeout` seconds on any input (1 MB, 50k nested braces, power towers):
+    in-process arithmetic never handles numbers over MAX_BITS bits, and a sympy comparison that runs
+    past the deadline is interrupted (an alarm in its helper) or its helper killed. Copying it: it
+    starts up to SYMPY_HELPERS helpers (`python -I`, sympy) on first use (about a second each, not
+    counted in `timeout`), killed at exit; it is safe in threads (no signals in this process).
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            gold = str(gold)
+        pred = extract_boxed(response)
+        if pred is None or not isinstance(gold, str):
+            return False
+        boxed_gold = extract_boxed(gold)
+        return _answers_equal(pred, gold if boxed_gold is None else boxed_gold, deadline)
+    except (Exception, _Timeout):  # malformed input of any kind, or out of time: not equal
+        return False
+
 
 def extract_boxed(text):
-    """Content of the last \\boxed{...} / \\fbox{...} (or `\\boxed x`), braces matched; None if absent."""
+    """Content of the last \\boxed{...} / \\fbox{...} (or `\\boxed x`), braces matched, nested boxes
+    unwrapped (\\boxed{\\boxed{5}} -> 5); None if there is none. Linear in len(text)."""
     if not isinstance(text, str):
         return None
-    found, i = None, 0
-    pattern = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-    while (m := pattern.search(text, i)) is not None:
+    pairs = _brace_pairs(text)
+    found, end = None, 0
+    for m in _BOX.finditer(text):
+        if m.start() < end:                # inside the box found last: a nested box
+            continue
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
-            end = _match_brace(text, j)
-            if end is None:          # unbalanced (e.g. a truncated response): nothing after it can close
+            if j not in pairs:             # unclosed (a truncated response): nothing after it can close
                 break
-            found, i = text[j + 1:end], end + 1   # continue after the group, skipping nested boxes
-        else:
-            word = re.match(r"[^\s$]+", text[j:])      # \boxed 5 -> "5"
-            if word:
-                found = word.group(0)
-            i = j + (len(word.group(0)) if word else 0)
+            found, end = text[j + 1:pairs[j]], pairs[j] + 1
+        elif word := _WORD.match(text, j):  # \boxed 5
+            found, end = word.group(0), word.end()
+    while found is not None and len(found) <= MAX_ANSWER and (inner := _BOXED_WHOLE.fullmatch(found.strip())) \
+            and _brace_pairs(inner.group(0)).get(inner.start(1) - 1) == len(inner.group(0)) - 1:
+        found = inner.group(1)
     return found
 
 
-def _match_brace(s, i):
-    """Index of the } closing the { at s[i], or None."""
-    depth = 0
-    for j in range(i, len(s)):
-        if s[j] == "{" and (j == 0 or s[j - 1] != "\\"):
-            depth += 1
-        elif s[j] == "}" and (j == 0 or s[j - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return j
-    return None
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_BOXED_WHOLE = re.compile(r"\\(?:boxed|fbox)\s*\{(.*)\}", re.DOTALL)
+_WORD = re.compile(r"[^\s$]+")
 
 
-def check_math(response, gold):
-    """True when the response's last \\boxed answer equals `gold` (which may itself be boxed)."""
-    try:
-        pred = extract_boxed(response)
-        if pred is None or gold is None:
-            return False
-        gold = str(gold)
-        return _answers_equal(pred, extract_boxed(gold) or gold)
-    except Exception:  # malformed input of any kind is simply "not equal"
+def _brace_pairs(s):
+    """{index of '{': index of its '}'} for the unescaped braces of s, in one pass (the one bracket
+    scanner: unbalanced braces are left out)."""
+    pairs, stack = {}, []
+    for m in re.finditer(r"(?<!\\)[{}]", s):
+        if m.group(0) == "{":
+            stack.append(m.start())
+        elif stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
+
+
+def _answers_equal(pred, gold, deadline):
+    if not pred.strip() or not gold.strip():           # an empty box is no answer, whatever the gold
         return False
-
-
-def _answers_equal(pred, gold):
     letter = _choice_letter(gold)
     if letter is not None:
         return _choice_letter(pred) == letter
-    p, g = _normalize(pred), _normalize(gold)
-    if p.replace(" ", "") == g.replace(" ", ""):
-        return True
-    return _structures_equal(p, g)
+    if len(pred) > MAX_ANSWER or len(gold) > MAX_ANSWER:
+        return _plain_text(pred) == _plain_text(gold)
+    return _equal(_parse(pred), _parse(gold), _Context(deadline))
 
 
 def _choice_letter(s):
+    if len(s) > 40:
+        return None
     m = re.fullmatch(r"\s*\(?([A-E])\)?\s*", re.sub(r"\\(?:text|textbf|mathrm)\{(.*)\}", r"\1", s.strip()))
     return m.group(1) if m else None
 
 
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad\b|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])")
+def _plain_text(s):
+    """Normalized text, for answers that are words (or unparsable): wrappers, $ and case dropped, spaces
+    collapsed (but kept: "1 5" is not "15")."""
+    s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    return " ".join(s.replace("$", " ").split()).strip(" .").lower()
+
+
+# Normalization: LaTeX presentation that never changes the value.
+
+_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*\{\s*(?![eid]\s*\})[a-zA-Z][^{}]*\}"
+                   r"(?:\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\\\|\\(?:[,;:! ]|q?quad(?![a-zA-Z])|displaystyle|textstyle)|~")   # a row break is kept
+_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])")
+_FUNCTION_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+                   "ln", "log", "exp", "sqrt"}
 
 
 def _normalize(s):
     s = s.strip().strip("$").strip()
-    s = _SPACING.sub(" ", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = re.sub(r"\^\s*\{?\\circ\}?|\\degree|°", "", s)             # degrees
-    s = s.replace("\\%", "").replace("%", "").replace("\\$", "")   # percent, dollars
-    s = re.sub(r"\\(?:mathrm|mathbf|textbf|operatorname|mbox)\{([^{}]*)\}", r"\1", s)
-    # \text{...} is a unit when something else remains ("5\text{ cm}"), else it is the answer itself
-    without_text = re.sub(r"\\text\{[^{}]*\}", "", s).strip()
-    s = without_text if without_text else re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()
+    s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", "", s)                  # 1{,}000 and 1\,000
+    s = re.sub(r"\\text\s*\{\s*(?:or|and)\s*\}|(?<![\\a-zA-Z])(?:or|and)(?![a-zA-Z])", ",", s)
+    s = _UNIT.sub("", s)                                                        # 5\mathrm{cm}^2 -> 5
+    s = _WRAPPER.sub(r"\1", s)
+    s = _SIZING.sub("", _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s))
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s).replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|°|\\?[%$]", "", s)           # degrees, percent, dollars
     s = s.strip().rstrip(".").strip()
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):             # thousands separators
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):                     # 1,000,000
         s = s.replace(",", "")
+    s = re.sub(r"(?<![\w.\\])(\d+(?:\.\d*)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times10^{\2}", s)   # 1.5e3
+    mixed = re.fullmatch(r"(-?)(\d+)\s*\\frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d))"
+                         r"|(-?)(\d+)\s+(\d+)/(\d+)", s)
+    if mixed:                                                                   # 3\frac12, 3 1/2
+        g = mixed.groups()
+        sign, whole, num, den = g[0] or g[6] or "", g[1] or g[7], g[2] or g[3] or g[8], g[4] or g[5] or g[9]
+        s = f"{sign}({whole}+\\frac{{{num}}}{{{den}}})"
+    words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*)(?:\s*\^\s*\d)?", s)
+    if words and not set(words.group(2).split()) & _FUNCTION_NAMES:            # 5 cm, 12 square feet
+        s = words.group(1)
     return s
 
 
-def _strip_variable(s):
-    """'x = 5' -> '5' and 'x \\in [1,2]' -> '[1,2]'; a real equation like 'x^2-1=0' is kept whole."""
-    m = re.fullmatch(r"\s*[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in)\s*([^=]+)", s)
-    return m.group(1).strip() if m else s
+# Parsing: LaTeX -> JSON-able nodes [kind, ...]:
+#   ["n", p, q] exact number, ["d", p, q, significant digits] decimal literal, ["c", pi|e|i|oo],
+#   ["s", name], ["+", [terms]], ["*", [factors]], ["neg", x], ["inv", x], ["^", base, exponent],
+#   ["f", name, x], ["root", n, x], ["log", base or None, x], ["!", x], ["binom", n, k],
+#   ["pm", a or None, b] (expanded into two answers), ["tuple", brackets, items], ["set", items],
+#   ["list", items], ["union", items], ["matrix", "matrix"|"det", rows], ["rel", ops, operands], ["text", s].
+
+class _ParseError(Exception):
+    pass
 
 
-def _split_top(s, sep):
-    """Split on `sep` outside any (), [], {} nesting."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        c = s[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            start = i + len(sep)
-            i = start
-            continue
-        i += 1
-    parts.append(s[start:])
-    return [p.strip() for p in parts]
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|(\\[a-zA-Z]+|\\[{}\\|])|([a-zA-Z]+)|([-+*/^_()\[\]{},;=<>!|&]))")
+_UNICODE = {"≤": "\\le", "≥": "\\ge", "≠": "\\ne", "π": "\\pi", "√": "\\sqrt", "∞": "\\infty",
+            "±": "\\pm", "∓": "\\mp", "·": "*", "×": "*", "÷": "/", "−": "-", "∪": "\\cup",
+            "∅": "\\emptyset"}
+_SYNONYMS = {"\\leq": "\\le", "\\leqslant": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", "\\neq": "\\ne",
+             "\\lt": "<", "\\gt": ">", "\\cdot": "*", "\\times": "*", "\\ast": "*", "\\div": "/",
+             "\\lbrace": "\\{", "\\rbrace": "\\}", "\\varnothing": "\\emptyset", "\\vert": "|", "\\lvert": "|",
+             "\\rvert": "|", "\\mid": "|", "\\imath": "i"}
+_RELATIONS = {"=": "=", "<": "<", ">": ">", "\\le": "<=", "\\ge": ">=", "\\ne": "!=", "\\in": "in"}
+_GREEK = set("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta kappa lambda mu nu xi rho sigma "
+             "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Phi Psi Omega".split())
+_MATRICES = {"matrix": "matrix", "pmatrix": "matrix", "bmatrix": "matrix", "Bmatrix": "matrix",
+             "smallmatrix": "matrix", "array": "matrix", "vmatrix": "det", "Vmatrix": "det"}
 
 
-def _closing(s, i):
-    """Index of the bracket closing s[i], any bracket kinds (so '[1,2)' is one group), or None."""
-    depth = 0
-    for j in range(i, len(s)):
-        depth += s[j] in "([{"
-        depth -= s[j] in ")]}"
-        if depth == 0:
-            return j
+def _parse(s):
+    """The answer's node; ["text", ...] when it is words or not an expression this grammar reads."""
+    s = _normalize(s)
+    if re.fullmatch(r"[A-Za-z]+(?:\s+[A-Za-z]+)*", s) and len(s) > 1 and s not in _FUNCTION_NAMES:
+        return ["text", _plain_text(s)]       # Yes, no solution: words, not a product of letters
+    try:
+        node = _Parser(_tokens(s)).parse()
+    except (_ParseError, ValueError, RecursionError):
+        return ["text", _plain_text(s)]       # s is normalized: "1\\quad 5" and "1 5" are the same text
+    if node[0] == "list":                     # x = \pm 2 -> the two answers 2 and -2
+        return ["list", [v for item in node[1] for v in _variants(item)]]
+    variants = _variants(node)
+    return variants[0] if len(variants) == 1 else ["list", variants]
+
+
+def _tokens(s):
+    tokens, i = [], 0
+    for ch, name in _UNICODE.items():
+        s = s.replace(ch, f" {name} " if name.startswith("\\") else name)
+    while True:
+        m = _TOKEN.match(s, i)
+        if m is None:
+            if s[i:].strip():
+                raise _ParseError(f"unexpected {s[i]!r}")
+            return tokens
+        tok = m.group(m.lastindex)
+        tokens.append(_SYNONYMS.get(tok, tok))
+        i = m.end()
+
+
+def _is_number(tok):
+    return tok is not None and (tok[0].isdigit() or tok[0] == ".")
+
+
+def _number(tok):
+    if "." not in tok:
+        return ["n", int(tok), 1]
+    whole, frac = tok.split(".")
+    digits = (whole + frac).lstrip("0")
+    return ["d", int(whole + frac or "0"), 10 ** len(frac), len(digits)]
+
+
+class _Parser:
+    """Recursive descent over one answer's tokens, depth-limited; implicit products (2x, 2\\sqrt3, (a)(b)),
+    but never two juxtaposed numbers ("1 5" is not an expression)."""
+
+    def __init__(self, tokens):
+        self.tokens, self.i, self.depth = tokens, 0, 0
+
+    def parse(self):
+        items = self.items()
+        if self.i != len(self.tokens):
+            raise _ParseError(f"unexpected {self.peek()!r}")
+        return items[0] if len(items) == 1 else ["list", items]
+
+    def peek(self):
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, want=None):
+        tok = self.peek()
+        if tok is None or (want is not None and tok != want):
+            raise _ParseError(f"expected {want!r}, got {tok!r}")
+        self.i += 1
+        return tok
+
+    def nested(self, method, *args):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _ParseError("nested too deeply")
+        try:
+            return method(*args)
+        finally:
+            self.depth -= 1
+
+    def items(self):
+        items = [self.relation()]
+        while self.peek() in (",", ";"):
+            self.i += 1
+            items.append(self.relation())
+        return items
+
+    def relation(self):
+        operands, ops = [self.union()], []
+        while self.peek() in _RELATIONS:
+            ops.append(_RELATIONS[self.take()])
+            operands.append(self.union())
+        return ["rel", ops, operands] if ops else operands[0]
+
+    def union(self):
+        items = [self.expr()]
+        while self.peek() == "\\cup":
+            self.i += 1
+            items.append(self.expr())
+        return ["union", items] if len(items) > 1 else items[0]
+
+    def expr(self):
+        terms = [self.term()]
+        while self.peek() in ("+", "-", "\\pm", "\\mp"):
+            op, rhs = self.take(), self.term()
+            if op in ("\\pm", "\\mp"):
+                left = ["+", terms] if len(terms) > 1 else terms[0]
+                terms = [["pm", left, rhs if op == "\\pm" else ["neg", rhs]]]
+            else:
+                terms.append(rhs if op == "+" else ["neg", rhs])
+        return ["+", terms] if len(terms) > 1 else terms[0]
+
+    def term(self):
+        factors = [self.factor()]
+        while True:
+            tok = self.peek()
+            if tok in ("*", "/"):
+                self.i += 1
+                rhs = self.factor()
+                factors.append(rhs if tok == "*" else ["inv", rhs])
+            elif self.starts_atom(tok):
+                if _is_number(tok) and _is_number(self.tokens[self.i - 1]):
+                    raise _ParseError("two numbers side by side")
+                factors.append(self.power())
+            else:
+                return ["*", factors] if len(factors) > 1 else factors[0]
+
+    def starts_atom(self, tok):
+        return tok is not None and (_is_number(tok) or tok[0].isalpha() or tok in ("(", "{")
+                                    or (tok[0] == "\\" and tok not in _RELATIONS and tok not in
+                                        ("\\cup", "\\pm", "\\mp", "\\}", "\\\\", "\\end", "\\{")))
+
+    def factor(self):
+        tok = self.peek()
+        if tok in ("-", "+", "\\pm", "\\mp"):
+            self.i += 1
+            x = self.nested(self.factor)
+            return {"-": ["neg", x], "+": x, "\\pm": ["pm", None, x], "\\mp": ["pm", None, ["neg", x]]}[tok]
+        return self.power()
+
+    def power(self):
+        base = self.postfix()
+        if self.peek() != "^":
+            return base
+        self.i += 1
+        return ["^", base, self.nested(self.exponent)]
+
+    def exponent(self):
+        tok = self.peek()
+        if tok in ("-", "+"):
+            self.i += 1
+            x = self.nested(self.exponent)
+            return ["neg", x] if tok == "-" else x
+        return self.postfix()        # ^{...} is a group; ^10 is ten (the digit run), as models mean it
+
+    def postfix(self):
+        node = self.nested(self.atom)
+        while self.peek() == "!":
+            self.i += 1
+            node = ["!", node]
+        return node
+
+    def atom(self):
+        tok = self.take()
+        if _is_number(tok):
+            if self.peek() == "_":                                  # 1011_2, 1011_{2}
+                base = int(self.subscript())
+                if "." in tok or not 2 <= base <= 36:
+                    raise _ParseError("bad base")
+                return ["n", int(tok, base), 1]
+            return _number(tok)
+        if tok[0].isalpha():
+            return self.word(tok)
+        if tok in ("(", "["):
+            return self.brackets(tok)
+        if tok == "{":
+            node = self.relation()
+            self.take("}")
+            return node
+        if tok == "\\{":
+            items = [] if self.peek() == "\\}" else self.items()
+            self.take("\\}")
+            return ["set", items]
+        if tok == "|":
+            node = self.expr()
+            self.take("|")
+            return ["f", "abs", node]
+        if tok == "\\frac":
+            return ["*", [self.argument(), ["inv", self.argument()]]]
+        if tok == "\\binom":
+            return ["binom", self.argument(), self.argument()]
+        if tok == "\\sqrt":
+            if self.peek() == "[":
+                self.i += 1
+                n = self.expr()
+                self.take("]")
+                return ["root", n, self.argument()]
+            return ["f", "sqrt", self.argument()]
+        if tok == "\\begin":
+            return self.matrix()
+        constants = {"\\pi": ["c", "pi"], "\\infty": ["c", "oo"], "\\emptyset": ["set", []]}
+        if tok in constants:
+            return constants[tok]
+        if tok[1:] in _FUNCTION_NAMES:
+            return self.function(tok[1:])
+        if tok[1:] in _GREEK:
+            return self.symbol(tok[1:])
+        raise _ParseError(f"unknown {tok!r}")
+
+    def word(self, tok):
+        if tok in _FUNCTION_NAMES:
+            return self.function(tok)
+        if tok == "pi":
+            return ["c", "pi"]
+        if len(tok) > 2:                                            # a word: the answer is text
+            raise _ParseError(f"word {tok!r}")
+        letters = [{"e": ["c", "e"], "i": ["c", "i"]}.get(c, ["s", c]) for c in tok[:-1]]
+        last = self.symbol(tok[-1])
+        return ["*", letters + [last]] if letters else last
+
+    def symbol(self, name):
+        if self.peek() == "_":
+            return ["s", f"{name}_{self.subscript()}"]
+        return {"e": ["c", "e"], "i": ["c", "i"]}.get(name, ["s", name])
+
+    def subscript(self):
+        self.take("_")
+        if self.peek() != "{":
+            return self.take()
+        self.i += 1
+        parts = []
+        while self.peek() != "}":
+            parts.append(self.take())
+        self.i += 1
+        return "".join(parts)
+
+    def argument(self):
+        """The argument of \\frac, \\sqrt, \\binom: a {group}, or one character (\\frac12)."""
+        tok = self.peek()
+        if tok == "{":
+            self.i += 1
+            node = self.nested(self.relation)
+            self.take("}")
+            return node
+        if _is_number(tok) and len(tok) > 1 and "." not in tok:
+            self.tokens[self.i] = tok[1:]
+            return ["n", int(tok[0]), 1]
+        return self.nested(self.atom)
+
+    def function(self, name):
+        base = power = None
+        if name == "log" and self.peek() == "_":
+            self.i += 1
+            base = self.argument()
+        if self.peek() == "^":                                      # \sin^2 x
+            self.i += 1
+            power = self.nested(self.exponent)
+        arg = self.nested(self.power)
+        node = ["log", base, arg] if name in ("log", "ln") else ["f", name, arg]
+        return ["^", node, power] if power is not None else node
+
+    def brackets(self, opening):
+        items = self.nested(self.items)
+        closing = self.take()
+        if closing not in (")", "]"):
+            raise _ParseError("unclosed bracket")
+        if len(items) == 1:
+            if (opening, closing) in (("(", ")"), ("[", "]")):
+                return items[0]
+            raise _ParseError("half-open interval with one end")
+        return ["tuple", opening + closing, items]
+
+    def matrix(self):
+        self.take("{")
+        env = self.take()
+        self.take("}")
+        if env not in _MATRICES:
+            raise _ParseError(f"environment {env!r}")
+        if env == "array" and self.peek() == "{":                 # the column spec
+            while self.take() != "}":
+                pass
+        rows, row = [], []
+        while True:
+            row.append(self.nested(self.relation))
+            tok = self.take()
+            if tok == "&":
+                continue
+            rows.append(row)
+            row = []
+            if tok == "\\\\" and self.peek() == "\\end":           # a trailing \\ before \end
+                tok = self.take()
+            if tok == "\\end":
+                break
+            if tok != "\\\\":
+                raise _ParseError("bad matrix")
+        self.take("{")
+        if self.take() != env:
+            raise _ParseError("mismatched \\end")
+        self.take("}")
+        if len({len(r) for r in rows}) != 1:
+            raise _ParseError("ragged matrix")
+        return ["matrix", _MATRICES[env], rows]
+
+
+def _variants(node, limit=4):
+    """The answers a node stands for: one, or two for each ± (at most `limit`)."""
+    if not isinstance(node, list):
+        return [node]
+    if node and node[0] == "pm":
+        a, b = node[1], node[2]
+        plus, minus = (b, ["neg", b]) if a is None else (["+", [a, b]], ["+", [a, ["neg", b]]])
+        return (_variants(plus, limit) + _variants(minus, limit))[:limit]
+    combos = [[]]
+    for child in node:
+        combos = [c + [v] for c in combos for v in _variants(child, limit)][:limit]
+    return combos
+
+
+# Comparison by kind.
+
+class _Timeout(BaseException):  # out of time: raised past except-Exception clauses (sympy's included)
+    pass
+
+
+class _Context:
+    def __init__(self, deadline):
+        self.deadline = deadline
+
+    def check_time(self):
+        if time.monotonic() > self.deadline:
+            raise _Timeout
+
+
+def _equal(p, g, ctx):
+    ctx.check_time()
+    if p == g:
+        return True
+    kp, kg = p[0], g[0]
+    if (kp == "rel") != (kg == "rel"):                      # x = 5 vs 5, x \in [1,2] vs [1,2], x > 3 vs (3,oo)
+        value = _value_of(p if kp == "rel" else g)
+        if value is None:
+            return False
+        return _equal(value, g, ctx) if kp == "rel" else _equal(p, value, ctx)
+    if "text" in (kp, kg):
+        return False
+    if kp in ("list", "set") or kg in ("list", "set"):
+        return _collections_equal(p, g, ctx)
+    if kp == "union" or kg == "union":
+        return kp == kg and _same_items(p[1], g[1], ctx, ordered=False)
+    if kp in ("tuple", "matrix") or kg in ("tuple", "matrix"):
+        return _sequences_equal(p, g, ctx)
+    if kp == "rel":
+        return _relations_equal(p, g, ctx)
+    return _scalars_equal(p, g, ctx)
+
+
+def _value_of(rel):
+    """What a relation says a variable is: x = 5 -> 5, x \\in S -> S, 1 < x <= 3 -> (1, 3]; else None."""
+    ops, args = rel[1], rel[2]
+    if len(ops) == 1 and ops[0] in ("=", "in") and args[0][0] == "s" and not _mentions(args[1], args[0]):
+        return args[1]
+    return _as_interval(rel)
+
+
+def _mentions(node, symbol):
+    return node == symbol or (isinstance(node, list) and any(_mentions(x, symbol) for x in node))
+
+
+def _as_interval(rel):
+    ops, args = list(rel[1]), list(rel[2])
+    if not ops or any(op not in ("<", "<=", ">", ">=") for op in ops):
+        return None
+    if ops[0] in (">", ">="):                                # normalize to a < x <= b
+        ops, args = [{">": "<", ">=": "<="}.get(op, "!") for op in reversed(ops)], args[::-1]
+    if "!" in ops:
+        return None
+    oo = ["c", "oo"]
+    if len(args) == 2 and args[0][0] == "s":                 # x < b
+        return ["tuple", "(" + ("]" if ops[0] == "<=" else ")"), [["neg", oo], args[1]]]
+    if len(args) == 2 and args[1][0] == "s":                 # a < x
+        return ["tuple", ("[" if ops[0] == "<=" else "(") + ")", [args[0], oo]]
+    if len(args) == 3 and args[1][0] == "s":
+        return ["tuple", ("[" if ops[0] == "<=" else "(") + ("]" if ops[1] == "<=" else ")"), [args[0], args[2]]]
     return None
 
 
-def _structures_equal(p, g):
-    p, g = _strip_variable(p), _strip_variable(g)
-    pu, gu = _split_top(p, "\\cup"), _split_top(g, "\\cup")
-    if len(pu) > 1 or len(gu) > 1:                              # unions of intervals: order-free
-        return _same_multiset(pu, gu, _structures_equal)
-    pset, gset = _set_items(p), _set_items(g)
-    if pset is not None or gset is not None:                    # \{...\}: order-free
-        return pset is not None and gset is not None and _same_multiset(pset, gset, _structures_equal)
-    pseq, gseq = _bracketed(p), _bracketed(g)
-    if pseq is not None or gseq is not None:                    # tuples, points, intervals: ordered
-        return (pseq is not None and gseq is not None and pseq[0] == gseq[0] and pseq[2] == gseq[2]
-                and len(pseq[1]) == len(gseq[1])
-                and all(_structures_equal(a, b) for a, b in zip(pseq[1], gseq[1])))
-    pl, gl = _split_top(p, ","), _split_top(g, ",")
-    if len(pl) > 1 or len(gl) > 1:                              # "1, 2": a list of solutions
-        return _same_multiset([_strip_variable(x) for x in pl], [_strip_variable(x) for x in gl],
-                              _structures_equal)
-    return _scalars_equal(p, g)
+def _collections_equal(p, g, ctx):
+    for a, b in ((p, g), (g, p)):                            # 1, 2 or a=1, b=2 vs the point (1, 2): in order
+        if a[0] == "list" and b[0] == "tuple" and b[1] == "()":
+            named = _assignments(a)
+            if named is not None and len(dict(named)) != len(named):
+                return False
+            return _same_items([v for _, v in named] if named else a[1], b[2], ctx, ordered=True)
+    pa, ga = _members(p), _members(g)
+    if p[0] == "list" and g[0] == "list":                    # answer lists: order-free, duplicates count
+        named_p, named_g = _assignments(p), _assignments(g)
+        if named_p and named_g and len(dict(named_p)) == len(named_p) and len(dict(named_g)) == len(named_g):
+            return sorted(dict(named_p)) == sorted(dict(named_g)) and \
+                all(_equal(dict(named_p)[k], dict(named_g)[k], ctx) for k in dict(named_p))
+        return _same_items(pa, ga, ctx, ordered=False)
+    return _same_items(_distinct(pa, ctx), _distinct(ga, ctx), ctx, ordered=False)   # a set on one side
 
 
-def _set_items(s):
-    if s.startswith("\\{") and s.endswith("\\}"):
-        return _split_top(s[2:-2], ",")
-    return None
+def _members(node):
+    items = node[1] if node[0] in ("list", "set") else [node]
+    return [_value_of(x) or x if x[0] == "rel" else x for x in items]
 
 
-def _bracketed(s):
-    """'[1, 2)' -> ('[', ['1', '2'], ')') when the brackets enclose the whole string and a comma."""
-    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _closing(s, 0) == len(s) - 1:
-        items = _split_top(s[1:-1], ",")
-        if len(items) > 1:
-            return s[0], items, s[-1]
-    return None
+def _assignments(node):
+    """[(name, value)] when every item of a list is `name = value`, else None."""
+    pairs = []
+    for item in node[1]:
+        if item[0] != "rel" or item[1] != ["="] or item[2][0][0] != "s":
+            return None
+        pairs.append((item[2][0][1], item[2][1]))
+    return pairs
 
 
-def _same_multiset(a, b, equal):
+def _distinct(items, ctx):
+    kept = []
+    for x in items:
+        if not any(_equal(x, y, ctx) for y in kept):
+            kept.append(x)
+    return kept
+
+
+def _same_items(a, b, ctx, ordered):
     if len(a) != len(b):
         return False
+    if ordered:
+        return all(_equal(x, y, ctx) for x, y in zip(a, b))
     left = list(b)
     for x in a:
-        j = next((j for j, y in enumerate(left) if equal(x, y)), None)
+        j = next((j for j, y in enumerate(left) if _equal(x, y, ctx)), None)
         if j is None:
             return False
         left.pop(j)
     return True
 
 
-def _scalars_equal(p, g):
-    if p.replace(" ", "") == g.replace(" ", ""):
+def _sequences_equal(p, g, ctx):
+    if p[0] == g[0] == "tuple":
+        return p[1] == g[1] and _same_items(p[2], g[2], ctx, ordered=True)
+    if p[0] == g[0] == "matrix":
+        return p[1] == g[1] and [len(r) for r in p[2]] == [len(r) for r in g[2]] and \
+            all(_same_items(r, s, ctx, ordered=True) for r, s in zip(p[2], g[2]))
+    vector, tup = (p, g) if p[0] == "matrix" else (g, p)       # a column or row vector vs a tuple
+    if vector[0] == "matrix" and vector[1] == "matrix" and tup[0] == "tuple" and tup[1] == "()":
+        cells = [c for r in vector[2] for c in r]
+        return (len(vector[2]) == 1 or len(vector[2][0]) == 1) and _same_items(cells, tup[2], ctx, ordered=True)
+    return False
+
+
+def _relations_equal(p, g, ctx):
+    ip, ig = _as_interval(p), _as_interval(g)
+    if ip is not None and ig is not None:
+        return _equal(ip, ig, ctx)
+    if p[1] == g[1] == ["="]:
+        (pl, pr), (gl, gr) = p[2], g[2]
+        if pl[0] == "s" and pl == gl:                          # x = 5 vs x = 5.0
+            return _equal(pr, gr, ctx)
+        fold = _Fold()
+        sides = [_node(_interpret(x, fold)) for x in (pl, pr, gl, gr)]
+        differences = [["+", [sides[0], ["neg", sides[1]]]], ["+", [sides[2], ["neg", sides[3]]]]]
+        values = _at_random_points(differences)
+        if values is not None:                                 # lhs - rhs proportional: same equation
+            ratios = {x / y if y else None for x, y in values}
+            return len(ratios) == 1 and None not in ratios and 0 not in ratios
+        return not fold.too_big and _ask_sympy(["equation", sides], ctx.deadline)
+    if p[1] != g[1] or len(p[2]) != len(g[2]):
+        return False
+    return _same_items(p[2], g[2], ctx, ordered=True)
+
+
+def _scalars_equal(p, g, ctx):
+    fold = _Fold()
+    a, b = _interpret(p, fold), _interpret(g, fold)             # _Invalid (1/0) propagates: not equal
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return a == b
+    a, b = _node(a), _node(b)
+    if a == b:                                                  # 2^{10^{10}} vs 2^{10000000000}
         return True
-    if p.count("=") != g.count("=") or p.count("=") > 1:
-        return False                       # an equation never equals a bare value
-    if "=" in p:                           # equations: compare lhs - rhs up to sign
-        (pl, pr), (gl, gr) = p.split("="), g.split("=")
-        a, b = _to_python(f"({pl})-({pr})"), _to_python(f"({gl})-({gr})")
-        return a is not None and b is not None and (_symbolic_equal(a, b) or _symbolic_equal(a, f"-({b})"))
-    a, b = _to_python(p), _to_python(g)
-    if a is None or b is None:
+    if fold.too_big:
         return False
-    try:
-        x, y = _number(ast.parse(a, mode="eval").body), _number(ast.parse(b, mode="eval").body)
-    except _NotNumber:
-        return _symbolic_equal(a, b)
-    except (_TooBig, ArithmeticError, ValueError):
-        return False
-    if isinstance(x, Fraction) and isinstance(y, Fraction):
-        return x == y
-    return math.isclose(float(x), float(y), rel_tol=1e-8, abs_tol=1e-12)
+    if g[0] == "d" and g[3] >= 6 and b[0] == "n":               # gold 6.28319: an irrational answer rounding to it
+        return _ask_sympy(["rounds_to", [a, g]], ctx.deadline)
+    values = _at_random_points([a, b])
+    if values is not None:
+        return all(x == y for x, y in values)
+    return _ask_sympy(["equal", [a, b]], ctx.deadline)
 
 
-# LaTeX -> a Python expression over numbers, single-letter symbols and a few known names.
-
-_COMMANDS = {"pi": " pi ", "infty": " oo ", "cdot": "*", "times": "*", "div": "/", "sin": " sin",
-             "cos": " cos", "tan": " tan", "ln": " log", "log": " log", "exp": " exp"}
-_FUNCTIONS = {"sqrt", "sin", "cos", "tan", "log", "exp", "factorial"}
-_NAMES = _FUNCTIONS | {"pi", "oo", "E"}
-_TOKEN = re.compile(r"\s*(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|[A-Za-z]+|\*\*|[-+*/()])")
-
-
-def _to_python(s):
-    """A validated Python expression string for the LaTeX `s`, or None when it is not an expression."""
-    try:
-        mixed = re.fullmatch(r"(-?)(\d+)\s*(?:\\frac\{(\d+)\}\{(\d+)\}|(\d+)/(\d+))", s)  # 3\frac12, 3 1/2
-        if mixed:
-            sign, whole, *frac = mixed.groups()
-            num, den = frac[0] or frac[2], frac[1] or frac[3]
-            s = f"{sign}({whole}+{num}/{den})"
-        s = re.sub(r"(\d+)!", r"factorial(\1)", s)
-        code = _implicit_products(_latex(s))
-        tree = ast.parse(code, mode="eval")
-        _validate(tree.body)
-        return code
-    except (ValueError, SyntaxError, KeyError, IndexError, AttributeError, RecursionError):
+def _at_random_points(nodes, count=3):
+    """Exact values of `nodes` at `count` random integer points, when every node is a rational function
+    of its symbols (+ - * / and integer powers); else None. Two different rational functions agree at a
+    random point with probability about degree / 2^32 (Schwartz-Zippel), so equal values at three
+    points prove equality for any practical purpose, in microseconds, where sympy may take seconds."""
+    if not all(_rational_function(x) for x in nodes):
         return None
-
-
-def _latex(s):
-    out, i = [], 0
-    while i < len(s):
-        if s.startswith("\\frac", i):
-            a, i = _argument(s, i + 5)
-            b, i = _argument(s, i)
-            out.append(f"(({_latex(a)})/({_latex(b)}))")
-        elif s.startswith("\\sqrt", i):
-            i += 5
-            if s[i:i + 1] == "[":
-                j = s.index("]", i)
-                root, i = s[i + 1:j], j + 1
-                a, i = _argument(s, i)
-                out.append(f"(({_latex(a)})**(1/({_latex(root)})))")
-            else:
-                a, i = _argument(s, i)
-                out.append(f"sqrt({_latex(a)})")
-        elif s[i] == "\\":
-            name = re.match(r"\\([a-zA-Z]+)", s[i:]).group(1)
-            out.append(_COMMANDS[name])      # unknown commands raise KeyError: not an expression
-            i += 1 + len(name)
-        elif s[i] == "^":
-            a, i = _argument(s, i + 1)
-            out.append(f"**({_latex(a)})")
-        elif s[i] == "{":
-            a, i = _argument(s, i)
-            out.append(f"({_latex(a)})")
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def _argument(s, i):
-    """The argument starting at s[i]: a {group}, a \\command or one character; returns (arg, next i)."""
-    while s[i] == " ":
-        i += 1
-    if s[i] == "{":
-        j = _match_brace(s, i)
-        if j is None:
-            raise ValueError("unbalanced braces")
-        return s[i + 1:j], j + 1
-    if s[i] == "\\":
-        m = re.match(r"\\[a-zA-Z]+", s[i:])
-        return m.group(0), i + len(m.group(0))
-    return s[i], i + 1
-
-
-def _implicit_products(code):
-    """Tokenize and insert the '*' that mathematics leaves out: 2x, 2\\sqrt{3}, (a)(b), xy."""
-    tokens, i = [], 0
-    while i < len(code):
-        m = _TOKEN.match(code, i)
-        if m is None:
-            if code[i:].strip() == "":
-                break
-            raise ValueError(f"unexpected {code[i]!r}")
-        tok, i = m.group(1), m.end()
-        if tok.isalpha() and tok not in _NAMES:
-            tokens += ["E" if c == "e" else c for c in tok]   # single letters; a lone e is Euler's
-        else:
-            tokens.append(tok)
-    out = []
-    for tok in tokens:
-        if out:
-            prev = out[-1]
-            ends_value = prev == ")" or prev[0] in "0123456789." or (prev.isalpha() and prev not in _FUNCTIONS)
-            starts_value = tok == "(" or tok[0] in "0123456789." or tok.isalpha()
-            if ends_value and starts_value:
-                out.append("*")
-        out.append(tok)
-    return " ".join(out)
-
-
-def _validate(node):
-    """Allow only arithmetic on numbers and names; refuse towers and huge factorials up front."""
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
-        if isinstance(node.op, ast.Pow) and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
-                                                for n in ast.walk(node.right)):
-            raise ValueError("power tower")
-        _validate(node.left), _validate(node.right)
-    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        _validate(node.operand)
-    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
-        if len(node.args) != 1 or node.keywords:
-            raise ValueError("bad call")
-        if node.func.id == "factorial" and not (isinstance(node.args[0], ast.Constant)
-                                                and isinstance(node.args[0].value, int) and node.args[0].value <= 1000):
-            raise ValueError("huge factorial")
-        _validate(node.args[0])
-    elif isinstance(node, ast.Name) and (node.id in _NAMES - _FUNCTIONS or len(node.id) == 1):
-        pass
-    elif not (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
-        raise ValueError(f"not allowed: {ast.dump(node)[:40]}")
-
-
-class _NotNumber(Exception):
-    pass
-
-
-class _TooBig(Exception):
-    pass
-
-
-def _number(node):
-    """Exact Fraction where possible, float otherwise; _NotNumber if the expression has a variable."""
-    if isinstance(node, ast.Constant):
-        return Fraction(repr(node.value))
-    if isinstance(node, ast.Name):
-        if node.id in ("pi", "E", "oo"):
-            return {"pi": math.pi, "E": math.e, "oo": math.inf}[node.id]
-        raise _NotNumber
-    if isinstance(node, ast.UnaryOp):
-        v = _number(node.operand)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.Call):
-        v, f = _number(node.args[0]), node.func.id
-        if f == "factorial":
-            return Fraction(math.factorial(int(v)))
-        if f == "sqrt" and isinstance(v, Fraction) and v >= 0:
-            n, d = math.isqrt(v.numerator), math.isqrt(v.denominator)
-            if n * n == v.numerator and d * d == v.denominator:
-                return Fraction(n, d)
-        return getattr(math, f)(float(v))
-    a, b = _number(node.left), _number(node.right)
-    if isinstance(node.op, ast.Add):
-        return a + b
-    if isinstance(node.op, ast.Sub):
-        return a - b
-    if isinstance(node.op, ast.Mult):
-        return a * b
-    if isinstance(node.op, ast.Div):
-        return a / b
-    if isinstance(a, Fraction) and isinstance(b, Fraction) and b.denominator == 1:
-        bits = abs(b) * max(math.log2(max(abs(a.numerator), abs(a.denominator), 1)), 1)
-        if bits > 100_000:                 # 10^(10^9) would take forever and all memory
-            raise _TooBig
-        return a ** int(b)
-    return math.pow(float(a), float(b))
-
-
-# Symbolic comparison runs in a helper process: sympy cannot be interrupted from Python without
-# signals, so a comparison that takes longer than SYMPY_TIMEOUT is ended by killing the helper.
-
-_sympy_proc = None
-_sympy_lock = threading.Lock()
-
-
-def _symbolic_equal(a, b, timeout=None):
-    """Are the validated expressions a and b equal as sympy expressions? False on timeout or error."""
-    global _sympy_proc
-    with _sympy_lock:
+    names = sorted({name for x in nodes for name in _symbols(x)})
+    values = []
+    for _ in range(2 * count):
+        point = _At({name: Fraction(secrets.randbelow(1 << 32) - (1 << 31)) for name in names})
         try:
-            if _sympy_proc is None or _sympy_proc.poll() is not None:
-                _sympy_proc = _start_sympy_helper()
-            _sympy_proc.stdin.write(json.dumps([a, b]) + "\n")
-            _sympy_proc.stdin.flush()
-            if select.select([_sympy_proc.stdout], [], [], timeout or SYMPY_TIMEOUT)[0]:
-                return json.loads(_sympy_proc.stdout.readline()) is True
-        except (OSError, ValueError):
-            pass
-        _stop_sympy_helper()               # timed out or broke: the next call starts a fresh one
+            row = [_interpret(x, point) for x in nodes]
+        except _Invalid:                                        # a pole: try another point
+            continue
+        if not all(isinstance(v, Fraction) for v in row):       # too big to evaluate
+            return None
+        values.append(row)
+        if len(values) == count:
+            return values
+    return None
+
+
+def _rational_function(node):
+    kind = node[0]
+    if kind in ("n", "d", "s"):
+        return True
+    if kind in ("+", "*"):
+        return all(_rational_function(x) for x in node[1])
+    if kind in ("neg", "inv"):
+        return _rational_function(node[1])
+    exponent = node[2] if kind == "^" else None                  # a small integer
+    return exponent is not None and exponent[0] == "n" and exponent[2] == 1 and abs(exponent[1]) <= 64 \
+        and _rational_function(node[1])
+
+
+def _symbols(node):
+    if node[0] == "s":
+        return {node[1]}
+    children = node[1] if node[0] in ("+", "*") else node[1:]
+    return {name for x in children if isinstance(x, list) for name in _symbols(x)}
+
+
+# The one AST interpreter, with two backends: _Fold (exact fractions, in process) and _SympyOps (helper).
+
+_UNARY = {"neg": "neg", "inv": "inv", "!": "factorial"}
+_BINARY = {"^": "power", "root": "root", "binom": "binom"}
+
+
+class _NotScalar(Exception):
+    pass
+
+
+class _Invalid(Exception):      # 1/0, 0^-1, log of 0: the answer means nothing
+    pass
+
+
+def _interpret(node, ops):
+    kind = node[0]
+    if kind in ("n", "d"):
+        return ops.number(node[1], node[2])
+    if kind == "c":
+        return ops.constant(node[1])
+    if kind == "s":
+        return ops.symbol(node[1])
+    if kind in ("+", "*"):
+        values = [_interpret(x, ops) for x in node[1]]
+        return ops.add(values) if kind == "+" else ops.mul(values)
+    if kind == "f":
+        return ops.function(node[1], _interpret(node[2], ops))
+    if kind == "log":
+        return ops.log(None if node[1] is None else _interpret(node[1], ops), _interpret(node[2], ops))
+    if kind in _UNARY:
+        return getattr(ops, _UNARY[kind])(_interpret(node[1], ops))
+    if kind in _BINARY:
+        return getattr(ops, _BINARY[kind])(_interpret(node[1], ops), _interpret(node[2], ops))
+    raise _NotScalar(kind)
+
+
+def _node(value):
+    return ["n", value.numerator, value.denominator] if isinstance(value, Fraction) else value
+
+
+def _bits(x):
+    return max(x.numerator.bit_length(), x.denominator.bit_length())
+
+
+class _Fold:
+    """Exact arithmetic where every operand is a number, a node where not: the result is a Fraction
+    (an exact answer) or the expression with its computable parts folded. A number that would pass
+    MAX_BITS bits is left as a node and too_big set, so no operation here is ever slow."""
+
+    def __init__(self):
+        self.too_big = False
+
+    def number(self, p, q):
+        return Fraction(p, q)
+
+    def constant(self, name):
+        return ["c", name]
+
+    def symbol(self, name):
+        return ["s", name]
+
+    def add(self, values):
+        total, rest = Fraction(0), []
+        for v in values:
+            if not isinstance(v, Fraction):
+                rest.append(v)
+            elif _bits(total) + _bits(v) > MAX_BITS:
+                self.too_big = True
+                return ["+", [_node(v) for v in values]]
+            else:
+                total += v
+        return total if not rest else ["+", ([_node(total)] if total else []) + rest]
+
+    def mul(self, values):
+        product, rest = Fraction(1), []
+        for v in values:
+            if not isinstance(v, Fraction):
+                rest.append(v)
+            elif _bits(product) + _bits(v) > MAX_BITS:
+                self.too_big = True
+                return ["*", [_node(v) for v in values]]
+            else:
+                product *= v
+        return product if not rest or product == 0 else ["*", ([_node(product)] if product != 1 else []) + rest]
+
+    def neg(self, x):
+        return -x if isinstance(x, Fraction) else ["neg", x]
+
+    def inv(self, x):
+        if x == 0:
+            raise _Invalid("division by zero")
+        return 1 / x if isinstance(x, Fraction) else ["inv", x]
+
+    def power(self, a, b):
+        node = ["^", _node(a), _node(b)]
+        if not (isinstance(a, Fraction) and isinstance(b, Fraction)):
+            return node
+        if b.denominator != 1:
+            root = _exact_root(a, b.denominator)
+            return node if root is None else self.power(root, Fraction(b.numerator))
+        n = b.numerator
+        if a == 0 and n < 0:
+            raise _Invalid("0 to a negative power")
+        if a in (0, 1) or n == 0:
+            return a ** n
+        if a == -1:
+            return Fraction((-1) ** (n % 2))
+        if abs(n) * _bits(a) > MAX_BITS:
+            self.too_big = True
+            return node
+        return a ** n
+
+    def root(self, n, x):
+        if isinstance(n, Fraction) and n.denominator == 1 and n >= 2:
+            return self.power(x, 1 / n)
+        return ["root", _node(n), _node(x)]
+
+    def function(self, name, x):
+        if isinstance(x, Fraction) and name == "sqrt":
+            return self.power(x, Fraction(1, 2))
+        if isinstance(x, Fraction) and name == "abs":
+            return abs(x)
+        return ["f", name, _node(x)]
+
+    def log(self, base, x):
+        node = ["log", None if base is None else _node(base), _node(x)]
+        if isinstance(x, Fraction) and x <= 0 or isinstance(base, Fraction) and (base <= 0 or base == 1):
+            raise _Invalid("log of a nonpositive number or base")
+        if x == 1:
+            return Fraction(0)
+        if not (isinstance(base, Fraction) and isinstance(x, Fraction)):
+            return node
+        ratio = (math.log(x.numerator) - math.log(x.denominator)) / \
+            (math.log(base.numerator) - math.log(base.denominator))
+        for k in (Fraction(round(ratio)), Fraction(1, round(1 / ratio)) if round(1 / ratio) else None):
+            if k and abs(k.numerator) * _bits(base) <= MAX_BITS and self.power(base, k) == x:   # log_2 8, log_8 2
+                return k
+        return node
+
+    def factorial(self, x):
+        if isinstance(x, Fraction) and x.denominator == 1 and 0 <= x <= 1000:
+            return Fraction(math.factorial(int(x)))
+        if isinstance(x, Fraction) and x.denominator == 1 and x > 1000:
+            self.too_big = True
+        return ["!", _node(x)]
+
+    def binom(self, n, k):
+        if all(isinstance(v, Fraction) and v.denominator == 1 for v in (n, k)) and 0 <= k and 0 <= n <= MAX_BITS:
+            return Fraction(math.comb(int(n), int(k)))
+        return ["binom", _node(n), _node(k)]
+
+
+class _At(_Fold):
+    """_Fold with values for the symbols: evaluates a rational function at a point."""
+
+    def __init__(self, point):
+        super().__init__()
+        self.point = point
+
+    def symbol(self, name):
+        return self.point[name]
+
+
+def _exact_root(a, k):
+    """a^(1/k) when it is rational, else None."""
+    if k > 64 or (a < 0 and k % 2 == 0):
+        return None
+    sign = -1 if a < 0 else 1
+    roots = [_iroot(abs(v), k) for v in (a.numerator, a.denominator)]
+    if roots[0] ** k == abs(a.numerator) and roots[1] ** k == a.denominator:
+        return sign * Fraction(roots[0], roots[1])
+    return None
+
+
+def _iroot(n, k):
+    """The largest integer r with r**k <= n (Newton's method on integers)."""
+    if n < 2:
+        return n
+    r = 1 << ((n.bit_length() + k - 1) // k)
+    while True:
+        s = ((k - 1) * r + n // r ** (k - 1)) // k
+        if s >= r:
+            return r
+        r = s
+
+
+class _SympyOps:
+    """The helper's backend: the same nodes as sympy expressions, refusing the few constructions that
+    sympy would evaluate eagerly and without end (huge integer powers and factorials)."""
+
+    def __init__(self, sympy):
+        self.sp = sympy
+
+    def number(self, p, q):
+        return self.sp.Rational(p, q)
+
+    def constant(self, name):
+        return {"pi": self.sp.pi, "e": self.sp.E, "i": self.sp.I, "oo": self.sp.oo}[name]
+
+    def symbol(self, name):
+        return self.sp.Symbol(name)
+
+    def add(self, values):
+        return self.sp.Add(*values)
+
+    def mul(self, values):
+        return self.sp.Mul(*values)
+
+    def neg(self, x):
+        return -x
+
+    def inv(self, x):
+        return 1 / x
+
+    def power(self, a, b):
+        if b.is_Integer and not a.free_symbols and not (a.is_Rational and abs(a) in (0, 1)):
+            size = max(abs(a.p).bit_length(), a.q.bit_length()) if a.is_Rational else 1
+            if abs(b) * size > 8 * MAX_BITS:
+                raise _Invalid("huge power")
+        return a ** b
+
+    def root(self, n, x):
+        return self.sp.root(x, n)
+
+    def function(self, name, x):
+        names = {"abs": "Abs", "arcsin": "asin", "arccos": "acos", "arctan": "atan"}
+        return getattr(self.sp, names.get(name, name))(x)
+
+    def log(self, base, x):
+        return self.sp.log(x) if base is None else self.sp.log(x, base)
+
+    def factorial(self, x):
+        if x.is_Integer and x > 1000:
+            raise _Invalid("huge factorial")
+        return self.sp.factorial(x)
+
+    def binom(self, n, k):
+        if n.is_Integer and n > MAX_BITS:
+            raise _Invalid("huge binomial")
+        return self.sp.binomial(n, k)
+
+
+def _sympy_compare(op, args, sp):
+    """Runs in the helper: one comparison of folded nodes."""
+    ops = _SympyOps(sp)
+    if op == "equal":
+        a, b = (_interpret(x, ops) for x in args)
+        if a == b:
+            return True
+        if any(x.has(sp.oo, -sp.oo, sp.zoo, sp.nan) for x in (a, b)):
+            return False
+        return sp.simplify(a - b) == 0 or a.equals(b) is True
+    if op == "rounds_to":                                   # gold decimal d: round(answer, places of d) == d
+        a, (_, p, q, _) = _interpret(args[0], ops), args[1]
+        places = len(str(q)) - 1
+        if a.free_symbols or a.is_rational is not False or a.is_real is not True:
+            return False
+        return sp.floor(a * 10 ** places + sp.Rational(1, 2)) == sp.Rational(p, q) * 10 ** places
+    if op == "equation":                                    # lhs - rhs equal up to a nonzero constant factor
+        pl, pr, gl, gr = (_interpret(x, ops) for x in args)
+        dp, dg = pl - pr, gl - gr
+        if dp == 0 or dg == 0:
+            return False
+        ratio = sp.simplify(dp / dg)
+        return not ratio.free_symbols and ratio != 0 and ratio.is_finite is True
+    return False
+
+
+# Sympy runs in helper processes: it cannot be interrupted from a thread without signals, so a
+# comparison still running at the deadline is ended by killing its helper.
+
+_helpers_idle = []
+_helpers_lock = threading.Lock()
+_helper_slots = threading.BoundedSemaphore(SYMPY_HELPERS)
+
+
+def _ask_sympy(request, deadline):
+    """One comparison by an idle (or new) helper; False on error or at the deadline."""
+    if not _helper_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
         return False
+    proc = None
+    try:
+        with _helpers_lock:
+            proc = _helpers_idle.pop() if _helpers_idle else None
+        if proc is None or proc.poll() is not None:
+            started = time.monotonic()
+            proc = _start_helper()
+            deadline += time.monotonic() - started          # a helper's start is not the answer's time
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        proc.stdin.write(json.dumps(request + [left]) + "\n")
+        proc.stdin.flush()
+        if select.select([proc.stdout], [], [], left + 0.5)[0]:   # the helper's own alarm fires at `left`
+            line = proc.stdout.readline()
+            if line:
+                return json.loads(line) is True
+        _kill_helper(proc)
+        proc = None
+        return False
+    except (OSError, ValueError):
+        if proc is not None:
+            _kill_helper(proc)
+            proc = None
+        return False
+    finally:
+        if proc is not None:
+            with _helpers_lock:
+                _helpers_idle.append(proc)
+        _helper_slots.release()
 
 
-def _start_sympy_helper():
+def _start_helper():
+    # -I: the working directory, PYTHON* variables and the user's site are not on the helper's path (a
+    # sandboxed program may have planted sympy.py in /tmp); cwd "/" for the same reason.
     code = ("import importlib.util as u, sys; s = u.spec_from_file_location('gopd_evaluate', sys.argv[1]); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); m._sympy_helper()")
-    proc = subprocess.Popen([sys.executable, "-c", code, os.path.abspath(__file__)], text=True,
+    proc = subprocess.Popen([sys.executable, "-I", "-c", code, os.path.abspath(__file__)], cwd="/", text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    if proc.stdout.readline().strip() != "ready":
-        raise OSError("sympy helper did not start")
+    if not (select.select([proc.stdout], [], [], 60.0)[0] and proc.stdout.readline().strip() == "ready"):
+        _kill_helper(proc)
+        raise OSError("the sympy helper did not start")
     return proc
 
 
+def _kill_helper(proc):
+    proc.kill()
+    proc.wait()
+    proc.stdin.close()
+    proc.stdout.close()
+
+
 @atexit.register
-def _stop_sympy_helper():
-    global _sympy_proc
-    if _sympy_proc is not None:
-        _sympy_proc.kill()
-        _sympy_proc.wait()
-        _sympy_proc = None
+def _stop_helpers():
+    with _helpers_lock:
+        while _helpers_idle:
+            _kill_helper(_helpers_idle.pop())
 
 
 def _sympy_helper():
-    """Helper process loop: read [a, b] JSON lines, answer true/false lines."""
+    """The helper's loop: read [op, args, seconds] lines, answer true/false lines. A comparison that
+    runs past its seconds is interrupted by an alarm (this process's own main thread)."""
     import resource
+    import signal
     import sympy
-    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))   # a runaway expansion fails, not the host
-    x = sympy.Symbol("x")
-    sympy.simplify((x + 1) ** 2 - x ** 2 - 2 * x - 1)   # load simplify's lazy imports before the clock runs
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))     # a runaway expansion fails, not the host
+
+    def alarm(*_):
+        raise _Timeout
+
+    signal.signal(signal.SIGALRM, alarm)
+    x, one, two = ["s", "x"], ["n", 1, 1], ["n", 2, 1]              # (x+1)^2 = x^2+2x+1: load simplify's
+    _sympy_compare("equal", [["^", ["+", [x, one]], two],           # lazy imports before the first deadline
+                             ["+", [["^", x, two], ["*", [two, x]], one]]], sympy)
     print("ready", flush=True)
     for line in sys.stdin:
         try:
-            a, b = (_to_sympy(ast.parse(x, mode="eval").body, sympy) for x in json.loads(line))
-            diff = sympy.simplify(a - b)
-            equal = diff == 0 or a.equals(b) is True
-        except Exception:
-            equal = False
-        print(json.dumps(bool(equal)), flush=True)
-
-
-def _to_sympy(node, sympy):
-    if isinstance(node, ast.Constant):
-        return sympy.Rational(repr(node.value))
-    if isinstance(node, ast.Name):
-        constants = {"pi": sympy.pi, "E": sympy.E, "oo": sympy.oo}
-        return constants[node.id] if node.id in constants else sympy.Symbol(node.id)
-    if isinstance(node, ast.UnaryOp):
-        v = _to_sympy(node.operand, sympy)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.Call):
-        f = {"log": sympy.log, "sqrt": sympy.sqrt, "factorial": sympy.factorial}.get(node.func.id)
-        return (f or getattr(sympy, node.func.id))(_to_sympy(node.args[0], sympy))
-    a, b = _to_sympy(node.left, sympy), _to_sympy(node.right, sympy)
-    ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
-           ast.Div: lambda: a / b, ast.Pow: lambda: a ** b}
-    return ops[type(node.op)]()
+            op, args, seconds = json.loads(line)
+            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+            answer = _sympy_compare(op, args, sympy) is True
+        except BaseException:
+            answer = False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        print(json.dumps(answer), flush=True)
 
 
 # -----------------------------------------------------------------------------

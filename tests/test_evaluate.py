@@ -1,4 +1,4 @@
-"""Tests for evaluate.py: math matching, the code sandbox, metrics, data loading and the driver."""
+"""Tests for evaluate.py: math checking, the code sandbox under attack, data loading, sampling and the driver."""
 import json
 import math
 import os
@@ -25,66 +25,54 @@ needs_isolation = pytest.mark.skipif(not ISOLATED, reason="needs the isolated sa
 # -----------------------------------------------------------------------------
 # Math
 
+
 def boxed(answer):
     return f"Let me think... so the final answer is $\\boxed{{{answer}}}$."
 
 
 MATH_CASES = [  # (predicted, gold, equal)
-    ("42", "42", True),
-    ("41", "42", False),
-    ("-7", "-7", True),
-    ("\\dfrac{1}{2}", "0.5", True),
-    ("\\tfrac12", "\\frac{1}{2}", True),
-    ("\\frac{2}{4}", "\\frac12", True),
-    ("0.333", "\\frac13", False),
-    ("3\\frac{1}{2}", "\\frac{7}{2}", True),
-    ("3 1/2", "3.5", True),
-    ("1,000,000", "1000000", True),
-    ("\\$5", "5", True),
-    ("50\\%", "50", True),
-    ("90^\\circ", "90", True),
-    ("90^{\\circ}", "\\frac{\\pi}{2}", False),
-    ("10\\text{ cm}", "10", True),
-    ("\\text{ no solution }", "\\text{no solution}", True),
-    ("x = 5", "5", True),
-    ("x^2-1=0", "0", False),                      # an equation never collapses to its right side
-    ("x^2-1=0", "x^2=1", True),
-    ("x^2-1=0", "x^2=2", False),
-    ("1.5\\times10^{3}", "1500", True),
-    ("1.5e3", "1500", True),
-    ("2.5E-2", "0.025", True),
-    ("2\\sqrt{3}", "\\sqrt{12}", True),
-    ("\\sqrt[3]{8}", "2", True),
-    ("\\sqrt{2}", "1.414", False),
-    ("\\frac{\\pi}{2}", "\\pi/2", True),
-    ("2\\pi", "6.283185307179586", True),
-    ("\\left( 1, 2 \\right)", "(1,2)", True),       # points are ordered
-    ("(2,1)", "(1,2)", False),
-    ("(1,2,3)", "(1,2)", False),
-    ("[1,2)", "[1,2]", False),                      # interval ends are distinct
-    ("(1,2]", "(1,2]", True),
-    ("(1,2)", "[1,2]", False),
-    ("(-\\infty, 3]", "(-\\infty,3]", True),
-    ("(-\\infty,1)\\cup(2,\\infty)", "(2,\\infty)\\cup(-\\infty,1)", True),
-    ("\\{1,2\\}", "\\{2,1\\}", True),               # sets are order-free
-    ("\\left\\{1,2\\right\\}", "\\{1,3\\}", False),
-    ("1, 2", "2, 1", True),
-    ("x=1, y=2", "1,2", True),
-    ("\\text{(B)}", "B", True),                     # multiple choice
-    ("(B)", "B", True),
-    ("C", "B", False),
-    ("2x+1", "1+2x", True),                         # symbolic
-    ("2x+1", "2x-1", False),
-    ("\\frac{x}{2}", "0.5x", True),
-    ("5!", "120", True),
-    ("2^{10}", "1024", True),
-    ("123456789012345678901", "123456789012345678902", False),   # exact, not float, comparison
-    ("\\frac{1}{0}", "1", False),
-    ("\\frac{1}{2", "1", False),                    # malformed
-    ("}{", "1", False),
-    ("", "0", False),
-    ("\\unknowncommand{3}", "3", False),
-    ("10^{100000000}", "1", False),
+    ("42", "42", True), ("41", "42", False), ("-7", "-7", True), ("\\dfrac{1}{2}", "0.5", True),
+    ("\\tfrac12", "\\frac{1}{2}", True), ("\\frac{2}{4}", "\\frac12", True), ("0.333", "\\frac13", False),
+    ("3\\frac{1}{2}", "\\frac{7}{2}", True), ("3 1/2", "3.5", True), ("1,000,000", "1000000", True),
+    ("\\$5", "5", True), ("50\\%", "50", True), ("90^\\circ", "90", True), ("90^{\\circ}", "\\frac{\\pi}{2}", False),
+    ("10\\text{ cm}", "10", True), ("\\text{ no solution }", "\\text{no solution}", True), ("\\text{Yes}", "yes", True),
+    ("No", "Yes", False), ("x = 5", "5", True), ("x^2-1=0", "0", False), ("x^2-1=0", "x^2=1", True),
+    ("x^2-1=0", "x^2=2", False), ("1.5\\times10^{3}", "1500", True), ("1.5e3", "1500", True), ("2.5E-2", "0.025", True),
+    ("2\\sqrt{3}", "\\sqrt{12}", True), ("\\sqrt[3]{8}", "2", True), ("\\sqrt{2}", "1.414", False),
+    ("\\frac{\\pi}{2}", "\\pi/2", True), ("2\\pi", "6.283185307179586", True), ("2\\pi", "6.28", False),
+    ("\\left( 1, 2 \\right)", "(1,2)", True), ("(2,1)", "(1,2)", False), ("(1,2,3)", "(1,2)", False),
+    ("[1,2)", "[1,2]", False), ("(1,2]", "(1,2]", True), ("(1,2)", "[1,2]", False), ("(-\\infty, 3]", "(-\\infty,3]", True),
+    ("(-\\infty,1)\\cup(2,\\infty)", "(2,\\infty)\\cup(-\\infty,1)", True), ("\\{1,2\\}", "\\{2,1\\}", True),
+    ("\\left\\{1,2\\right\\}", "\\{1,3\\}", False), ("1, 2", "2, 1", True), ("x=1, y=2", "1,2", True),
+    ("\\text{(B)}", "B", True), ("(B)", "B", True), ("C", "B", False), ("2x+1", "1+2x", True), ("2x+1", "2x-1", False),
+    ("\\frac{x}{2}", "0.5x", True), ("5!", "120", True), ("2^{10}", "1024", True),
+    ("123456789012345678901", "123456789012345678902", False), ("\\frac{1}{0}", "1", False),
+    ("\\frac{1}{2", "1", False), ("}{", "1", False), ("", "0", False), ("\\unknowncommand{3}", "3", False),
+    ("10^{100000000}", "1", False), ("x > 3", "(3,\\infty)", True), ("1 \\le x < 3", "[1,3)", True),
+    ("x \\ge 3", "(3,\\infty)", False), ("x \\in [1,2]", "[1,2]", True), ("\\infty", "\\infty", True),
+    ("-\\infty", "\\infty", False), ("\\emptyset", "\\{\\}", True), ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}", True),
+    ("\\sin(\\pi/6)", "\\frac12", True), ("e^{i\\pi}", "-1", True), ("|-3|", "3", True), ("0.50", "\\frac12", True),
+    ("x^2+2x+1", "(x+1)^2", True), ("(x+y+z+w+1)^{12}-1", "((x+y+z+w+1)^6-1)((x+y+z+w+1)^6+1)", True),
+    ("\\frac{1}{x}+\\frac{1}{y}", "\\frac{x+y}{xy}", True), ("x^{64}", "x^{64}+1", False),
+    # the classes of issue 10, right and wrong
+    ("045", "45", True), ("1{,}000", "1000", True), ("1\\,000", "1000", True), ("5\\mathrm{cm}^2", "5", True),
+    ("5\\text{ cm}^{2}", "5", True), ("12 \\text{ inches}", "12", True), ("\\dfrac{3}{4}\\text{ hours}", "0.75", True),
+    ("x=3 \\text{ or } x=-3", "3,-3", True), ("x=3 \\text{ or } x=-3", "3", False), ("\\pm 3", "3,-3", True),
+    ("x = \\pm 3", "-3, 3", True), ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt2", True), ("\\{1,2,3\\}", "1,2,3", True),
+    ("\\{1,2,3\\}", "3,2,1", True), ("\\{1,2,2\\}", "\\{1,2\\}", True), ("1,2,2", "1,2", False),
+    ("\\{1,2\\}", "1,2,3", False), ("a=2, b=3", "(2,3)", True), ("a=2, b=3", "(3,2)", False),
+    ("b=3, a=2", "a=2, b=3", True), ("y=2x+1", "2x-y+1=0", True), ("y=2x+1", "y-2x=1", True),
+    ("y=2x+1", "y=2x-1", False), ("2x+4y=6", "3-x=2y", True),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{bmatrix}1 & 2\\\\ 3&4\\end{bmatrix}", True),
+    ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\4&3\\end{pmatrix}", False),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)", True), ("\\binom{5}{2}", "10", True), ("\\dbinom{5}{2}", "11", False),
+    ("\\log_2 8", "3", True), ("\\log_{2}(8)", "3", True), ("\\log_8 2", "\\frac13", True), ("\\log_2 9", "3", False),
+    ("1011_{2}", "11", True), ("1011_2", "11", True), ("1011_{2}", "1011", False), ("\\boxed{\\boxed{5}}", "5", True),
+    ("2^10", "1024", True), ("2^10", "0", False), ("2^10", "20", False), ("2 \\text{ or } 3", "23", False),
+    ("2 \\text{ or } 3", "2,3", True), ("1\\quad 5", "15", False), ("", "", False), ("3.14159265", "\\pi", False),
+    ("\\sqrt{10^{20}+1}", "10^{10}", False), ("(1+i)^2", "2i", True), ("(1+i)^2", "-2i", False),
+    ("2^{10^{10}}", "2^{10000000000}", True), ("2^{10^{10}}", "2^{10000000001}", False),
+    ("\\frac12+\\frac{1}{10^9}", "0.5", False), ("\\frac{\\sqrt2}{3}", "0.5", False),
 ]
 
 
@@ -94,8 +82,8 @@ def test_check_math_table(pred, gold, equal):
 
 
 def test_math_table_covers_both_outcomes():
-    assert len(MATH_CASES) >= 40
-    assert sum(eq for _, _, eq in MATH_CASES) >= 20 and sum(not eq for _, _, eq in MATH_CASES) >= 20
+    assert len(MATH_CASES) >= 120
+    assert sum(eq for _, _, eq in MATH_CASES) >= 70 and sum(not eq for _, _, eq in MATH_CASES) >= 40
 
 
 def test_extract_boxed():
@@ -104,37 +92,64 @@ def test_extract_boxed():
     assert extract_boxed("\\fbox{7}") == "7"
     assert extract_boxed("so $\\boxed 5$.") == "5"
     assert extract_boxed("\\boxed{\\boxed{3}} then \\boxed{4}") == "4"
+    assert extract_boxed("\\boxed{ \\boxed{\\boxed{3}} }") == "3"                   # nested boxes unwrapped
+    assert extract_boxed("\\boxed{\\boxed{3} + \\boxed{4}}") == "\\boxed{3} + \\boxed{4}"
     assert extract_boxed("the answer is 5") is None
     assert extract_boxed("\\boxed{unclosed") is None
     assert extract_boxed(None) is None
 
 
-def test_no_last_number_fallback():
+def test_no_last_number_fallback_and_no_empty_answer():
     assert not check_math("After all that, the answer is 12.", "12")
     assert check_math("\\boxed{12}", "\\boxed{12}")    # a boxed gold is unboxed too
+    assert check_math("\\boxed{12}", 12) and check_math("\\boxed{0.5}", 0.5)
+    assert not check_math("\\boxed{}", "") and not check_math("\\boxed{ }", "\\boxed{}")
 
 
 @pytest.mark.parametrize("response,gold", [(None, "1"), (12, "12"), (b"\\boxed{1}", "1"), (boxed("1"), None),
-                                           (boxed("1"), ["1"]), ("\\boxed{" * 1000, "1"), (boxed("(" * 500), "1")])
+                                           (boxed("1"), ["1"]), (boxed("1"), True), ("\\boxed{" * 1000, "1"),
+                                           (boxed("(" * 500), "1"), (boxed("\ud800"), "1")])
 def test_check_math_never_raises(response, gold):
     assert check_math(response, gold) is False
 
 
-def test_power_tower_returns_quickly():
-    for pred, gold in [("9^{9^{9^{9}}}", "1"), ("9^{9^{9^{9}}}", "9^{9^{10}}"), ("2^{2^{2^{2^{2^{2}}}}}", "x"),
-                       ("1000000!", "1"), ("(10^{10})^{10^{10}}", "1")]:
-        start = time.monotonic()
-        assert check_math(boxed(pred), gold) is False
-        assert time.monotonic() - start < 2.0
-
-
-def test_symbolic_comparison_is_time_bound(monkeypatch):
-    assert check_math(boxed("x+1"), "1+x")                       # the helper is up
-    monkeypatch.setattr(evaluate, "SYMPY_TIMEOUT", 0.3)
+def test_every_check_is_time_bounded():
+    """The inputs that ran for 20 s to over a minute, and 1 MB answers: each returns within the bound."""
+    heavy = {
+        "100 fractions with 2^99999 denominators": "+".join(f"\\frac{{1}}{{{p}^{{99999}}}}" for p in [2, 3, 5, 7, 11] * 20),
+        "900 multiplied powers": "\\cdot".join(f"{p}^{{99}}" for p in range(2, 902)),
+        "50k nested braces": "{" * 50000 + "1" + "}" * 50000,
+        "heavy polynomials": ", ".join(f"(x+y+z+{k})^{{{20 + k}}}" for k in range(30)),
+        "1 MB sum": "1+" * 500_000 + "1",
+        "power tower": "9^{9^{9^{9}}}", "huge factorial": "1000000!", "tower of towers": "(10^{10})^{10^{10}}",
+    }
+    for name, answer in heavy.items():
+        for gold in ["1", "\\sin(2x)^{15}", answer + "+1"]:
+            start = time.monotonic()
+            assert check_math(boxed(answer), gold) is False, name
+            assert time.monotonic() - start < evaluate.MATH_TIMEOUT + 1.5, name   # a hang guard, not a speed target
     start = time.monotonic()
-    heavy = check_math(boxed("(x+y+z+w+1)^{12}-1"), "((x+y+z+w+1)^6-1)((x+y+z+w+1)^6+1)")
-    assert time.monotonic() - start < 2.0 and heavy is False
-    assert check_math(boxed("(a+b)^2"), "a^2+2ab+b^2")         # a fresh helper after the kill
+    assert check_math("\\boxed{1}" * 100_000, "1")                                  # 1 MB of boxes
+    assert check_math(boxed("x" * 1_000_000), "x" * 1_000_000)
+    assert time.monotonic() - start < 2 * evaluate.MATH_TIMEOUT
+
+
+def test_a_comparison_past_its_deadline_is_cut_and_the_next_one_works():
+    start = time.monotonic()
+    assert check_math(boxed("\\sin(x)^{30}+\\cos(x)^{30}"), "\\sin(2x)^{15}", timeout=0.3) is False
+    assert time.monotonic() - start < 2.0                     # 0.3 s, a 0.5 s grace, then the helper is killed
+    assert check_math(boxed("(1+i)^2"), "2i")
+
+
+def test_the_sympy_helper_ignores_a_planted_sympy(tmp_path):
+    """A sandboxed program can write sympy.py into /tmp; an evaluator started there must not import it."""
+    flag = tmp_path / "planted-sympy-ran"
+    (tmp_path / "sympy.py").write_text(f"open({str(flag)!r}, 'w').write('pwned')\nraise ImportError\n")
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import evaluate; "
+            "print(evaluate.check_math('\\\\boxed{(1+i)^2}', '2i'), evaluate.check_math('\\\\boxed{\\\\sin(\\\\pi/6)}', '1/2'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr[-2000:]
+    assert not flag.exists()
 
 
 def test_check_math_from_threads():
