@@ -12,35 +12,11 @@ the reverse, and torch/transformers are imported only by the generation function
 Math: check_math's docstring says how answers are parsed and compared, and why no answer can
 hang it (every call is bounded in wall-clock time).
 
-Code: the program (last ```python block of the response) runs in a fresh interpreter in its own
-process group and temporary directory, with an empty environment (PATH, HOME, TMPDIR and thread
-counts are set, nothing is inherited), rlimits on address space, CPU time, file size, open files and
-core dumps, captured output capped at MAX_OUTPUT bytes, and the whole group SIGKILLed on timeout and
-after every run. A run counts as passing only if the harness saw the program (tests included) run to
-its end: sys.exit(0) or os._exit(0) before the asserts fails. The temporary directory is always removed.
-When running as root with util-linux `unshare` (checked once, see `_isolation`), the program also gets:
-  - new PID and mount namespaces with their own /proc: it cannot see or signal host processes, and when
-    it exits every process it started, daemons that called setsid included, is killed by the kernel;
-  - a new network namespace with only a down loopback: no network, not even servers on the host's
-    127.0.0.1 or abstract unix sockets;
-  - a fresh unprivileged uid (and gid, no groups, no_new_privs) per run, so RLIMIT_NPROC bounds fork
-    bombs, host files are only as accessible as to any other user (no deleting, no reading private
-    files, no reading other processes' environments), and concurrent runs cannot touch each other.
-    When the interpreter lives under a directory this uid cannot enter (e.g. /root/.pyenv), that
-    directory is replaced, inside the mount namespace only, by a tmpfs showing just the interpreter's tree.
-Not covered, even then: world-readable files stay readable and world-writable places such as /tmp and
-/dev/shm stay writable (what is written there persists, at most RLIMIT_FSIZE per file, with no total
-disk quota); CPU and memory are bounded per process, not per sandbox; there is no seccomp filter, so a
-kernel exploit is out of scope; the end marker stops early exits, not a program that digs it out of
-the harness's own memory. This is a guard against buggy or careless model code, not a security
-boundary for hostile code.
-Without root or `unshare` ("basic" mode) only the process group, rlimits, empty environment and
-temporary directory remain: the program runs as your user, so it can read and delete your files, read
-/proc/<pid>/environ of your processes, use the network, and a daemon that calls setsid survives the
-group kill; RLIMIT_NPROC then counts all of your user's processes (and does not bind root at all).
+Code: check_code's and run_python's docstrings say what the sandbox contains, and what it does not.
 """
 
 import argparse
+import ast
 import atexit
 import functools
 import json
@@ -63,10 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import NamedTuple
 
-MAX_OUTPUT = 1 << 20         # bytes kept of a program's stdout and of its stderr
-FILE_SIZE_MB = 64            # RLIMIT_FSIZE: the largest file a program may write
-MAX_PROCS = 128              # RLIMIT_NPROC (processes + threads) under the fresh uid
-MAX_OPEN_FILES = 256         # RLIMIT_NOFILE
 
 # -----------------------------------------------------------------------------
 # Math: is the last \boxed answer of a response the gold answer?
@@ -1147,90 +1119,220 @@ def _sympy_helper():
 
 
 # -----------------------------------------------------------------------------
-# Sandboxed code execution
+# Code: does the response's program pass the tests? (sandboxed)
+
+MAX_OUTPUT = 1 << 20         # bytes kept of a program's stdout and of its stderr
+FILE_SIZE_MB = 64            # RLIMIT_FSIZE: the largest file a program may write
+TMPFS_MB = 64                # isolated mode: the private /tmp (and 8 MiB each for /var/tmp, /dev/shm, /run)
+MAX_PROCS = 128              # RLIMIT_NPROC (processes + threads) under the fresh uid
+MAX_OPEN_FILES = 256         # RLIMIT_NOFILE
+MAX_TIMEOUT = 3600.0         # seconds: the largest timeout accepted
+WALL_FACTOR = 3              # a run is killed after WALL_FACTOR * timeout + 2 s of wall clock (a sleeping program)
+SANDBOX_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_code(response, tests, timeout=10.0):
+    """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
+
+    `tests` is either assert-style code (HumanEval, MBPP) or [{"input", "output"}] stdin/stdout pairs
+    (LiveCodeBench, APPS; output compared line by line, surrounding whitespace ignored), or those pairs
+    as a JSON string. Bad tests or timeout (empty, only comments, no assert or call, not Python) are the
+    caller's error: ValueError. A bad program (not text, lone surrogates, crashes, wrong) is False.
+
+    Assert-style tests never run in the program's process. The program runs in one process (as a module
+    named "solution": `if __name__ == "__main__":` blocks are skipped, as in HumanEval's harness, and an
+    error or exit in its top-level code, e.g. a usage block or unittest.main(), is reported but does not
+    fail the check), and the tests run in another, started before the program, under another uid in the
+    isolated mode, with its own builtins and modules. The tests reach the program's names (builtins
+    excepted: a program's `abs` never replaces the tests') through a pipe: a call sends the arguments
+    and gets back the result as plain data (None, bool, int, float, complex, str, bytes, bytearray,
+    list, tuple, dict, set, frozenset, nested; a restricted unpickler rebuilds nothing else). Any other
+    object comes back as a handle the tests can call or take attributes of, but that cannot be compared,
+    hashed, iterated or used as a truth value: a result with an always-true __eq__, a subclass of int or
+    str, or a dict subclass fails. The test code and the pass token are never in the program's process,
+    so the program cannot read them (from disk, frames, gc or memory), and its builtins, trace hooks,
+    threads, forks and monkeypatches cannot change how the tests run. Not covered: tests that rely on a
+    helper defined by the program (it runs in the program's process and is trusted like the function
+    under test: HumanEval's prompt helpers are therefore copied into its tests), arguments passed by
+    value (a function that mutates its argument in place is not seen to), and non-plain results.
+
+    Copying it: needs Linux; see run_python for what the sandbox contains.
+    """
+    tests = _parse_tests(tests)
+    _check_run_args(timeout=timeout)
+    program = extract_code(response) if isinstance(response, str) else None
+    if program is None or not _is_utf8(program):
+        return False
+    if isinstance(tests, str):
+        return run_python(program, tests=tests, timeout=timeout).ok
+    for stdin, expected in tests:
+        result = run_python(program, stdin=stdin, timeout=timeout)
+        if not result.ok or _lines(result.stdout) != _lines(expected):
+            return False
+    return True
+
 
 class RunResult(NamedTuple):
-    ok: bool              # the program ran to its end: exit status 0 and the harness's end marker seen
-    returncode: int       # exit status (negative: killed by that signal)
+    ok: bool              # ran to its end: exit status 0 and the harness's pass token seen (tests: all passed)
+    returncode: int       # exit status of the sandbox (negative: killed by that signal)
     stdout: str
     stderr: str
-    timed_out: bool
+    timed_out: bool       # CPU or wall-clock limit reached
     truncated: bool       # stdout or stderr went past MAX_OUTPUT and was cut
 
 
-# Runs inside the sandbox's interpreter, before the program: mounts (root only), rlimits, uid drop,
-# then the program; the end marker is written only if the program's code returned normally.
-_BOOTSTRAP = r"""
-import ctypes, json, os, resource, runpy, sys
-MS_BIND, MS_REC, PR_SET_NO_NEW_PRIVS = 4096, 16384, 38
+def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None):
+    """Run `program` in the sandbox: as a script reading `stdin`, or, with `tests`, as a module the
+    assert-style `tests` call from a separate process (see check_code). isolated=None: use the isolated
+    mode when this machine allows it; False: basic mode; True: require it.
 
-def main(cfg):
-    libc = ctypes.CDLL(None, use_errno=True)
-    for closed, children in cfg["expose"]:          # show e.g. /root/.pyenv to the fresh uid
-        fd = os.open(closed, os.O_PATH)
-        mount(libc, "tmpfs", closed, "tmpfs", 0, "mode=0755,size=64k")
-        for child in children:
-            os.mkdir(os.path.join(closed, child))
-            mount(libc, f"/proc/self/fd/{fd}/{child}", os.path.join(closed, child), None, MS_BIND | MS_REC)
-        os.close(fd)
-    for name, value in cfg["limits"].items():
-        resource.setrlimit(getattr(resource, name), (value, value))
-    with open(".token") as f:
-        token = f.read()
-    os.unlink(".token")
-    if cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["uid"])
-        os.setuid(cfg["uid"])                        # after this the hard limits cannot be raised
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)     # setuid binaries (su, sudo) cannot regain root
-    sys.argv = ["main.py"]
-    runpy.run_path("main.py", run_name="__main__")  # SystemExit and exceptions skip the marker below
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.write(cfg["done_fd"], token.encode())
+    Every run: a fresh `python -I` in its own process group, an empty environment (PATH, HOME, TMPDIR,
+    LANG and thread counts set, nothing inherited: no tokens or keys), rlimits on address space
+    (`memory_mb` per process), CPU time, file size, open files and core dumps, stdout and stderr capped
+    at MAX_OUTPUT bytes each, the whole group SIGKILLed at the end. `timeout` is CPU time, enforced
+    per process by RLIMIT_CPU (whole seconds, rounded up), so a loaded machine does not fail correct
+    code; a run is also killed after WALL_FACTOR * timeout + 2 s of wall clock (a sleeping program).
+    At most SANDBOX_SLOTS runs execute at once (one per CPU); the others wait for a slot first. Its
+    temporary directory is always removed, however deep the program nested it.
 
-def mount(libc, source, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None
-    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        raise OSError(ctypes.get_errno(), "mount " + target)
-
-main(json.loads(sys.argv[1]))
-"""
-
-
-def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None):
-    """Run `program` in the sandbox (see the module docstring). isolated=None: use the namespaces and
-    fresh uid when this machine allows them; False: basic mode; True: require them."""
+    Isolated mode (root and util-linux `unshare`; `sandbox_mode()` says which) adds:
+      - new PID, mount, IPC and network namespaces: no view of host processes, no network (not even the
+        host's 127.0.0.1 or abstract unix sockets), and every process it started, setsid daemons
+        included, dies with it;
+      - fresh unprivileged uids (one for the program, one for the tests; no groups, no_new_privs):
+        RLIMIT_NPROC bounds fork bombs, the program cannot signal or read the tests' process, and host
+        files are only as open to it as to any other user (nothing private is readable);
+      - the whole host file system read-only, and private tmpfs mounts on /tmp (TMPFS_MB), /var/tmp,
+        /dev/shm and /run (8 MiB each): what the program writes is bounded and vanishes with it, and no
+        host unix socket under those directories is reachable. A directory the fresh uid cannot enter
+        but the interpreter lives under (e.g. /root/.pyenv) is replaced by a tmpfs showing just that tree.
+    Not covered even then: world-readable host files stay readable; memory and CPU are bounded per
+    process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
+    socket elsewhere on the host with a world-writable mode is reachable.
+    Basic mode (no root or no `unshare`): only the process group, rlimits, empty environment and
+    temporary directory remain. The program runs as you: it can read and change your files, read your
+    processes' memory (the host's tests included), use the network, and a setsid daemon survives.
+    """
+    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout, memory_mb=memory_mb)
     iso = _isolation() if isolated is not False else None
     if isolated and iso is None:
         raise RuntimeError("isolated sandbox unavailable: run as root on Linux with util-linux `unshare`")
-    return _run(program, stdin, timeout, memory_mb, iso)
+    with _run_slots:
+        return _run(program, stdin, tests, timeout, memory_mb, iso)
 
 
-def _run(program, stdin, timeout, memory_mb, iso):
+def sandbox_mode():
+    """'isolated' or 'basic': which guarantees run_python gives on this machine."""
+    return "isolated" if _isolation() else "basic"
+
+
+def extract_code(response):
+    """The last ```python (or ```py) block; else the last plain ``` block; else the whole text."""
+    tagged = re.findall(r"```(?:python3?|py)[ \t]*\n(.*?)```", response, re.DOTALL | re.IGNORECASE)
+    if tagged:
+        return tagged[-1]
+    plain = re.findall(r"```[ \t]*\n(.*?)```", response, re.DOTALL)
+    return plain[-1] if plain else response
+
+
+def _parse_tests(tests):
+    """Assert-style code (checked: Python that asserts or calls something at top level), or a list of
+    (stdin, expected stdout) pairs; ValueError with one line otherwise."""
+    if isinstance(tests, str) and tests.lstrip().startswith("["):
+        try:
+            tests = json.loads(tests)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"tests look like JSON stdin/stdout pairs but are not valid JSON ({e.msg})") from None
+    if isinstance(tests, str):
+        if not _is_utf8(tests):
+            raise ValueError("tests are not valid UTF-8 text (a lone surrogate)")
+        try:
+            tree = ast.parse(tests)
+        except (SyntaxError, ValueError) as e:
+            raise ValueError(f"tests are not valid Python ({type(e).__name__}: {e})") from None
+        runs = [node for stmt in tree.body if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                     ast.ClassDef, ast.Import, ast.ImportFrom))
+                for node in ast.walk(stmt) if isinstance(node, (ast.Assert, ast.Call))]
+        if not runs:
+            raise ValueError("tests run no assert and no call (empty, comments or definitions only): "
+                             "they would pass any program")
+        return tests
+    if not isinstance(tests, list) or not tests:
+        raise ValueError(f"tests must be assert code or a non-empty list of {{'input', 'output'}} pairs, "
+                         f"got {type(tests).__name__} {str(tests)[:40]!r}")
+    pairs = []
+    for i, case in enumerate(tests):
+        if not isinstance(case, dict) or not {"input", "output"} <= set(case):
+            raise ValueError(f"test case {i} is not an {{'input', 'output'}} pair")
+        text = [_text(case[k]) for k in ("input", "output")]
+        if None in text or not all(map(_is_utf8, text)):
+            raise ValueError(f"test case {i}: input and output must be strings (or lists of lines)")
+        pairs.append(tuple(text))
+    return pairs
+
+
+def _text(x):
+    if isinstance(x, list) and all(isinstance(line, str) for line in x):
+        return "\n".join(x)
+    return x if isinstance(x, str) else None
+
+
+def _lines(text):
+    return [line.strip() for line in text.strip().splitlines()]
+
+
+def _is_utf8(text):
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024):
+    """The caller's arguments: a bad one is a ValueError, never a silently disabled limit."""
+    for name, value in (("program", program), ("stdin", stdin), ("tests", "" if tests is None else tests)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a str, got {type(value).__name__}")
+        if not _is_utf8(value):
+            raise ValueError(f"{name} is not valid UTF-8 text (it has a lone surrogate)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 64 <= memory_mb <= 1 << 20:
+        raise ValueError(f"memory_mb must be a whole number of MiB, at least 64, got {memory_mb!r}")
+
+
+_run_slots = threading.BoundedSemaphore(SANDBOX_SLOTS)
+
+
+def _run(program, stdin, tests, timeout, memory_mb, iso):
     workdir = tempfile.mkdtemp(prefix="gopd-sandbox-")
-    uid = 2_000_000_000 + secrets.randbelow(100_000_000) if iso else None  # outside usual uid ranges
     done_r, done_w = os.pipe()
     proc = None
     try:
-        with open(os.path.join(workdir, "main.py"), "w") as f:
-            f.write(program)
+        os.chmod(workdir, 0o700)           # root's in the isolated mode: the fresh uids cannot enter it
         token = secrets.token_hex(16)
-        fd = os.open(os.path.join(workdir, ".token"), os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, token.encode())
-        os.close(fd)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-            os.chmod(workdir, 0o700)
-        limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout) + 1,
+        for name, text in (("program.py", program), ("secret.json", json.dumps({"token": token, "tests": tests}))):
+            with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        cwd = "/tmp" if iso else os.path.join(workdir, "work")
+        if not iso:
+            os.mkdir(cwd)
+        limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout),
                   "RLIMIT_FSIZE": FILE_SIZE_MB << 20, "RLIMIT_NOFILE": MAX_OPEN_FILES, "RLIMIT_CORE": 0}
-        if uid is not None or os.geteuid() != 0:
-            limits["RLIMIT_NPROC"] = MAX_PROCS if uid is not None else max(MAX_PROCS, _user_tasks() + MAX_PROCS)
-        cfg = {"limits": limits, "uid": uid, "done_fd": done_w, "expose": iso["expose"] if iso else []}
-        cmd = [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
+        if iso:
+            limits["RLIMIT_NPROC"] = MAX_PROCS
+        elif os.geteuid() != 0:            # the limit counts all of your processes (it does not bind root)
+            limits["RLIMIT_NPROC"] = _user_tasks() + MAX_PROCS
+        uid = 2_000_000_000 + 2 * secrets.randbelow(50_000_000) if iso else None   # outside usual uid ranges
+        cfg = {"program": os.path.join(workdir, "program.py"), "secret": os.path.join(workdir, "secret.json"),
+               "tests": tests is not None, "limits": limits, "uid": uid, "tests_uid": uid and uid + 1,
+               "cwd": cwd, "done_fd": done_w, "isolate": iso is not None, "tmpfs_mb": TMPFS_MB,
+               "expose": iso["expose"] if iso else []}
+        cmd = [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
         if iso:
             cmd = iso["prefix"] + cmd
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with tempfile.TemporaryFile() as stdin_file:   # a file, not a pipe: no writer thread, no deadlock
             stdin_file.write(stdin.encode())
@@ -1239,9 +1341,11 @@ def _run(program, stdin, timeout, memory_mb, iso):
                                     stderr=subprocess.PIPE, pass_fds=(done_w,), start_new_session=True)
         os.close(done_w)
         done_w = None
-        out, err, marker, timed_out, truncated = _collect(proc, done_r, time.monotonic() + timeout)
-        _kill_group(proc)
-        ok = not timed_out and proc.returncode == 0 and marker == token.encode()
+        wall_deadline = time.monotonic() + WALL_FACTOR * timeout + 2.0
+        out, err, marker, wall_out, truncated = _collect(proc, done_r, wall_deadline)
+        cpu = _kill_group(proc)
+        ok = not wall_out and proc.returncode == 0 and marker == token.encode()
+        timed_out = wall_out or (not ok and cpu >= 0.9 * math.ceil(timeout))
         return RunResult(ok, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
                          timed_out, truncated)
     finally:
@@ -1250,12 +1354,12 @@ def _run(program, stdin, timeout, memory_mb, iso):
         for fd in (done_r, done_w):
             if fd is not None:
                 os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_tree(workdir)
 
 
 def _collect(proc, done_r, deadline):
-    """Read stdout, stderr and the end-marker pipe until they close, the deadline, or a short grace
-    after the main process exits (a leftover child holding the pipes must not stall us)."""
+    """Read stdout, stderr and the token pipe until they close, the deadline, or a short grace after
+    the main process exits (a leftover child holding the pipes must not stall us)."""
     bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), done_r: bytearray()}
     sel = selectors.DefaultSelector()
     for fd in bufs:
@@ -1290,15 +1394,71 @@ def _exited(pid):
 
 
 def _kill_group(proc):
-    """SIGKILL the whole process group, then reap. In isolated mode the group leader is `unshare`,
-    and its death takes the PID namespace (and every process in it) down."""
+    """SIGKILL the whole process group, reap, return the CPU seconds the run used. In isolated mode the
+    group leader is `unshare`, and its death takes the PID namespace (and every process in it) down."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
     proc.stderr.close()
+    return usage.ru_utime + usage.ru_stime
+
+
+def _remove_tree(path):
+    """rm -rf that never raises and never recurses: walks down with directory fds (so no path grows
+    too long, however deep a program nested its folders), deletes bottom-up, and makes each directory
+    writable first (a program may have made it read-only). Returns True when nothing is left."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    names, stuck, fd = [], set(), None
+    try:
+        fd = os.open(path, flags)
+        while True:
+            try:
+                os.fchmod(fd, 0o700)
+            except OSError:
+                pass
+            child = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        try:
+                            os.unlink(entry.name, dir_fd=fd)
+                        except OSError:
+                            pass
+                    elif child is None and (entry.inode(), len(names)) not in stuck:
+                        child = entry
+            if child is not None:
+                try:
+                    sub = os.open(child.name, flags, dir_fd=fd)
+                except OSError:
+                    stuck.add((child.inode(), len(names)))
+                    continue
+                os.close(fd)
+                fd, _ = sub, names.append((child.name, child.inode()))
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            name, inode = names.pop()
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                stuck.add((inode, len(names)))
+    except OSError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+    return not os.path.lexists(path)
 
 
 def _user_tasks():
@@ -1318,7 +1478,8 @@ def _isolation():
     """Probe once for the isolated sandbox. Returns {"prefix": [...unshare...], "expose": [...]} or None."""
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
         return None
-    prefix = [shutil.which("unshare"), "--net", "--pid", "--mount", "--mount-proc", "--fork", "--kill-child"]
+    prefix = [shutil.which("unshare"), "--net", "--pid", "--ipc", "--mount", "--mount-proc", "--fork",
+              "--kill-child"]
     needed = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"],
               sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"]}
     expose = {}
@@ -1331,51 +1492,272 @@ def _isolation():
                 break
     iso = {"prefix": prefix, "expose": sorted((k, sorted(v)) for k, v in expose.items())}
     try:                                   # does it really work here (namespaces, mounts, uid drop)?
-        result = _run("import os\nprint(os.getuid())", "", 20.0, 1024, iso)
+        result = _run("import os\nprint(os.getuid())", "", None, 20.0, 1024, iso)
     except OSError:
         return None
     return iso if result.ok and result.stdout.strip() not in ("", "0") else None
 
 
-def sandbox_mode():
-    """'isolated' or 'basic': which guarantees run_python gives on this machine."""
-    return "isolated" if _isolation() else "basic"
+# The harness: runs in the sandbox's interpreter (python -I -c), as root until it drops privileges.
+_HARNESS = r'''
+import ctypes, io, json, os, pickle, re, resource, socket, struct, sys, traceback, types
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+libc = ctypes.CDLL(None, use_errno=True)
 
 
-def extract_code(response):
-    """The last ```python (or ```py) block; else the last plain ``` block; else the whole text."""
-    tagged = re.findall(r"```(?:python3?|py)[ \t]*\n(.*?)```", response, re.DOTALL | re.IGNORECASE)
-    if tagged:
-        return tagged[-1]
-    plain = re.findall(r"```[ \t]*\n(.*?)```", response, re.DOTALL)
-    return plain[-1] if plain else response
+def main(cfg):
+    libc.prctl(4, 0, 0, 0, 0)            # PR_SET_DUMPABLE 0: no other process of our uid reads our memory or fds
+    secret_fd = os.open(cfg["secret"], os.O_RDONLY)
+    os.unlink(cfg["secret"])
+    program_fd = os.open(cfg["program"], os.O_RDONLY)
+    if cfg["isolate"]:
+        isolate(cfg)
+    for name, value in cfg["limits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    done_fd = cfg["done_fd"]
+    os.set_inheritable(done_fd, False)
+    if not cfg["tests"]:                  # a script: stdin in, stdout out, the token if it ends normally
+        token = json.loads(read(secret_fd))["token"]
+        drop(cfg["uid"], cfg["cwd"])
+        run_script(read(program_fd), token, done_fd)
+        return
+    tests_end, program_end = socket.socketpair()
+    if os.fork() == 0:                    # the program's process: it never holds the tests or the token
+        os.close(secret_fd)
+        os.close(done_fd)
+        tests_end.close()
+        drop(cfg["uid"], cfg["cwd"])
+        serve(read(program_fd), program_end)
+        os._exit(0)
+    os.close(program_fd)
+    program_end.close()
+    drop(cfg["tests_uid"], "/")
+    secret = json.loads(read(secret_fd))
+    run_tests(secret["tests"], secret["token"], tests_end, done_fd)
 
 
-def check_code(response, tests, timeout=10.0):
-    """Does the response's program pass `tests`: assert-style code run after it (HumanEval, MBPP), or
-    a list of {"input", "output"} stdin/stdout pairs (LiveCodeBench, APPS), output compared per line
-    with surrounding whitespace ignored?"""
-    if not tests:                          # no tests would pass anything
-        return False
+def read(fd):
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode()
+
+
+def drop(uid, cwd):
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)                    # after this the hard limits cannot be raised
+    libc.prctl(38, 1, 0, 0, 0)            # PR_SET_NO_NEW_PRIVS: setuid binaries cannot regain root
+    os.chdir(cwd)
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = lambda s: s.encode() if s is not None else None
+    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        raise OSError(ctypes.get_errno(), "mount " + target)
+
+
+def isolate(cfg):
+    """In the new mount namespace: show the interpreter to the fresh uids, private tmpfs mounts on the
+    shared writable places, and every other mount read-only."""
+    for closed, children in cfg["expose"]:
+        fd = os.open(closed, os.O_PATH)
+        mount("tmpfs", closed, "tmpfs", 0, "mode=0755,size=64k")
+        for child in children:
+            os.mkdir(os.path.join(closed, child))
+            mount(f"/proc/self/fd/{fd}/{child}", os.path.join(closed, child), None, MS_BIND | MS_REC)
+        os.close(fd)
+    private = []
+    for path, mb in (("/tmp", cfg["tmpfs_mb"]), ("/var/tmp", 8), ("/dev/shm", 8), ("/run", 8)):
+        if os.path.isdir(path) and not os.path.islink(path):
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={mb}m,mode=1777")
+            private.append(path)
+    if "/run" in private:
+        os.mkdir("/run/lock")
+        os.chmod("/run/lock", 0o1777)
+    with open("/proc/self/mountinfo") as f:
+        points = [(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]), line.split()[5])
+                  for line in f]
+    for point, options in points:
+        if any(point == p or point.startswith(p + "/") for p in private + ["/proc"]):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for name, bit in (("nosuid", MS_NOSUID), ("nodev", MS_NODEV), ("noexec", MS_NOEXEC)):
+            flags |= bit if name in options.split(",") else 0
+        try:
+            mount(None, point, None, flags)
+        except FileNotFoundError:         # under a directory covered above: unreachable anyway
+            pass
+
+
+def run_script(source, token, done_fd):
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    sys.argv = ["main.py"]
     try:
-        program = extract_code(response)
-        if isinstance(tests, str):
-            return run_python(program + "\n\n" + tests + "\n", timeout=timeout).ok
-        for case in tests:
-            result = run_python(program, stdin=_text(case["input"]), timeout=timeout)
-            if not result.ok or _lines(result.stdout) != _lines(_text(case["output"])):
-                return False
-        return True
-    except (TypeError, KeyError, AttributeError):
-        return False
+        exec(compile(source, "main.py", "exec"), main.__dict__)
+    except SystemExit as e:               # sys.exit() and sys.exit(0) end a script normally
+        if e.code not in (None, 0):
+            raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(done_fd, token.encode())
 
 
-def _text(x):
-    return "\n".join(map(str, x)) if isinstance(x, list) else str(x)
+def send(sock, data):
+    sock.sendall(struct.pack("<Q", len(data)) + data)
 
 
-def _lines(text):
-    return [line.strip() for line in text.strip().splitlines()]
+def receive(sock, limit):
+    head = sock.recv(8, socket.MSG_WAITALL)
+    if len(head) < 8:
+        return None
+    size = struct.unpack("<Q", head)[0]
+    if size > limit:
+        raise ValueError(f"a message of {size} bytes")
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def serve(source, sock):
+    """The program's process: run the program as a module, then answer the tests' calls. Results go
+    back by value when they are plain data, as numbered handles otherwise."""
+    module = types.ModuleType("solution")  # not __main__: `if __name__ == "__main__":` blocks are skipped
+    sys.modules["solution"] = module
+    try:
+        exec(compile(source, "solution.py", "exec"), module.__dict__)
+    except BaseException:                 # a usage block that fails, unittest.main(): the tests decide
+        traceback.print_exc()
+    objects = []
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if type(obj) in PLAIN or any(obj is c for c in (complex, set, frozenset, bytearray)):
+                return None
+            if type(obj) is types.ModuleType:
+                return ("module", obj.__name__)
+            objects.append(obj)
+            return ("ref", len(objects) - 1)
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid):
+            return objects[pid]
+
+    def reply(message):
+        buffer = io.BytesIO()
+        try:
+            Pickler(buffer, protocol=5).dump(message)
+        except BaseException as e:
+            buffer = io.BytesIO()
+            Pickler(buffer, protocol=5).dump(("raise", "TypeError", f"unsendable result ({type(e).__name__})"))
+        send(sock, buffer.getvalue())
+
+    reply(("ok", {k: v for k, v in vars(module).items() if not (k.startswith("__") and k.endswith("__"))}))
+    while (request := receive(sock, 1 << 62)) is not None:
+        op, ref, arg, kwargs = Unpickler(io.BytesIO(request)).load()
+        try:
+            target = objects[ref]
+            reply(("ok", target(*arg, **kwargs) if op == "call" else getattr(target, arg)))
+        except BaseException as e:
+            try:
+                message = str(e)[:2000]
+            except BaseException:
+                message = ""
+            reply(("raise", type(e).__name__, message))
+
+
+def run_tests(tests, token, sock, done_fd):
+    """The tests' process: real builtins and modules, program objects as remote handles."""
+    import builtins
+    import importlib
+    not_plain = "a program object that is not plain data: it can be called, not compared or tested"
+
+    class Remote:
+        __slots__ = ("ref",)
+
+        def __init__(self, ref):
+            self.ref = ref
+
+        def __call__(self, *args, **kwargs):
+            return rpc("call", self.ref, args, kwargs)
+
+        def __getattr__(self, name):
+            if name.startswith("__") and name.endswith("__"):
+                raise AttributeError(name)
+            return rpc("getattr", self.ref, name, None)
+
+        def __repr__(self):
+            return f"<program object {self.ref}>"
+
+        def refuse(self, *args):
+            raise TypeError(not_plain)
+
+        __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __len__ = refuse
+        __iter__ = __contains__ = __index__ = __int__ = __float__ = __complex__ = __str__ = __format__ = refuse
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj.ref if type(obj) is Remote else None
+
+    class Unpickler(pickle.Unpickler):    # plain data and handles only: nothing the program chose runs here
+        def find_class(self, module, name):
+            if module == "builtins" and name in ("complex", "set", "frozenset", "bytearray"):
+                return getattr(builtins, name)
+            raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+        def persistent_load(self, pid):
+            kind, value = pid
+            if kind == "ref" and type(value) is int:
+                return Remote(value)
+            if kind == "module" and type(value) is str and re.fullmatch(r"[A-Za-z_][\w.]*", value):
+                return importlib.import_module(value)
+            raise pickle.UnpicklingError("bad handle")
+
+    def rpc(op, ref, arg, kwargs):
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=5).dump((op, ref, arg, kwargs))
+        send(sock, buffer.getvalue())
+        data = receive(sock, 256 << 20)
+        if data is None:
+            raise RuntimeError("the program's process ended (it crashed, exited or ran out of time)")
+        message = Unpickler(io.BytesIO(data)).load()
+        if type(message) is not tuple or not message or message[0] not in ("ok", "raise"):
+            raise RuntimeError("bad reply from the program's process")
+        if message[0] == "ok" and len(message) == 2:
+            return message[1]
+        name, text = (message[1:] + ("", ""))[:2] if len(message) == 3 else ("RuntimeError", "bad reply")
+        error = getattr(builtins, name, None) if type(name) is str else None
+        if not (isinstance(error, type) and issubclass(error, Exception)):
+            error, text = RuntimeError, f"{name}: {text}"
+        raise error(text if type(text) is str else "")
+
+    try:
+        data = receive(sock, 256 << 20)
+        if data is None:
+            raise RuntimeError("the program's process ended before the tests ran")
+        message = Unpickler(io.BytesIO(data)).load()
+        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        if type(message) is tuple and len(message) == 2 and type(message[1]) is dict:
+            namespace.update({k: v for k, v in message[1].items()
+                              if type(k) is str and k.isidentifier() and not hasattr(builtins, k)})
+        exec(compile(tests, "tests.py", "exec"), namespace)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os.write(done_fd, token.encode())
+    os._exit(0)
+
+
+main(json.loads(sys.argv[1]))
+'''
 
 
 # -----------------------------------------------------------------------------
@@ -1505,8 +1887,12 @@ def _humaneval_rows():
     for task_id, p in read_problems().items():
         prompt = ("Complete the following Python function. Reply with the complete function, including the "
                   f"imports it needs, in one ```python code block.\n\n```python\n{p['prompt']}```")
+        # the prompt's own helpers (poly, encode_cyclic, ...) join the tests: the tests use the reference
+        # helpers, never the program's own versions of them
+        prompt_code = ast.parse(p["prompt"])
+        prompt_code.body = [s for s in prompt_code.body if getattr(s, "name", None) != p["entry_point"]]
         rows.append({"prompt": prompt, "domain": "code", "benchmark": "humaneval", "id": task_id,
-                     "tests": p["test"] + f"\ncheck({p['entry_point']})\n",
+                     "tests": ast.unparse(prompt_code) + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n",
                      "solution": p["prompt"] + p["canonical_solution"]})
     return rows
 

