@@ -56,7 +56,7 @@ TOY = os.path.join(HERE, "toy")
 
 # Hyperparameters of the paper's runs (G-OPD release, README / examples; see README.md).
 PAPER_DEFAULTS = dict(prompts_per_step=1024, samples_per_prompt=1, max_new_tokens=16384,
-                      lr=1e-5, steps=50, micro_batch=1, out="out")
+                      lr=1e-5, steps=50, micro_batch=1, out="out", grade_every=1)
 # With no --student, everything points at the bundled toy world (a CPU demo of minutes).
 TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     teacher=[f"math={os.path.join(TOY, 'models', 'math_expert')}",
@@ -65,9 +65,9 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     eval_data=[os.path.join(TOY, "data", "test_math.jsonl"),
                                os.path.join(TOY, "data", "test_code.jsonl")],
                     prompts_per_step=64, samples_per_prompt=1, max_new_tokens=64,
-                    lr=1e-3, steps=40, micro_batch=64, out="out/toy")
+                    lr=1e-3, steps=40, micro_batch=64, out="out/toy", grade_every=10)
 # Flags that may change on --resume: they do not change what is optimised.
-RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every", "out", "resume",
+RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every", "grade_every", "out", "resume",
              "resume_override", "dist_timeout", "micro_batch", "rollout_batch", "grad_checkpointing",
              "offload_frozen"}
 
@@ -124,6 +124,10 @@ def parse_args(argv=None):
                    help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
     p.add_argument("--log-samples-every", type=int, default=10,
                    help="write a few decoded rollouts to samples.jsonl at step 1 and every N steps (default: 10; 0: never)")
+    p.add_argument("--grade-every", type=int,
+                   help="grade the rollouts of rows with an 'answer' or 'tests' with evaluate.check every N steps, "
+                        "logged as outcome_accuracy; code checks run sandboxed programs, so small machines grade "
+                        "less often (0: never)" + default("grade_every"))
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: 0, only at the end)")
@@ -160,7 +164,8 @@ def check_args(args):
         die(f"--top-p must be in (0, 1] (got {args.top_p})")
     if not args.lr > 0:
         die(f"--lr must be > 0 (got {args.lr})")
-    for name in ["weight_decay", "grad_clip", "warmup_steps", "save_every", "eval_every", "log_samples_every"]:
+    for name in ["weight_decay", "grad_clip", "warmup_steps", "save_every", "eval_every", "log_samples_every",
+                 "grade_every"]:
         if getattr(args, name) < 0:
             die(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(args, name)})")
     for name in ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "max_prompt_len", "steps",
@@ -399,6 +404,8 @@ def load_rows(data):
             die(f"row {i} of {data!r}: {e}")
         if "domain" not in row and isinstance(row.get("extra_info"), dict) and "opd_teacher" in row["extra_info"]:
             row["domain"] = row["extra_info"]["opd_teacher"]  # how the G-OPD release's data names it
+        if not isinstance(row.get("domain", ""), (str, type(None))):
+            die(f"row {i} of {data!r}: domain {row['domain']!r} is not a string; name it like its --teacher DOMAIN=PATH")
     return rows
 
 
@@ -645,22 +652,26 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
     parts = []
     for h, y in zip(hidden.split(chunk), targets.split(chunk)):
         if torch.is_grad_enabled():
-            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, use_reentrant=False))
+            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, entropy, use_reentrant=False))
         else:
-            parts.append(chosen_logprobs(head, h, y, temperature))
+            parts.append(chosen_logprobs(head, h, y, temperature, entropy))
     if isinstance(model, FSDPModule) and not torch.is_grad_enabled():
         model.reshard()  # no backward will free the gathered root unit of a frozen model: free it now
-    logp, ent = (torch.cat(x).view(sequences.shape[0], n_response) for x in zip(*parts))
-    return (logp, ent) if entropy else logp
+    logps, entropies = zip(*parts)
+    logp = torch.cat(logps).view(sequences.shape[0], n_response)
+    return (logp, torch.cat(entropies).view_as(logp)) if entropy else logp
 
 
-def chosen_logprobs(head, hidden, targets, temperature):
-    """log-softmax of the target tokens only (logit minus logsumexp, float32), and each row's entropy."""
+def chosen_logprobs(head, hidden, targets, temperature, entropy=False):
+    """log-softmax of the target tokens only (logit minus logsumexp, float32), and when asked the
+    entropy of each row's distribution (a metric: no gradient)."""
     logits = head(hidden).float() / temperature
     lse = logits.logsumexp(-1)
+    logp = logits.gather(-1, targets[:, None])[:, 0] - lse
+    if not entropy:
+        return logp, None
     with torch.no_grad():
-        ent = lse - (logits.softmax(-1) * logits).sum(-1)
-    return logits.gather(-1, targets[:, None])[:, 0] - lse, ent
+        return logp, lse - (logits.softmax(-1) * logits).sum(-1)
 
 
 def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
@@ -866,10 +877,13 @@ def check_weights(folder):
             raise ValueError(f"{name} is truncated")
 
 
-def newest_intact_checkpoint(out, world, rank, log):
-    """The newest checkpoint in out that is complete (run record, weights, trainer state, this rank's
-    random state), with those loaded. Incomplete ones are named and skipped, never deleted."""
+def newest_intact_checkpoint(out, world, rank, device, log):
+    """The newest checkpoint in out that is complete on every rank (run record, weights, trainer state,
+    each rank's random state), with those loaded. Newer, incomplete ones are named and kept aside as
+    step_N.incomplete-K, so the resumed run can write its own; nothing is deleted."""
+    skipped = []
     for folder in reversed(checkpoints(out)):
+        error = None
         try:
             with open(os.path.join(folder, "run.json")) as f:
                 record = json.load(f)
@@ -881,10 +895,21 @@ def newest_intact_checkpoint(out, world, rank, log):
             rng = torch.load(os.path.join(folder, f"rng_rank{rank}.pt"), weights_only=False)
             if state["optimizer"] is None and not os.path.exists(os.path.join(folder, "optimizer", ".metadata")):
                 raise FileNotFoundError("no optimizer shards")
-            return folder, record, state, rng
         except Exception as e:  # any unreadable part means: not this one
-            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}" if str(e).strip() else type(e).__name__
-            log(f"gopd: skipping {folder}, it is incomplete ({reason})")
+            error = e
+        if not any_rank_failed(error, device):
+            barrier()
+            if rank == 0:
+                for bad in skipped:
+                    n = 1
+                    while os.path.exists(f"{bad}.incomplete-{n}"):
+                        n += 1
+                    os.rename(bad, f"{bad}.incomplete-{n}")
+            barrier()
+            return folder, record, state, rng
+        why = f"{type(error).__name__}: {str(error).strip()[:120]}" if error else "incomplete on another rank"
+        log(f"gopd: skipping {folder}: it is incomplete ({why.splitlines()[0]})")
+        skipped.append(folder)
     die(f"--resume: no intact checkpoint in {out}; drop --resume to start fresh (nothing was deleted)")
 
 
@@ -1125,13 +1150,15 @@ def train(args, rank, world, device, progress):
         die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
     if args.resume and not found:
         die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
-    resume = newest_intact_checkpoint(args.out, world, rank, log) if args.resume else None
+    resume = newest_intact_checkpoint(args.out, world, rank, device, log) if args.resume else None
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
 
     # Setup: data first (cheap, catches most mistakes), then models and optimizer
     rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
+    if args.ref and args.lam == 1:
+        log("gopd: --lam 1: the reference cancels out of the advantage, so --ref is not loaded")
     data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode()).hexdigest()
     if resume:
         check_resume_flags(resume[1], args, data_hash, resume[0], log)
@@ -1181,8 +1208,9 @@ def train(args, rank, world, device, progress):
                 student.eval()
                 batches = rollout_batches(student, [prompts[i] for i in idx], idx, [rows[i].get("domain") for i in idx],
                                           tokenizer.pad_token_id, stop_ids, args)
+            grade_now = args.grade_every > 0 and (step == 0 or (step + 1) % args.grade_every == 0)
             mine = [(rows[r], b["seq"][i, -b["mask"].shape[1]:][b["mask"][i].bool()])
-                    for b in batches for i, r in enumerate(b["rows"]) if r in graded]
+                    for b in batches for i, r in enumerate(b["rows"]) if grade_now and r in graded]
             grading = checker.submit(grade, [row for row, _ in mine],
                                      tokenizer.batch_decode([ids for _, ids in mine], skip_special_tokens=True))
 

@@ -9,38 +9,12 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-import tiny  # noqa: F401  (sets HF_HUB_OFFLINE before transformers is imported)
+import tiny
 import gopd
+from tiny import base_args, run_main, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny.make_world(tmp_path_factory.mktemp("world"))
-
-
-def base_args(w, out, teachers=None, **over):
-    """gopd argv for the tiny world; teachers defaults to the math and code domain teachers."""
-    args = {"--student": w["student"], "--data": w["data"], "--lam": "1.25", "--steps": "2",
-            "--prompts-per-step": "4", "--samples-per-prompt": "2", "--max-new-tokens": "16",
-            "--micro-batch": "3", "--rollout-batch": "8", "--lr": "1e-3", "--out": str(out)}
-    args.update(over)
-    argv = [x for k, v in args.items() if v is not None for x in ([k] if v == "" else [k, v])]
-    teachers = teachers or [f"math={w['math']}", f"code={w['code']}"]
-    return argv + [x for t in teachers for x in ("--teacher", str(t))]
-
-
-def weights(folder):
-    return load_file(os.path.join(folder, "model.safetensors"))
-
-
-def run_main(argv):
-    with pytest.raises(SystemExit) as e:
-        gopd.main(argv)
-    return str(e.value)
 
 # -----------------------------------------------------------------------------
 # The objective
@@ -185,6 +159,9 @@ def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
             full = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits.float() / temp
             naive = torch.log_softmax(full, -1)[:, -n - 1:-1].gather(-1, seq[:, -n:, None]).squeeze(-1)
         assert torch.allclose(got * mask, naive * mask, atol=1e-5)
+        _, entropy = gopd.token_logprobs(model, seq, attn, n, temperature=temp, chunk=5, entropy=True)
+        logp_all = torch.log_softmax(full, -1)[:, -n - 1:-1]
+        assert torch.allclose(entropy * mask, -(logp_all.exp() * logp_all).sum(-1) * mask, atol=1e-4)
         # each row scored alone, without padding, gets the same log-probs
         for i in range(len(prompts)):
             keep = attn[i].bool()
@@ -286,19 +263,23 @@ def test_training_moves_toward_the_teacher_and_logs_metrics(world, tmp_path):
 @pytest.mark.parametrize("loss_agg", ["seq-mean-token-mean", "token-mean"])
 def test_ddp_two_ranks_make_the_same_update_as_one_process(world, tmp_path, loss_agg):
     """Greedy rollouts make the global batch identical however it is split; the responses have
-    different lengths, so a per-rank or per-micro-batch mean would give a different update."""
+    different lengths, so a per-rank or per-micro-batch mean would give a different update. The
+    evaluation, sharded over the ranks, gives the same accuracies too."""
+    evals = [{"prompt": f"add {i} and 1", "domain": "math", "answer": str(i + 1)} for i in range(5)]
+    evals += [{"prompt": "write f", "domain": "code", "tests": "assert f() == 1", "benchmark": "tinycode"}]
     common = {"--temperature": "0", "--steps": "2", "--micro-batch": "2", "--save-every": "0",
-              "--loss-agg": loss_agg}
+              "--loss-agg": loss_agg, "--eval-data": tiny.write_jsonl(tmp_path / "eval.jsonl", evals)}
+    gopd_py = os.path.join(ROOT, "gopd.py")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", gopd_py]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"),
-                             *base_args(world, tmp_path / "one", **common)], capture_output=True, text=True, env=env)
+    single = subprocess.run([sys.executable, gopd_py, *base_args(world, tmp_path / "one", **common)],
+                            capture_output=True, text=True, env=env)
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          os.path.join(ROOT, "gopd.py"), *base_args(world, tmp_path / "two", **common)],
-                         capture_output=True, text=True, env=env)
+    ddp = subprocess.run([*torchrun, *base_args(world, tmp_path / "two", **common)], capture_output=True, text=True,
+                         env=env)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    m1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
-    m2 = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+    m1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")][1:]
+    m2 = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")][1:]
     assert len({r["response_len"] for r in m1}) >= 1 and m1[0]["truncated"] < 1
     for a, b in zip(m1, m2):
         for key in ["loss", "grad_norm", "kl_teacher", "implicit_reward", "entropy", "response_len",
@@ -307,6 +288,16 @@ def test_ddp_two_ranks_make_the_same_update_as_one_process(world, tmp_path, loss
     w1, w2 = weights(tmp_path / "one" / "step_000002"), weights(tmp_path / "two" / "step_000002")
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=2e-6), k
+    e1, e2 = (json.load(open(tmp_path / run / "eval.json")) for run in ["one", "two"])
+    assert e1 == e2 and set(e1["after"]) == {"math", "tinycode"}
+
+    if loss_agg == "token-mean":  # a checkpoint resumes only with the number of ranks that wrote it
+        more = {**common, "--steps": "3", "--resume": ""}
+        msg = run_main(base_args(world, tmp_path / "two", **more))
+        assert "was written by 2 rank(s) and this run has 1" in msg and "--nproc_per_node=2" in msg
+        grown = subprocess.run([*torchrun, *base_args(world, tmp_path / "one", **more)], capture_output=True,
+                               text=True, env=env)
+        assert grown.returncode != 0 and "was written by 1 rank(s) and this run has 2" in grown.stderr
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(world, tmp_path):
@@ -497,3 +488,44 @@ def test_chat_prompts_need_a_chat_template(world, tmp_path):
     with pytest.raises(SystemExit, match="no chat template"):
         gopd.prompt_ids(tok, [{"role": "user", "content": "hi"}])
     assert tok.decode(gopd.prompt_ids(tok, "add 1 and 2")) == "add 1 and 2"
+
+
+def test_extrapolation_metrics_outcome_grading_and_samples(world, tmp_path, monkeypatch, capsys):
+    """What a lam > 1 run logs: the outcome accuracy of exactly the gradable rollouts (graded by
+    evaluate.check_many, here a recording stand-in), log-ratio quantiles, the reference gap (0 at
+    step 1: the reference is the student's start), and a few decoded rollouts per logged step."""
+    import evaluate
+    rows = [{"prompt": f"add {i} and {i + 1}", "domain": "math", "answer": str(2 * i + 1)} for i in range(4)]
+    rows += [{"prompt": f"def f{i}", "domain": "code"} for i in range(4)]  # nothing to grade against
+    graded = []
+
+    def recording_check_many(rows, responses, workers=None):
+        graded.append(list(zip(rows, responses)))
+        return ["e" in r for r in responses]
+    monkeypatch.setattr(evaluate, "check_many", recording_check_many)
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--data": tiny.write_jsonl(tmp_path / "d.jsonl", rows), "--steps": "2",
+                                       "--grade-every": "1", "--log-samples-every": "1"}))
+    assert "warning" not in capsys.readouterr().out
+    metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert len(graded) == 2
+    for m, pairs in zip(metrics, graded):
+        assert pairs and all("answer" in row for row, _ in pairs)
+        assert m["outcome_accuracy"] == pytest.approx(sum("e" in r for _, r in pairs) / len(pairs))
+        assert m["log_ratio_p1"] <= m["log_ratio_p50"] <= m["log_ratio_p99"] <= m["log_ratio_max"]
+        assert m["implicit_reward"] == pytest.approx(1.25 * (m["kl_ref"] - m["kl_teacher"]), abs=1e-5)
+    assert metrics[0]["ref_gap"] < 1e-5 < metrics[1]["ref_gap"]
+    samples = [json.loads(line) for line in open(out / "samples.jsonl")]
+    assert [s["step"] for s in samples] == [1] * 4 + [2] * 4
+    assert all(s["prompt"] in [r["prompt"] for r in rows] and s["response"] for s in samples)
+
+    real_load_models = gopd.load_models
+
+    def drifted_reference(*args, **kwargs):  # a reference that is not the student's start
+        student, teachers, ref = real_load_models(*args, **kwargs)
+        with torch.no_grad():
+            ref.model.norm.weight.mul_(3.0)
+        return student, teachers, ref
+    monkeypatch.setattr(gopd, "load_models", drifted_reference)
+    gopd.main(base_args(world, tmp_path / "o2", **{"--steps": "1"}))
+    assert "warning: at step 1 the student and its reference" in capsys.readouterr().out

@@ -94,3 +94,28 @@ def make_world(root, n_prompts=16):
     make_stopper(paths["student"], [r["prompt"] for r in rows])
     paths["data"] = write_jsonl(os.path.join(root, "data.jsonl"), rows)
     return paths
+
+
+def base_args(w, out, teachers=None, **over):
+    """gopd argv for a make_world world; teachers defaults to the math and code domain teachers."""
+    args = {"--student": w["student"], "--data": w["data"], "--lam": "1.25", "--steps": "2",
+            "--prompts-per-step": "4", "--samples-per-prompt": "2", "--max-new-tokens": "16",
+            "--micro-batch": "3", "--rollout-batch": "8", "--lr": "1e-3", "--out": str(out)}
+    args.update(over)
+    argv = [x for k, v in args.items() if v is not None for x in ([k] if v == "" else [k, v])]
+    teachers = teachers or [f"math={w['math']}", f"code={w['code']}"]
+    return argv + [x for t in teachers for x in ("--teacher", str(t))]
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def run_main(argv):
+    """gopd.main(argv), which must stop with SystemExit; returns its message."""
+    import gopd
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        gopd.main(argv)
+    return str(e.value)
