@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, one command for a machine with a CUDA GPU (about 7 minutes on one H100):
+# The GPU check, one command for a machine with a CUDA GPU (sized for under 8 minutes on one H100):
 #   1. the CUDA tests (tests/test_gopd.py and tests/test_fsdp.py; they skip without a GPU),
 #   2. python tests/bench.py --device cuda --json (gopd vs TRL vs the floor; needs `pip install trl`),
 #   3. python tests/gpu_probe.py --json: one full step of a random Qwen3-1.7B-shaped model (rollout of
