@@ -519,18 +519,14 @@ def response_mask(responses, stop_ids):
 
 @torch.no_grad()
 def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p):
-    """Sample one response per prompt (lists of ids) with HF generate and its KV cache.
-    Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R],
-    response mask [B, R]. Explicit sampling settings override any in the model's generation_config
-    (top_k=0: the full distribution, which is what the loss assumes)."""
-    from transformers import GenerationConfig
+    """Sample one response per prompt (lists of ids) with evaluate.sample, the one sampling rule of
+    training and evaluation: softmax(logits / temperature) with top-p and nothing else, whatever the
+    checkpoint's generation_config says, so the sampled distribution is the one the loss scores.
+    Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R], response mask [B, R]."""
     ids, attn = left_pad(prompts, pad_id)
     ids, attn = ids.to(model.device), attn.to(model.device)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                              temperature=temperature or None, top_p=top_p if temperature > 0 else None,
-                              top_k=0 if temperature > 0 else None, pad_token_id=pad_id,
-                              eos_token_id=sorted(stop_ids), use_cache=True)
-    seq = model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+    seq = evaluate.sample(model, ids, attn, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                          stop_ids=sorted(stop_ids), pad_id=pad_id)
     mask = response_mask(seq[:, ids.shape[1]:], stop_ids)
     return seq, torch.cat([attn, mask], dim=1), mask
 
@@ -1080,15 +1076,14 @@ def write_samples(path, step, batches, rows, tokenizer, k=4):
 
 
 def outcome_rows(rows):
-    """Indices of rows evaluate.check can grade (an 'answer' for math, 'tests' for code)."""
+    """Indices of rows evaluate.check can grade: a math 'answer' or code 'tests' (evaluate.validate_row)."""
     graded = []
     for i, row in enumerate(rows):
         try:
-            domain = evaluate.row_domain(row)
-        except ValueError:
-            continue
-        if (domain == "math" and "answer" in row) or (domain == "code" and "tests" in row):
+            evaluate.validate_row(row)
             graded.append(i)
+        except ValueError:
+            pass
     return graded
 
 
@@ -1176,9 +1171,7 @@ def train(args, rank, world, device, progress):
     model = DDP(student) if dist.is_initialized() and not args.fsdp else student  # --fsdp: sharded in place
     if args.rollout_batch is None:
         args.rollout_batch = choose_rollout_batch(student, optimizer, prompts, args, world, device, log)
-    stop_ids = {tokenizer.eos_token_id}
-    gen_eos = student.generation_config.eos_token_id
-    stop_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+    stop_ids = set(evaluate.stop_ids(tokenizer, student))
     teacher_prompts = {d: own_prompts.get(path) for d, path in args.teachers.items()}
     ref_prompts = {None: own_prompts.get(args.ref or args.student)}
     domains = list(teachers) if len(teachers) > 1 else []  # per-domain metrics with several teachers

@@ -529,3 +529,26 @@ def test_extrapolation_metrics_outcome_grading_and_samples(world, tmp_path, monk
     monkeypatch.setattr(gopd, "load_models", drifted_reference)
     gopd.main(base_args(world, tmp_path / "o2", **{"--steps": "1"}))
     assert "warning: at step 1 the student and its reference" in capsys.readouterr().out
+
+
+def test_rollouts_ignore_the_checkpoints_sampling_settings(world, tmp_path):
+    """A generation_config.json with top_k=1, repetition_penalty=50 and min_p=0.9 must not change what
+    the student samples: the loss scores the plain softmax at the sampling temperature."""
+    from transformers import AutoModelForCausalLM
+    plain, tok = load(world["math"])
+    hostile = AutoModelForCausalLM.from_pretrained(world["math"])
+    hostile.generation_config.update(top_k=1, repetition_penalty=50.0, min_p=0.9, do_sample=True)
+    hostile.save_pretrained(tmp_path / "hostile")
+    hostile, _ = load(str(tmp_path / "hostile"))
+    assert hostile.generation_config.repetition_penalty == 50.0
+    prompts = [gopd.prompt_ids(tok, p) for p in ["add 2 and 3", "def f"]]
+    runs = []
+    for model in [plain, hostile]:
+        torch.manual_seed(0)
+        runs.append(gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 12, 1.0, 1.0)[0])
+    assert torch.equal(runs[0], runs[1])
+    torch.manual_seed(0)
+    raw = hostile.generate(input_ids=gopd.left_pad(prompts, tok.pad_token_id)[0], max_new_tokens=12,
+                           attention_mask=gopd.left_pad(prompts, tok.pad_token_id)[1], do_sample=True,
+                           pad_token_id=tok.pad_token_id)
+    assert not torch.equal(raw, runs[1][:, :raw.shape[1]])  # the settings would have changed the samples
