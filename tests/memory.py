@@ -4,7 +4,7 @@ preset uses, and whether it fits. The same arithmetic is checked against the mea
 gopd runs on small configurations (CPU peak RSS here; tests/gpu_probe.py compares it with
 torch.cuda.max_memory_allocated on a GPU).
 
-    python tests/memory.py                  # the table, then the check against measured peaks (~3 min)
+    python tests/memory.py                  # the table, then the check against measured peaks (8 min)
     python tests/memory.py --no-measure     # the table only
     python tests/memory.py --json           # last line: {"presets": {name: {"mode", "per_gpu_gb",
                                             #   "fits"}}, "worst_ratio": measured / predicted}
