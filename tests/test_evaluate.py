@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+import evaluate
+from evaluate import (check, check_code, check_many, check_math, extract_boxed, extract_code,
+                      format_table, load_rows, pass_at_k, prompt_ids, read_rows, render_prompt,
+                      run_python, validate_prompt)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import evaluate  # noqa: E402
-from evaluate import (check, check_code, check_many, check_math, extract_boxed, extract_code,  # noqa: E402
-                      load_rows, pass_at_k, read_rows, render_prompt, run_python, validate_prompt)
 
 ISOLATED = evaluate.sandbox_mode() == "isolated"
 needs_isolation = pytest.mark.skipif(not ISOLATED, reason="needs the isolated sandbox (root + unshare)")
@@ -185,10 +186,11 @@ def clean_host(monkeypatch):
     os.chmod(base, 0o711)
     monkeypatch.setattr(tempfile, "tempdir", base)
     yield base
+    mine = os.path.join(base, "gopd-sandbox-")       # in this test's sandboxes' command lines
     deadline = time.monotonic() + 2.0                 # give the kernel a moment to reap
-    while sandbox_leftovers(base=base) != ([], []) and time.monotonic() < deadline:
+    while sandbox_leftovers(mine, base) != ([], []) and time.monotonic() < deadline:
         time.sleep(0.05)
-    leftovers = sandbox_leftovers(base=base)
+    leftovers = sandbox_leftovers(mine, base)
     shutil.rmtree(base, ignore_errors=True)
     assert leftovers == ([], [])
 
@@ -620,16 +622,24 @@ def test_load_rows_validates_every_row_before_anything_runs(tmp_path):
     assert load_rows(str(path)) == [good]
 
 
-def make_tokenizer(words, chat_template=None):
-    from tokenizers import Tokenizer, models, pre_tokenizers
+def make_tokenizer(words, chat_template=None, bos=False):
+    """A word-level tokenizer; bos=True makes it put <bos> before raw text, as Llama's does."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
-    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", "<pad>"] + words)}
+    vocab = {w: i for i, w in enumerate(["<unk>", "<eos>", "<pad>", "<bos>"] + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>")
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>",
+                                   bos_token="<bos>")
     if chat_template:
         fast.chat_template = chat_template
     return fast
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
+                 "{% if add_generation_prompt %}<assistant> {% if enable_thinking %}<think> {% endif %}{% endif %}")
 
 
 def test_render_prompt():
@@ -637,13 +647,45 @@ def test_render_prompt():
     assert render_prompt(plain, "hi there") == "hi there"
     with pytest.raises(ValueError, match="chat template"):
         render_prompt(plain, [{"role": "user", "content": "hi"}])
-    template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} {% endfor %}"
-                "{% if add_generation_prompt %}<assistant> {% if enable_thinking %}<think> {% endif %}{% endif %}")
-    chat = make_tokenizer(["hi"], chat_template=template)
+    chat = make_tokenizer(["hi"], chat_template=CHAT_TEMPLATE)
     assert render_prompt(chat, "hi") == "<user> hi <assistant> "
     assert render_prompt(chat, "hi", enable_thinking=True) == "<user> hi <assistant> <think> "
     assert render_prompt(chat, [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]) == \
         "<system> s <user> q <assistant> "
+
+
+def test_prompt_ids_is_what_generate_feeds_the_model(monkeypatch):
+    """Raw text gets the tokenizer's own special tokens (<bos>), a chat template's text does not;
+    generate left-pads exactly these ids, n copies per prompt."""
+    import torch
+    words = ["hi", "there", "<user>", "<assistant>"]
+    plain, chat = make_tokenizer(words, bos=True), make_tokenizer(words, CHAT_TEMPLATE, bos=True)
+    assert prompt_ids(plain, "hi there") == plain.convert_tokens_to_ids(["<bos>", "hi", "there"])
+    assert prompt_ids(chat, "hi") == chat.convert_tokens_to_ids(["<user>", "hi", "<assistant>"])
+    with pytest.raises(ValueError, match="chat template"):
+        prompt_ids(plain, [{"role": "user", "content": "hi"}])
+    fed = []
+
+    def record(model, input_ids, attention_mask, **kwargs):
+        assert attention_mask[:, -1].all()                                  # left-padded
+        fed.extend(row[mask.bool()].tolist() for row, mask in zip(input_ids, attention_mask))
+        return torch.cat([input_ids, input_ids[:, -1:]], 1)
+
+    monkeypatch.setattr(evaluate, "sample", record)
+    for tok in (plain, chat):
+        fed.clear()
+        evaluate.generate(torch.nn.Linear(1, 1), tok, ["hi there", "hi"], n=2, max_new_tokens=1)
+        assert fed == [prompt_ids(tok, p) for p in ["hi there", "hi"] for _ in range(2)]
+
+
+def test_format_table():
+    table = {"math": {"problems": 30, "avg@4": 56.25, "pass@1": 12.34},
+             "a-long-benchmark": {"problems": 7, "pass@2": 100.0}}
+    assert format_table(table, first="benchmark").splitlines() == [
+        "benchmark         problems  avg@4  pass@1  pass@2",
+        "-------------------------------------------------",
+        "math                    30   56.2    12.3       -",
+        "a-long-benchmark         7      -       -   100.0"]
 
 
 # -----------------------------------------------------------------------------
@@ -758,11 +800,10 @@ def driver_world(tmp_path_factory):
 
 def test_driver_end_to_end(driver_world, tmp_path):
     out = tmp_path / "samples.jsonl"
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--model", str(driver_world / "model"),
                            "--data", str(driver_world / "rows.jsonl"), "--n", "2", "--k", "1", "2",
                            "--max-new-tokens", "3", "--enable-thinking", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 6
