@@ -57,9 +57,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # quiet fork warnings;
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOY = os.path.join(HERE, "toy")
 
-# The paper's hyperparameters where they differ from the toy's (G-OPD release, README and
-# examples; paper Sec. 4). The rest are argparse defaults below: temperature 1, top-p 1, constant
-# lr, no warmup, weight decay 0.01, grad clip 1, seq-mean-token-mean, prompts up to 2048 tokens.
+# The paper's hyperparameters where they differ from the toy's (G-OPD release, README and example
+# scripts, verl config names; paper Sec. 4). The others are the argparse defaults below, the same
+# for both: temperature and top-p 1 (rollout.temperature, top_p), constant lr with no warmup,
+# AdamW weight decay 0.01 (verl's default), grad clip 1 (actor.grad_clip), prompts up to 2048
+# tokens (data.max_prompt_length), and seq-mean-token-mean: the release's config says token-mean,
+# but takes it per micro-batch of one sequence.
 PAPER_DEFAULTS = dict(
     prompts_per_step=1024,   # data.train_batch_size, one update per batch (ppo_mini_batch_size)
     samples_per_prompt=1,    # rollout.n
