@@ -41,22 +41,10 @@ MATH_TEACHER="${MATH_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Math-Step500}"   
 CODE_TEACHER="${CODE_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Code-Step300}"     # and 300 on code: hub models, not named in the release's scripts)
 STRONG_TEACHER="${STRONG_TEACHER:-Qwen/Qwen3-30B-A3B-Instruct-2507}"              # strong-to-weak teacher (paper Sec. 4.2)
 
-# Hyperparameters shared by every preset (G-OPD release, README examples; paper Sec. 4.1.1).
+# The paper's hyperparameters (1024 prompts a step, 1 sample each, lr 1e-5 constant, responses up to
+# 16384 tokens, temperature 1, ...) are gopd.py's own defaults for a --student run: see PAPER_DEFAULTS
+# and `python gopd.py --help`. What every preset adds:
 COMMON=(
-  --prompts-per-step 1024   # data.train_batch_size=1024, one update per batch (ppo_mini_batch_size=1024)
-  --samples-per-prompt 1    # rollout.n=1
-  --max-new-tokens 16384    # data.max_response_length=16384
-  --max-prompt-len 2048     # data.max_prompt_length=2048
-  --temperature 1.0         # rollout.temperature=1.0
-  --top-p 1.0               # rollout.top_p=1.0
-  --lr 1e-5                 # actor.optim.lr=1e-5
-  --lr-schedule constant    # verl's default constant schedule
-  --warmup-steps 0          # lr_warmup_steps_ratio=0.0
-  --weight-decay 0.01       # verl's AdamW default (actor.optim.weight_decay), betas (0.9, 0.999)
-  --grad-clip 1.0           # actor.grad_clip, verl's default 1.0
-  --micro-batch 1           # ppo_micro_batch_size_per_gpu=1
-  --loss-agg seq-mean-token-mean  # the config says token-mean, but per micro-batch of ONE sequence: each
-                                  # response's tokens are averaged, then responses (the release as it runs)
   --grad-checkpointing      # model.enable_gradient_checkpointing=True
   --fsdp                    # shard the student's training state and the frozen models over the GPUs, as the
                             # release does (verl FSDP): a replica per GPU (DDP) fits no 4B or 30B-teacher

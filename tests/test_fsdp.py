@@ -230,8 +230,8 @@ def test_offloaded_frozen_models_score_the_same(world):
         rollout_batch, micro_batch, max_new_tokens, temperature, top_p = 8, 3, 10, 0, 1.0
     batches = gopd.rollout_batches(student, prompts, list(range(N_ROWS)), [r["domain"] for r in rows],
                                    tok.pad_token_id, {tok.eos_token_id}, Args)
-    expected = [(gopd.score(teachers, b["domains"], b["seq"], b["attn"], b["mask"].shape[1], 1.0),
-                 gopd.score({None: ref}, [None] * len(b["seq"]), b["seq"], b["attn"], b["mask"].shape[1], 1.0))
+    expected = [(gopd.frozen_logprobs(teachers, b["domains"], b["seq"], b["attn"], b["mask"].shape[1], 1.0),
+                 gopd.frozen_logprobs({None: ref}, [None] * len(b["seq"]), b["seq"], b["attn"], b["mask"].shape[1], 1.0))
                 for b in batches]
     args = (teachers, ref, {"math": None, "code": None}, {None: None}, 1.0, tok.pad_token_id, device)
     gopd.score_batches(batches, *args, offload=False)
@@ -251,7 +251,7 @@ def test_offloaded_frozen_models_score_the_same(world):
         assert torch.allclose(b["logp_t"], t, atol=1e-6) and torch.allclose(b["logp_r"], r, atol=1e-6)
     # each domain's rows were scored by their own teacher: the two teachers disagree
     b = next(b for b in batches if len(set(b["domains"])) > 1)
-    other = gopd.score({"math": teachers["code"], "code": teachers["math"]}, b["domains"], b["seq"], b["attn"],
+    other = gopd.frozen_logprobs({"math": teachers["code"], "code": teachers["math"]}, b["domains"], b["seq"], b["attn"],
                        b["mask"].shape[1], 1.0)
     assert not torch.allclose(other, b["logp_t"], atol=1e-3)
 

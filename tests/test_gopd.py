@@ -216,7 +216,7 @@ def test_each_row_is_scored_by_its_domain_teacher(world):
     torch.manual_seed(0)
     seq, attn, mask = gopd.rollout(math_t, prompts, tok.pad_token_id, {tok.eos_token_id}, 6, 1.0, 1.0)
     domains = ["math", "code", "code", "math"]
-    got = gopd.score({"math": math_t, "code": code_t}, domains, seq, attn, 6, 1.0)
+    got = gopd.frozen_logprobs({"math": math_t, "code": code_t}, domains, seq, attn, 6, 1.0)
     for i, d in enumerate(domains):
         own = gopd.token_logprobs({"math": math_t, "code": code_t}[d], seq[i:i + 1], attn[i:i + 1], 6)
         assert torch.allclose(got[i], own[0], atol=1e-5)
@@ -369,14 +369,14 @@ def test_teacher_with_its_own_template_scores_its_own_rendering(world, tmp_path)
     n = mask.shape[1]
     own = [gopd.prompt_ids(own_tok, p) for p in prompts]
     assert own[0] != gopd.prompt_ids(tok, prompts[0])
-    got = gopd.score({None: teacher}, [None, None], seq, attn, n, 1.0, {None: own}, tok.pad_token_id)
+    got = gopd.frozen_logprobs({None: teacher}, [None, None], seq, attn, n, 1.0, {None: own}, tok.pad_token_id)
     for i in range(2):
         ids = torch.tensor([own[i] + seq[i, -n:].tolist()])
         direct = gopd.token_logprobs(teacher, ids, torch.cat([torch.ones(1, len(own[i]), dtype=torch.long),
                                                               mask[i:i + 1]], 1), n)
         m = mask[i].bool()
         assert torch.allclose(got[i, m], direct[0, m], atol=1e-5)
-    plain = gopd.score({None: teacher}, [None, None], seq, attn, n, 1.0)  # the student's rendering instead
+    plain = gopd.frozen_logprobs({None: teacher}, [None, None], seq, attn, n, 1.0)  # the student's rendering instead
     assert not torch.allclose(got * mask, plain * mask, atol=1e-3)
 
 

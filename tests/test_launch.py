@@ -6,13 +6,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import gopd  # noqa: E402
+import gopd
 
 SCRIPT = os.path.join(ROOT, "train_multi_gpu.sh")
 LAUNCH_ENV = ["NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "DRY_RUN", "DATA", "DATA_DIR",

@@ -7,8 +7,6 @@ import string
 
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: a stray id fails at once
-
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
                  "{% if m['role'] == 'assistant' %}<|end|>{% endif %}{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
