@@ -452,16 +452,6 @@ def load_rows(data):
     return rows
 
 
-def prompt_ids(tokenizer, prompt, enable_thinking=False):
-    """Token ids of a prompt, rendered by evaluate.py's rule (the chat template with the assistant
-    header, else raw text), so that training and evaluation show a model the same format."""
-    try:
-        text = evaluate.render_prompt(tokenizer, prompt, enable_thinking)
-    except ValueError as e:
-        die(str(e))
-    return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
-
-
 def check_domains(rows, teachers):
     """Every row's domain needs its own teacher or the default one (key None)."""
     missing = sorted({r.get("domain") for r in rows if r.get("domain") not in teachers}, key=str)
@@ -493,9 +483,12 @@ def encode_prompts(rows, tokenizer, own_tokenizers, args, log):
                 f"with config.json")
         context = min(context, getattr(config, "max_position_embeddings", context))
     limit = min(args.max_prompt_len, context - args.max_new_tokens)
-    encoded = [prompt_ids(tokenizer, r["prompt"], args.enable_thinking) for r in rows]
-    own = {path: [prompt_ids(tok, r["prompt"], args.enable_thinking) for r in rows]
-           for path, tok in own_tokenizers.items()}
+    try:  # evaluate.py's rendering rule, so that training and evaluation show the same format
+        encoded = [evaluate.prompt_ids(tokenizer, r["prompt"], args.enable_thinking) for r in rows]
+        own = {path: [evaluate.prompt_ids(tok, r["prompt"], args.enable_thinking) for r in rows]
+               for path, tok in own_tokenizers.items()}
+    except ValueError as e:  # chat messages for a tokenizer without a chat template
+        die(str(e))
     keep = [i for i in range(len(rows))
             if max(len(ids[i]) for ids in [encoded, *own.values()]) <= limit]
     if len(keep) < len(rows):
@@ -1185,13 +1178,6 @@ def run_eval(model, tokenizer, eval_sets, args, rank, world, device):
     return result
 
 
-def print_table(results):
-    names = sorted({k for r in results.values() for k in r})
-    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
-    for when, accs in results.items():
-        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
-
-
 def write_samples(path, step, batches, rows, tokenizer, k=4):
     """A few decoded rollouts of this rank, special tokens shown, to read what the student writes."""
     keep = set([r for b in batches for r in b["rows"]][:k])
@@ -1419,7 +1405,8 @@ def train(args, rank, world, device, progress):
         if "after" not in results:  # resumed after the last step
             results["after"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
         if master:
-            print_table(results)
+            percent = {when: {k: 100 * v for k, v in accs.items()} for when, accs in results.items()}
+            print(evaluate.format_table(percent, first="accuracy %"))
             with open(os.path.join(args.out, "eval.json"), "w") as f:
                 json.dump(results, f, indent=2)
 

@@ -2,7 +2,7 @@
 
     python tests/bench_evaluate.py [--workers 4] [--limit 164] [--repeats 50]
 
-Math: check_math on the labelled pairs of tests/test_evaluate.py (every answer class of issue 10), on
+Math: check_math on the labelled pairs of tests/test_evaluate.py (every answer class the grader handles), on
 held-out benchmark-style pairs and on pathological inputs, side by side with math-verify when it is
 installed (`pip install math-verify`, an optional benchmark-only dependency): accuracy against the
 labels, agreement, every disagreement, time per check. Code: check_code throughput on the HumanEval
@@ -49,7 +49,7 @@ HELDOUT = [  # (answer, gold, label): benchmark-style pairs written before eithe
     ("0", "0", True), ("-4", "4", False), ("50000", "50,000", True), ("5000", "50,000", False),
 ]
 
-LOOKUP = r'''  # the attack of issue 10: answer from a table of the tests' own asserts, wherever they can be read
+LOOKUP = r'''  # the lookup attack: answer from a table of the tests' own asserts, wherever they can be read
 
 import ast as _ast, gc as _gc, os as _os, sys as _sys
 def _sources():
@@ -141,7 +141,7 @@ def bench_math(repeats):
         mv = None
         print("math-verify is not installed (pip install math-verify): check_math alone")
     evaluate.check_math("\\boxed{\\sqrt{2}}", "\\sqrt{2}+0")       # start a sympy helper outside the timing
-    for title, pairs in [("the labelled table of tests/test_evaluate.py (every class of issue 10)", MATH_CASES),
+    for title, pairs in [("the labelled table of tests/test_evaluate.py (every answer class)", MATH_CASES),
                          ("held-out pairs (written before either checker ran on them)", HELDOUT)]:
         compare(title, pairs, mv)
     print("  pathological inputs (all wrong): time per check")

@@ -31,6 +31,7 @@ sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
 
+import evaluate  # noqa: E402
 import gopd  # noqa: E402
 import memory  # noqa: E402
 
@@ -92,7 +93,7 @@ def run_mode(root, mode, a):
     chosen = marks["rollout_batch"]
     from transformers import AutoConfig
     config = AutoConfig.from_pretrained(os.path.join(root, "model"))
-    prompt_len = max(len(gopd.prompt_ids(gopd.load_tokenizer(os.path.join(root, "model")), json.loads(line)["prompt"]))
+    prompt_len = max(len(evaluate.prompt_ids(gopd.load_tokenizer(os.path.join(root, "model")), json.loads(line)["prompt"]))
                      for line in open(os.path.join(root, "data.jsonl")))
     predicted = memory.plan(config, [config, config], mode, 1, a.prompts, prompt_len, a.new_tokens, a.micro_batch,
                             True, on_gpu=device.type == "cuda", rollout_batch=chosen)

@@ -49,6 +49,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+import evaluate  # noqa: E402
 import gopd  # noqa: E402
 
 GIB = 2**30
@@ -279,7 +280,7 @@ def prompt_tokens(paths):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(paths["student"])
     rows = [json.loads(line) for line in open(paths["data"])]
-    return max(len(gopd.prompt_ids(tok, r["prompt"])) for r in rows)
+    return max(len(evaluate.prompt_ids(tok, r["prompt"])) for r in rows)
 
 
 def measured_run(root, shape, vocab, n_teachers, flags, mode):

@@ -55,7 +55,7 @@ MATH_CASES = [  # (predicted, gold, equal)
     ("\\sin(\\pi/6)", "\\frac12", True), ("e^{i\\pi}", "-1", True), ("|-3|", "3", True), ("0.50", "\\frac12", True),
     ("x^2+2x+1", "(x+1)^2", True), ("(x+y+z+w+1)^{12}-1", "((x+y+z+w+1)^6-1)((x+y+z+w+1)^6+1)", True),
     ("\\frac{1}{x}+\\frac{1}{y}", "\\frac{x+y}{xy}", True), ("x^{64}", "x^{64}+1", False),
-    # the classes of issue 10, right and wrong
+    # every answer class, right and wrong
     ("045", "45", True), ("1{,}000", "1000", True), ("1\\,000", "1000", True), ("5\\mathrm{cm}^2", "5", True),
     ("5\\text{ cm}^{2}", "5", True), ("12 \\text{ inches}", "12", True), ("\\dfrac{3}{4}\\text{ hours}", "0.75", True),
     ("x=3 \\text{ or } x=-3", "3,-3", True), ("x=3 \\text{ or } x=-3", "3", False), ("\\pm 3", "3,-3", True),
@@ -274,7 +274,7 @@ ATTACKS = {   # each program's f is wrong, and tries to pass anyway
 
 
 def test_hostile_programs_cannot_pass(clean_host):
-    """Each attack of issue 10 (and new ones): always-equal objects and plain-type subclasses, reading
+    """Each known attack: always-equal objects and plain-type subclasses, reading
     the tests from disk, frames or memory, replaced builtins, tracers, threads, forks, a stolen token."""
     tests = attack_tests()
     correct = fenced(f"def f(x):\n    return {HIDDEN} + x")

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import tiny
+import evaluate
 import gopd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -224,7 +225,7 @@ def test_offloaded_frozen_models_score_the_same(world):
     student, teachers = load(world["student"]), {"math": load(world["math"]), "code": load(world["code_untied"])}
     ref = load(world["student_untied"])
     rows = [json.loads(line) for line in open(world["split_data"])]
-    prompts = [gopd.prompt_ids(tok, r["prompt"]) for r in rows]
+    prompts = [evaluate.prompt_ids(tok, r["prompt"]) for r in rows]
 
     class Args:
         rollout_batch, micro_batch, max_new_tokens, temperature, top_p = 8, 3, 10, 0, 1.0

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import tiny
+import evaluate
 import gopd
 from tiny import base_args, run_main, weights
 
@@ -129,7 +130,7 @@ def load(path):
 
 def test_rollout_masks_stop_at_eos_and_pads_after(world):
     model, tok = load(world["student"])
-    prompts = [gopd.prompt_ids(tok, f"add {i} and {i + 1}") for i in range(8)]
+    prompts = [evaluate.prompt_ids(tok, f"add {i} and {i + 1}") for i in range(8)]
     seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 16, 0, 1.0)
     resp = seq[:, -mask.shape[1]:]
     lengths = mask.sum(1)
@@ -148,7 +149,7 @@ def test_rollout_masks_stop_at_eos_and_pads_after(world):
 
 def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
     model, tok = load(world["math"])
-    prompts = [gopd.prompt_ids(tok, s) for s in ["a", "a much longer prompt here", "mid size"]]
+    prompts = [evaluate.prompt_ids(tok, s) for s in ["a", "a much longer prompt here", "mid size"]]
     torch.manual_seed(0)
     seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 12, 1.0, 1.0)
     n = mask.shape[1]
@@ -173,7 +174,7 @@ def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
 def test_token_logprobs_gradient_matches_naive_softmax(world):
     """The chunked, recomputed path gives the student the same gradient as a full log-softmax."""
     model, tok = load(world["math"])
-    prompts = [gopd.prompt_ids(tok, s) for s in ["a", "a longer prompt"]]
+    prompts = [evaluate.prompt_ids(tok, s) for s in ["a", "a longer prompt"]]
     torch.manual_seed(0)
     seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 10, 1.0, 1.0)
     n = mask.shape[1]
@@ -194,7 +195,7 @@ def test_scoring_temperature_matches_the_sampled_distribution(world):
     """The student's log-probs are those of the distribution generate sampled from (pitfall 3)."""
     from transformers import GenerationConfig
     model, tok = load(world["math"])
-    ids, attn = gopd.left_pad([gopd.prompt_ids(tok, "add 2 and 3"), gopd.prompt_ids(tok, "x")], tok.pad_token_id)
+    ids, attn = gopd.left_pad([evaluate.prompt_ids(tok, "add 2 and 3"), evaluate.prompt_ids(tok, "x")], tok.pad_token_id)
     config = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=0.6, top_k=0, top_p=1.0,
                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                               output_scores=True, return_dict_in_generate=True)
@@ -212,7 +213,7 @@ def test_scoring_temperature_matches_the_sampled_distribution(world):
 def test_each_row_is_scored_by_its_domain_teacher(world):
     math_t, tok = load(world["math"])
     code_t, _ = load(world["code"])
-    prompts = [gopd.prompt_ids(tok, s) for s in ["a", "bb", "ccc", "dddd"]]
+    prompts = [evaluate.prompt_ids(tok, s) for s in ["a", "bb", "ccc", "dddd"]]
     torch.manual_seed(0)
     seq, attn, mask = gopd.rollout(math_t, prompts, tok.pad_token_id, {tok.eos_token_id}, 6, 1.0, 1.0)
     domains = ["math", "code", "code", "math"]
@@ -237,7 +238,7 @@ def first_token_kl(student_path, teacher_path, prompts):
     """Exact KL(student || teacher) over the vocabulary at the first response position, averaged."""
     student, tok = load(student_path)
     teacher, _ = load(teacher_path)
-    ids, attn = gopd.left_pad([gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
+    ids, attn = gopd.left_pad([evaluate.prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
     with torch.no_grad():
         ls = torch.log_softmax(student(input_ids=ids, attention_mask=attn).logits[:, -1], -1)
         lt = torch.log_softmax(teacher(input_ids=ids, attention_mask=attn).logits[:, -1], -1)
@@ -364,11 +365,11 @@ def test_teacher_with_its_own_template_scores_its_own_rendering(world, tmp_path)
     own_tok.chat_template = "{% for m in messages %}Question: {{ m['content'] }}\n{% endfor %}Answer: "
     prompts = ["add 2 and 3", "a much longer prompt"]
     torch.manual_seed(0)
-    seq, attn, mask = gopd.rollout(student, [gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
+    seq, attn, mask = gopd.rollout(student, [evaluate.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
                                    {tok.eos_token_id}, 8, 1.0, 1.0)
     n = mask.shape[1]
-    own = [gopd.prompt_ids(own_tok, p) for p in prompts]
-    assert own[0] != gopd.prompt_ids(tok, prompts[0])
+    own = [evaluate.prompt_ids(own_tok, p) for p in prompts]
+    assert own[0] != evaluate.prompt_ids(tok, prompts[0])
     got = gopd.frozen_logprobs({None: teacher}, [None, None], seq, attn, n, 1.0, {None: own}, tok.pad_token_id)
     for i in range(2):
         ids = torch.tensor([own[i] + seq[i, -n:].tolist()])
@@ -486,8 +487,8 @@ def test_release_rows_route_by_extra_info_opd_teacher(tmp_path):
 def test_chat_prompts_need_a_chat_template(world, tmp_path):
     tok = tiny.build_tokenizer(tmp_path / "plain", chat_template=False)
     with pytest.raises(SystemExit, match="no chat template"):
-        gopd.prompt_ids(tok, [{"role": "user", "content": "hi"}])
-    assert tok.decode(gopd.prompt_ids(tok, "add 1 and 2")) == "add 1 and 2"
+        evaluate.prompt_ids(tok, [{"role": "user", "content": "hi"}])
+    assert tok.decode(evaluate.prompt_ids(tok, "add 1 and 2")) == "add 1 and 2"
 
 
 def test_extrapolation_metrics_outcome_grading_and_samples(world, tmp_path, monkeypatch, capsys):
@@ -541,7 +542,7 @@ def test_rollouts_ignore_the_checkpoints_sampling_settings(world, tmp_path):
     hostile.save_pretrained(tmp_path / "hostile")
     hostile, _ = load(str(tmp_path / "hostile"))
     assert hostile.generation_config.repetition_penalty == 50.0
-    prompts = [gopd.prompt_ids(tok, p) for p in ["add 2 and 3", "def f"]]
+    prompts = [evaluate.prompt_ids(tok, p) for p in ["add 2 and 3", "def f"]]
     runs = []
     for model in [plain, hostile]:
         torch.manual_seed(0)

@@ -54,11 +54,12 @@ def build_model(path, tokenizer, seed=0, hidden=32, layers=2, vocab_pad=0, conte
 def make_stopper(path, prompts):
     """Point the output layer's EOS row (the embedding's too when tied) along the model's mean final
     hidden state, scaled so that greedy rollouts of `prompts` stop after varied numbers of tokens."""
+    import evaluate
     import gopd
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    ids, attn = gopd.left_pad([gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
+    ids, attn = gopd.left_pad([evaluate.prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
     eos_row = model.get_output_embeddings().weight
     with torch.no_grad():
         hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state[attn.bool()]
@@ -66,7 +67,7 @@ def make_stopper(path, prompts):
         best = (0, None)
         for alpha in torch.linspace(0.1, 0.3, 21):
             eos_row[tok.eos_token_id] = alpha * direction
-            lengths = gopd.rollout(model, [gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
+            lengths = gopd.rollout(model, [evaluate.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
                                    {tok.eos_token_id}, 16, 0, 1.0)[2].sum(1)
             best = max(best, (len(set(lengths.tolist())), alpha), key=lambda b: b[0])
         eos_row[tok.eos_token_id] = best[1] * direction
