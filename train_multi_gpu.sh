@@ -29,31 +29,26 @@ DRY_RUN="${DRY_RUN:-0}"
 #   hf download Keven16/G-OPD-Training-Data --repo-type dataset --local-dir G-OPD-Training-Data
 DATA_DIR="${DATA_DIR:-G-OPD-Training-Data}"
 MATH_DATA="$DATA_DIR/DeepMath-103K/train_filtered_level6.parquet"  # DeepMath-103K, difficulty >= 6 (57,046 rows; G-OPD release, README single-teacher example)
-CODE_DATA="$DATA_DIR/Eurus/code_train.parquet"                     # Eurus-RL-Code (25,276 rows; G-OPD release, examples/g_opd code single-teacher script)
+CODE_DATA="$DATA_DIR/Eurus/code_train.parquet"                     # Eurus-RL-Code (25,276 rows; the release's data. The release has no
+                                                                   # code single-teacher script: the code presets mirror the math one)
 MULTI_DATA="$DATA_DIR/math_and_code/train.parquet"                 # both domains, rows tagged math/code (G-OPD release, README multi-teacher example;
                                                                    # paper Sec. 4.1.1: DeepMath down-sampled to the size of Eurus-RL-Code)
 
 # Models (hub ids; set these variables to local copies if you have them).
 STUDENT_4B="${STUDENT_4B:-Qwen/Qwen3-4B}"                                         # same-size student, non-thinking mode (paper Sec. 4.1.1)
 STUDENT_1_7B="${STUDENT_1_7B:-Qwen/Qwen3-1.7B}"                                   # strong-to-weak student (paper Sec. 4.2)
-MATH_TEACHER="${MATH_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Math-Step500}"     # Qwen3-4B after 500 GRPO steps on math (G-OPD release)
-CODE_TEACHER="${CODE_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Code-Step300}"     # Qwen3-4B after 300 GRPO steps on code (G-OPD release)
+MATH_TEACHER="${MATH_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Math-Step500}"     # Qwen3-4B after 500 GRPO steps on math (the authors'
+CODE_TEACHER="${CODE_TEACHER:-Keven16/Qwen3-4B-Non-Thinking-RL-Code-Step300}"     # and 300 on code: hub models, not named in the release's scripts)
 STRONG_TEACHER="${STRONG_TEACHER:-Qwen/Qwen3-30B-A3B-Instruct-2507}"              # strong-to-weak teacher (paper Sec. 4.2)
 
-# Hyperparameters shared by every preset (G-OPD release, README examples; paper Sec. 4.1.1).
+# The paper's hyperparameters (1024 prompts a step, 1 sample each, lr 1e-5 constant, responses up to
+# 16384 tokens, temperature 1, ...) are gopd.py's own defaults for a --student run: see PAPER_DEFAULTS
+# and `python gopd.py --help`. What every preset adds:
 COMMON=(
-  --prompts-per-step 1024   # data.train_batch_size=1024, one update per batch (ppo_mini_batch_size=1024)
-  --samples-per-prompt 1    # rollout.n=1
-  --max-new-tokens 16384    # data.max_response_length=16384
-  --max-prompt-len 2048     # data.max_prompt_length=2048
-  --temperature 1.0         # rollout.temperature=1.0
-  --top-p 1.0               # rollout.top_p=1.0
-  --lr 1e-5                 # actor.optim.lr=1e-5
-  --lr-schedule constant    # verl's default constant schedule
-  --warmup-steps 0          # lr_warmup_steps_ratio=0.0
-  --grad-clip 1.0           # actor.grad_clip, verl's default 1.0
-  --micro-batch 1           # ppo_micro_batch_size_per_gpu=1
   --grad-checkpointing      # model.enable_gradient_checkpointing=True
+  --fsdp                    # shard the student's training state and the frozen models over the GPUs, as the
+                            # release does (verl FSDP): a replica per GPU (DDP) fits no 4B or 30B-teacher
+                            # preset on 80 GB; python tests/memory.py has the arithmetic
   --seed 42                 # data.seed=42
   --save-every 50           # trainer.save_freq=50
 )
@@ -71,8 +66,12 @@ Presets (the paper's recipes; lam = reward scale, 1 = OPD, 1.25 = ExOPD):
   exopd-multi    same, lam 1.25
   opd-s2w        strong-to-weak: Qwen3-1.7B <- Qwen3-30B-A3B-Instruct-2507, lam 1, 100 steps
   exopd-s2w      same, lam 1.25
-  exopd-s2w-rc   strong-to-weak ExOPD with reward correction: Qwen3-1.7B <- 4B math RL teacher,
-                 reference = the teacher's pre-RL base Qwen3-4B, lam 1.25, 100 steps
+  opd-s2w-4b     strong-to-weak, the release's example: Qwen3-1.7B <- 4B math RL teacher, reference =
+                 the student, lam 1, 100 steps
+  exopd-s2w-4b   same, lam 1.25 (the baseline of exopd-s2w-rc)
+  exopd-s2w-rc   the same with reward correction: reference = the teacher's pre-RL base Qwen3-4B
+  exopd-s2w-4b-code  code: Qwen3-1.7B <- 4B code RL teacher, reference = the student, lam 1.25
+  exopd-s2w-rc-code  the same with reward correction: reference = Qwen3-4B
 
 Environment (defaults in brackets):
   NNODES [1]  NPROC_PER_NODE [GPUs seen by nvidia-smi, else 1]  NODE_RANK [0]
@@ -95,22 +94,26 @@ done
 PRESET="$1"; shift
 
 case "$PRESET" in
-  opd-math|exopd-math)
-    RECIPE=(--student "$STUDENT_4B" --teacher "$MATH_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 50) ;;  # 50 steps same-size (paper Sec. 4.1.1)
+  opd-math|exopd-math)  # 50 steps same-size: the paper's (Sec. 4.1.1); the release's example scripts say 3 epochs
+    RECIPE=(--student "$STUDENT_4B" --teacher "$MATH_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 50) ;;
   opd-code|exopd-code)
     RECIPE=(--student "$STUDENT_4B" --teacher "$CODE_TEACHER" --data "${DATA:-$CODE_DATA}" --steps 50) ;;
   opd-multi|exopd-multi)  # each row is scored by its domain's teacher; the reference is the student's start (paper Sec. 4.1.3)
     RECIPE=(--student "$STUDENT_4B" --teacher "math=$MATH_TEACHER" --teacher "code=$CODE_TEACHER"
             --data "${DATA:-$MULTI_DATA}" --steps 50) ;;
-  opd-s2w|exopd-s2w)  # 100 steps strong-to-weak (paper Sec. 4.2). The 2507 Instruct teacher shares Qwen3's
-                      # vocabulary and EOS but has a non-thinking-only chat template, so the student's
-                      # template (empty think block) is scored by a teacher that never emits one: waived knowingly.
-    RECIPE=(--student "$STUDENT_1_7B" --teacher "$STRONG_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 100
-            --allow-template-mismatch) ;;
-  exopd-s2w-rc)  # reward correction: pi_ref = the teacher's pre-RL base (paper Sec. 3.2 and 4.2.3; G-OPD release, README
-                 # strong-to-weak example pairs Qwen3-1.7B with the 4B math RL teacher)
+  opd-s2w|exopd-s2w)  # 100 steps strong-to-weak (paper Sec. 4.2). The 2507 Instruct teacher shares Qwen3's vocabulary
+                      # and EOS but has its own chat template: it scores its own rendering of each prompt, as the release does
+    RECIPE=(--student "$STUDENT_1_7B" --teacher "$STRONG_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 100) ;;
+  opd-s2w-4b|exopd-s2w-4b)  # the release's README strong-to-weak example: 1.7B student, 4B math RL teacher, pi_ref = student
+    RECIPE=(--student "$STUDENT_1_7B" --teacher "$MATH_TEACHER" --data "${DATA:-$MATH_DATA}" --steps 100) ;;
+  exopd-s2w-rc)  # reward correction: pi_ref = the teacher's pre-RL base (paper Sec. 3.2 and 4.2.3)
     RECIPE=(--student "$STUDENT_1_7B" --teacher "$MATH_TEACHER" --ref "$STUDENT_4B"
             --data "${DATA:-$MATH_DATA}" --steps 100) ;;
+  exopd-s2w-4b-code)  # the code half: the 4B code RL teacher, pi_ref = student
+    RECIPE=(--student "$STUDENT_1_7B" --teacher "$CODE_TEACHER" --data "${DATA:-$CODE_DATA}" --steps 100) ;;
+  exopd-s2w-rc-code)  # ... and with reward correction
+    RECIPE=(--student "$STUDENT_1_7B" --teacher "$CODE_TEACHER" --ref "$STUDENT_4B"
+            --data "${DATA:-$CODE_DATA}" --steps 100) ;;
   *) die "unknown preset '$PRESET'; run with --help for the list" ;;
 esac
 case "$PRESET" in

@@ -9,38 +9,12 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-import tiny  # noqa: F401  (sets HF_HUB_OFFLINE before transformers is imported)
+import tiny
 import gopd
+from tiny import base_args, run_main, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return tiny.make_world(tmp_path_factory.mktemp("world"))
-
-
-def base_args(w, out, teachers=None, **over):
-    """gopd argv for the tiny world; teachers defaults to the math and code domain teachers."""
-    args = {"--student": w["student"], "--data": w["data"], "--lam": "1.25", "--steps": "2",
-            "--prompts-per-step": "4", "--samples-per-prompt": "2", "--max-new-tokens": "16",
-            "--micro-batch": "3", "--rollout-batch": "8", "--lr": "1e-3", "--out": str(out)}
-    args.update(over)
-    argv = [x for k, v in args.items() if v is not None for x in ([k] if v == "" else [k, v])]
-    teachers = teachers or [f"math={w['math']}", f"code={w['code']}"]
-    return argv + [x for t in teachers for x in ("--teacher", str(t))]
-
-
-def weights(folder):
-    return load_file(os.path.join(folder, "model.safetensors"))
-
-
-def run_main(argv):
-    with pytest.raises(SystemExit) as e:
-        gopd.main(argv)
-    return str(e.value)
 
 # -----------------------------------------------------------------------------
 # The objective
@@ -185,6 +159,9 @@ def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
             full = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits.float() / temp
             naive = torch.log_softmax(full, -1)[:, -n - 1:-1].gather(-1, seq[:, -n:, None]).squeeze(-1)
         assert torch.allclose(got * mask, naive * mask, atol=1e-5)
+        _, entropy = gopd.token_logprobs(model, seq, attn, n, temperature=temp, chunk=5, entropy=True)
+        logp_all = torch.log_softmax(full, -1)[:, -n - 1:-1]
+        assert torch.allclose(entropy * mask, -(logp_all.exp() * logp_all).sum(-1) * mask, atol=1e-4)
         # each row scored alone, without padding, gets the same log-probs
         for i in range(len(prompts)):
             keep = attn[i].bool()
@@ -239,7 +216,7 @@ def test_each_row_is_scored_by_its_domain_teacher(world):
     torch.manual_seed(0)
     seq, attn, mask = gopd.rollout(math_t, prompts, tok.pad_token_id, {tok.eos_token_id}, 6, 1.0, 1.0)
     domains = ["math", "code", "code", "math"]
-    got = gopd.score({"math": math_t, "code": code_t}, domains, seq, attn, 6, 1.0)
+    got = gopd.frozen_logprobs({"math": math_t, "code": code_t}, domains, seq, attn, 6, 1.0)
     for i, d in enumerate(domains):
         own = gopd.token_logprobs({"math": math_t, "code": code_t}[d], seq[i:i + 1], attn[i:i + 1], 6)
         assert torch.allclose(got[i], own[0], atol=1e-5)
@@ -273,10 +250,10 @@ def test_training_moves_toward_the_teacher_and_logs_metrics(world, tmp_path):
         "--steps": "12", "--lr": "1e-2", "--lam": "1.0", "--prompts-per-step": "8", "--samples-per-prompt": "4"}))
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
     assert [r["step"] for r in rows] == list(range(1, 13))
-    for key in ["reward", "kl_ref", "kl_teacher", "response_len", "truncated", "tokens_per_s",
-                "time_generate", "time_score", "time_update", "grad_norm"]:
+    for key in ["kl_teacher", "entropy", "response_len", "response_len_p90", "response_len_max", "truncated",
+                "tokens_per_s", "time_generate", "time_score", "time_update", "grad_norm"]:
         assert key in rows[0]
-    assert rows[0]["reward"] is None and rows[0]["kl_ref"] is None  # lam = 1: no reference pass
+    assert "implicit_reward" not in rows[0] and "kl_ref" not in rows[0]  # lam = 1: no reference pass
     prompts = [json.loads(line)["prompt"] for line in open(world["data"])]
     before = first_token_kl(world["student"], world["math"], prompts)
     after = first_token_kl(str(out / "step_000012"), world["math"], prompts)
@@ -286,26 +263,41 @@ def test_training_moves_toward_the_teacher_and_logs_metrics(world, tmp_path):
 @pytest.mark.parametrize("loss_agg", ["seq-mean-token-mean", "token-mean"])
 def test_ddp_two_ranks_make_the_same_update_as_one_process(world, tmp_path, loss_agg):
     """Greedy rollouts make the global batch identical however it is split; the responses have
-    different lengths, so a per-rank or per-micro-batch mean would give a different update."""
+    different lengths, so a per-rank or per-micro-batch mean would give a different update. The
+    evaluation, sharded over the ranks, gives the same accuracies too."""
+    evals = [{"prompt": f"add {i} and 1", "domain": "math", "answer": str(i + 1)} for i in range(5)]
+    evals += [{"prompt": "write f", "domain": "code", "tests": "assert f() == 1", "benchmark": "tinycode"}]
     common = {"--temperature": "0", "--steps": "2", "--micro-batch": "2", "--save-every": "0",
-              "--loss-agg": loss_agg}
+              "--loss-agg": loss_agg, "--eval-data": tiny.write_jsonl(tmp_path / "eval.jsonl", evals)}
+    gopd_py = os.path.join(ROOT, "gopd.py")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", gopd_py]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    single = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"),
-                             *base_args(world, tmp_path / "one", **common)], capture_output=True, text=True, env=env)
+    single = subprocess.run([sys.executable, gopd_py, *base_args(world, tmp_path / "one", **common)],
+                            capture_output=True, text=True, env=env)
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          os.path.join(ROOT, "gopd.py"), *base_args(world, tmp_path / "two", **common)],
-                         capture_output=True, text=True, env=env)
+    ddp = subprocess.run([*torchrun, *base_args(world, tmp_path / "two", **common)], capture_output=True, text=True,
+                         env=env)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    m1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
-    m2 = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")]
+    m1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")][1:]
+    m2 = [json.loads(line) for line in open(tmp_path / "two" / "metrics.jsonl")][1:]
     assert len({r["response_len"] for r in m1}) >= 1 and m1[0]["truncated"] < 1
     for a, b in zip(m1, m2):
-        for key in ["loss", "grad_norm", "kl_teacher", "reward", "response_len"]:
+        for key in ["loss", "grad_norm", "kl_teacher", "implicit_reward", "entropy", "response_len",
+                    "response_len_max", "math/kl_teacher", "code/response_len"]:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     w1, w2 = weights(tmp_path / "one" / "step_000002"), weights(tmp_path / "two" / "step_000002")
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=2e-6), k
+    e1, e2 = (json.load(open(tmp_path / run / "eval.json")) for run in ["one", "two"])
+    assert e1 == e2 and set(e1["after"]) == {"math", "tinycode"}
+
+    if loss_agg == "token-mean":  # a checkpoint resumes only with the number of ranks that wrote it
+        more = {**common, "--steps": "3", "--resume": ""}
+        msg = run_main(base_args(world, tmp_path / "two", **more))
+        assert "was written by 2 rank(s) and this run has 1" in msg and "--nproc_per_node=2" in msg
+        grown = subprocess.run([*torchrun, *base_args(world, tmp_path / "one", **more)], capture_output=True,
+                               text=True, env=env)
+        assert grown.returncode != 0 and "was written by 1 rank(s) and this run has 2" in grown.stderr
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(world, tmp_path):
@@ -355,12 +347,37 @@ def test_teacher_tokenizer_must_match_but_embedding_padding_may_differ(world, tm
     tiny.build_model(tmp_path / "padded", same, vocab_pad=128)  # a bigger embedding, same tokenizer: fine
     gopd.main(base_args(world, tmp_path / "ok", teachers=[tmp_path / "padded"], **{"--steps": "1"}))
     assert os.path.isdir(tmp_path / "ok" / "step_000001")
-    same.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    same.chat_template = "{% for m in messages %}Q: {{ m['content'] }}{% endfor %}A: "
     tiny.build_model(tmp_path / "templ", same)
-    argv = base_args(world, tmp_path / "ok2", teachers=[tmp_path / "templ"], **{"--steps": "1"})
-    assert "chat template differs" in run_main(argv)
-    gopd.main(argv + ["--allow-template-mismatch"])
+    # a different chat template is no error: that teacher scores its own rendering of each prompt
+    gopd.main(base_args(world, tmp_path / "ok2", teachers=[tmp_path / "templ"], **{"--steps": "1"}))
     assert os.path.isdir(tmp_path / "ok2" / "step_000001")
+
+
+def test_teacher_with_its_own_template_scores_its_own_rendering(world, tmp_path):
+    """Two tokenizers with one vocabulary but different chat templates: the teacher's log-probs are
+    those of a plain forward on its own rendering of the prompt followed by the student's response ids."""
+    from transformers import AutoTokenizer
+    student, tok = load(world["student"])
+    teacher, _ = load(world["math"])
+    own_tok = AutoTokenizer.from_pretrained(world["math"])
+    own_tok.chat_template = "{% for m in messages %}Question: {{ m['content'] }}\n{% endfor %}Answer: "
+    prompts = ["add 2 and 3", "a much longer prompt"]
+    torch.manual_seed(0)
+    seq, attn, mask = gopd.rollout(student, [gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
+                                   {tok.eos_token_id}, 8, 1.0, 1.0)
+    n = mask.shape[1]
+    own = [gopd.prompt_ids(own_tok, p) for p in prompts]
+    assert own[0] != gopd.prompt_ids(tok, prompts[0])
+    got = gopd.frozen_logprobs({None: teacher}, [None, None], seq, attn, n, 1.0, {None: own}, tok.pad_token_id)
+    for i in range(2):
+        ids = torch.tensor([own[i] + seq[i, -n:].tolist()])
+        direct = gopd.token_logprobs(teacher, ids, torch.cat([torch.ones(1, len(own[i]), dtype=torch.long),
+                                                              mask[i:i + 1]], 1), n)
+        m = mask[i].bool()
+        assert torch.allclose(got[i, m], direct[0, m], atol=1e-5)
+    plain = gopd.frozen_logprobs({None: teacher}, [None, None], seq, attn, n, 1.0)  # the student's rendering instead
+    assert not torch.allclose(got * mask, plain * mask, atol=1e-3)
 
 
 def test_too_long_prompts_are_skipped_and_counted(world, tmp_path, capsys):
@@ -394,7 +411,8 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(world, tmp_path):
     out = tmp_path / "o"
     gopd.main(base_args(world, out, **{"--steps": "2", "--save-every": "1"}))
     before = weights(out / "step_000002")
-    msg = run_main(base_args(world, out, teachers=[tmp_path / "nan"], **{"--steps": "4", "--resume": ""}))
+    msg = run_main(base_args(world, out, teachers=[tmp_path / "nan"], **{"--steps": "4", "--resume": "",
+                                                                          "--resume-override": ""}))
     assert "non-finite loss or gradient at step 3" in msg and "last checkpoint" in msg
     assert sorted(d for d in os.listdir(out) if d.startswith("step_")) == ["step_000001", "step_000002"]
     after = weights(out / "step_000002")
@@ -413,7 +431,7 @@ def test_error_is_one_line_on_stderr_with_nonzero_exit(world, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"),
                         *base_args(world, tmp_path / "o", **{"--lam": "-2"})], capture_output=True, text=True)
     assert r.returncode != 0
-    assert r.stderr.strip().splitlines() == ["gopd: error: --lam must be > 0 (got -2.0); 1 is OPD, 1.25 the paper's ExOPD"]
+    assert r.stderr.strip().splitlines() == ["gopd: error: --lam must be > 0 and <= 100 (got -2.0); 1 is OPD, 1.25 the paper's ExOPD"]
 
 
 def test_eval_hook_writes_before_after_and_per_step_accuracy(world, tmp_path):
@@ -470,3 +488,67 @@ def test_chat_prompts_need_a_chat_template(world, tmp_path):
     with pytest.raises(SystemExit, match="no chat template"):
         gopd.prompt_ids(tok, [{"role": "user", "content": "hi"}])
     assert tok.decode(gopd.prompt_ids(tok, "add 1 and 2")) == "add 1 and 2"
+
+
+def test_extrapolation_metrics_outcome_grading_and_samples(world, tmp_path, monkeypatch, capsys):
+    """What a lam > 1 run logs: the outcome accuracy of exactly the gradable rollouts (graded by
+    evaluate.check_many, here a recording stand-in), log-ratio quantiles, the reference gap (0 at
+    step 1: the reference is the student's start), and a few decoded rollouts per logged step."""
+    import evaluate
+    rows = [{"prompt": f"add {i} and {i + 1}", "domain": "math", "answer": str(2 * i + 1)} for i in range(4)]
+    rows += [{"prompt": f"def f{i}", "domain": "code"} for i in range(4)]  # nothing to grade against
+    graded = []
+
+    def recording_check_many(rows, responses, workers=None):
+        graded.append(list(zip(rows, responses)))
+        return ["e" in r for r in responses]
+    monkeypatch.setattr(evaluate, "check_many", recording_check_many)
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--data": tiny.write_jsonl(tmp_path / "d.jsonl", rows), "--steps": "2",
+                                       "--grade-every": "1", "--log-samples-every": "1"}))
+    assert "warning" not in capsys.readouterr().out
+    metrics = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert len(graded) == 2
+    for m, pairs in zip(metrics, graded):
+        assert pairs and all("answer" in row for row, _ in pairs)
+        assert m["outcome_accuracy"] == pytest.approx(sum("e" in r for _, r in pairs) / len(pairs))
+        assert m["log_ratio_p1"] <= m["log_ratio_p50"] <= m["log_ratio_p99"] <= m["log_ratio_max"]
+        assert m["implicit_reward"] == pytest.approx(1.25 * (m["kl_ref"] - m["kl_teacher"]), abs=1e-5)
+    assert metrics[0]["ref_gap"] < 1e-5 < metrics[1]["ref_gap"]
+    samples = [json.loads(line) for line in open(out / "samples.jsonl")]
+    assert [s["step"] for s in samples] == [1] * 4 + [2] * 4
+    assert all(s["prompt"] in [r["prompt"] for r in rows] and s["response"] for s in samples)
+
+    real_load_models = gopd.load_models
+
+    def drifted_reference(*args, **kwargs):  # a reference that is not the student's start
+        student, teachers, ref = real_load_models(*args, **kwargs)
+        with torch.no_grad():
+            ref.model.norm.weight.mul_(3.0)
+        return student, teachers, ref
+    monkeypatch.setattr(gopd, "load_models", drifted_reference)
+    gopd.main(base_args(world, tmp_path / "o2", **{"--steps": "1"}))
+    assert "warning: at step 1 the student and its reference" in capsys.readouterr().out
+
+
+def test_rollouts_ignore_the_checkpoints_sampling_settings(world, tmp_path):
+    """A generation_config.json with top_k=1, repetition_penalty=50 and min_p=0.9 must not change what
+    the student samples: the loss scores the plain softmax at the sampling temperature."""
+    from transformers import AutoModelForCausalLM
+    plain, tok = load(world["math"])
+    hostile = AutoModelForCausalLM.from_pretrained(world["math"])
+    hostile.generation_config.update(top_k=1, repetition_penalty=50.0, min_p=0.9, do_sample=True)
+    hostile.save_pretrained(tmp_path / "hostile")
+    hostile, _ = load(str(tmp_path / "hostile"))
+    assert hostile.generation_config.repetition_penalty == 50.0
+    prompts = [gopd.prompt_ids(tok, p) for p in ["add 2 and 3", "def f"]]
+    runs = []
+    for model in [plain, hostile]:
+        torch.manual_seed(0)
+        runs.append(gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 12, 1.0, 1.0)[0])
+    assert torch.equal(runs[0], runs[1])
+    torch.manual_seed(0)
+    raw = hostile.generate(input_ids=gopd.left_pad(prompts, tok.pad_token_id)[0], max_new_tokens=12,
+                           attention_mask=gopd.left_pad(prompts, tok.pad_token_id)[1], do_sample=True,
+                           pad_token_id=tok.pad_token_id)
+    assert not torch.equal(raw, runs[1][:, :raw.shape[1]])  # the settings would have changed the samples

@@ -6,13 +6,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import gopd  # noqa: E402
+import gopd
 
 SCRIPT = os.path.join(ROOT, "train_multi_gpu.sh")
 LAUNCH_ENV = ["NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "DRY_RUN", "DATA", "DATA_DIR",
@@ -31,7 +29,11 @@ EXPECTED = {
     "exopd-multi": ("Qwen/Qwen3-4B", {"math": MATH_RL, "code": CODE_RL}, None, 1.25, 50, "math_and_code/train.parquet"),
     "opd-s2w": ("Qwen/Qwen3-1.7B", {None: "Qwen/Qwen3-30B-A3B-Instruct-2507"}, None, 1.0, 100, MATH_DATA),
     "exopd-s2w": ("Qwen/Qwen3-1.7B", {None: "Qwen/Qwen3-30B-A3B-Instruct-2507"}, None, 1.25, 100, MATH_DATA),
+    "opd-s2w-4b": ("Qwen/Qwen3-1.7B", {None: MATH_RL}, None, 1.0, 100, MATH_DATA),
+    "exopd-s2w-4b": ("Qwen/Qwen3-1.7B", {None: MATH_RL}, None, 1.25, 100, MATH_DATA),
     "exopd-s2w-rc": ("Qwen/Qwen3-1.7B", {None: MATH_RL}, "Qwen/Qwen3-4B", 1.25, 100, MATH_DATA),
+    "exopd-s2w-4b-code": ("Qwen/Qwen3-1.7B", {None: CODE_RL}, None, 1.25, 100, "Eurus/code_train.parquet"),
+    "exopd-s2w-rc-code": ("Qwen/Qwen3-1.7B", {None: CODE_RL}, "Qwen/Qwen3-4B", 1.25, 100, "Eurus/code_train.parquet"),
 }
 
 
@@ -78,10 +80,23 @@ def test_dry_run_is_a_command_gopd_accepts(preset):
     assert (args.lam, args.steps, args.data) == (lam, steps, f"/data/gopd/{data}")
     # the paper's shared hyperparameters (G-OPD release, README examples)
     assert (args.lr, args.lr_schedule, args.warmup_steps, args.grad_clip) == (1e-5, "constant", 0, 1.0)
+    assert (args.weight_decay, args.loss_agg) == (0.01, "seq-mean-token-mean")
     assert (args.prompts_per_step, args.samples_per_prompt, args.max_new_tokens, args.max_prompt_len) == \
         (1024, 1, 16384, 2048)
     assert (args.temperature, args.top_p, args.grad_checkpointing) == (1.0, 1.0, True)
+    assert (args.fsdp, args.offload_frozen) == (True, False)  # the mode tests/memory.py says fits
     assert args.out == f"runs/{preset}"
+
+
+def test_every_preset_fits_on_8_gpus_in_the_mode_it_uses():
+    """tests/memory.py's plan: each preset's mode fits 8 x 80 GB with room for several rollouts; a
+    replica per GPU (DDP) would not fit the 4B presets nor the 30B teacher."""
+    import memory
+    for preset in EXPECTED:
+        plans, used = memory.preset_plan(preset)
+        assert used == "fsdp" and memory.fits(plans[used]) and plans[used]["rollout_batch"] >= 8, preset
+    for preset in ["exopd-multi", "exopd-s2w"]:
+        assert not memory.fits(memory.preset_plan(preset)[0]["ddp"]), preset
 
 
 def test_defaults_single_node():

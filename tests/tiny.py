@@ -7,8 +7,6 @@ import string
 
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: a stray id fails at once
-
 CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
                  "{% if m['role'] == 'assistant' %}<|end|>{% endif %}{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -32,42 +30,46 @@ def build_tokenizer(path, chat_template=True, extra_chars=""):
     return hf
 
 
-def build_model(path, tokenizer, seed=0, hidden=32, layers=2, vocab_pad=0, context=256, scale=1.0):
+def build_model(path, tokenizer, seed=0, hidden=32, layers=2, vocab_pad=0, context=256, scale=1.0, tie=True):
     """A random tiny Qwen3 model sharing `tokenizer`; vocab_pad adds unused embedding rows, as model
-    families do to round the vocabulary size."""
+    families do to round the vocabulary size; tie=False gives it an output layer of its own (as
+    Qwen3-8B has; 1.7B and 4B tie it to the embeddings)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
     torch.manual_seed(seed)
     config = Qwen3Config(vocab_size=len(tokenizer) + vocab_pad, hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4,
-                         max_position_embeddings=context, tie_word_embeddings=True,
+                         max_position_embeddings=context, tie_word_embeddings=tie,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=None)
     model = Qwen3ForCausalLM(config)
     with torch.no_grad():
         model.model.embed_tokens.weight.mul_(scale)
+        if not tie:
+            model.lm_head.weight.mul_(scale)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return model
 
 
 def make_stopper(path, prompts):
-    """Point the EOS embedding row (tied to the output layer) along the model's mean final hidden
-    state, scaled so that greedy rollouts of `prompts` stop after varied numbers of tokens."""
+    """Point the output layer's EOS row (the embedding's too when tied) along the model's mean final
+    hidden state, scaled so that greedy rollouts of `prompts` stop after varied numbers of tokens."""
     import gopd
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     ids, attn = gopd.left_pad([gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id)
+    eos_row = model.get_output_embeddings().weight
     with torch.no_grad():
         hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state[attn.bool()]
         direction = hidden.mean(0) / hidden.mean(0).norm()
         best = (0, None)
         for alpha in torch.linspace(0.1, 0.3, 21):
-            model.model.embed_tokens.weight[tok.eos_token_id] = alpha * direction
+            eos_row[tok.eos_token_id] = alpha * direction
             lengths = gopd.rollout(model, [gopd.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
                                    {tok.eos_token_id}, 16, 0, 1.0)[2].sum(1)
             best = max(best, (len(set(lengths.tolist())), alpha), key=lambda b: b[0])
-        model.model.embed_tokens.weight[tok.eos_token_id] = best[1] * direction
+        eos_row[tok.eos_token_id] = best[1] * direction
     model.save_pretrained(path)
 
 
@@ -90,3 +92,28 @@ def make_world(root, n_prompts=16):
     make_stopper(paths["student"], [r["prompt"] for r in rows])
     paths["data"] = write_jsonl(os.path.join(root, "data.jsonl"), rows)
     return paths
+
+
+def base_args(w, out, teachers=None, **over):
+    """gopd argv for a make_world world; teachers defaults to the math and code domain teachers."""
+    args = {"--student": w["student"], "--data": w["data"], "--lam": "1.25", "--steps": "2",
+            "--prompts-per-step": "4", "--samples-per-prompt": "2", "--max-new-tokens": "16",
+            "--micro-batch": "3", "--rollout-batch": "8", "--lr": "1e-3", "--out": str(out)}
+    args.update(over)
+    argv = [x for k, v in args.items() if v is not None for x in ([k] if v == "" else [k, v])]
+    teachers = teachers or [f"math={w['math']}", f"code={w['code']}"]
+    return argv + [x for t in teachers for x in ("--teacher", str(t))]
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def run_main(argv):
+    """gopd.main(argv), which must stop with SystemExit; returns its message."""
+    import gopd
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        gopd.main(argv)
+    return str(e.value)
