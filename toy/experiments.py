@@ -14,11 +14,14 @@ Runs (gopd.py with PROTOCOL below; only the named flags differ between them):
 - multi-teacher: the math and code experts into the base student, lam = 1 (OPD) and 1.25 (ExOPD).
 - strong-to-weak, math: the larger math expert into the base student, lam = 1 and 1.25 with
   pi_ref = the student (default), and lam = 1.25 with pi_ref = the larger base (reward correction).
-The bundled models are evaluated the same way (the baselines), plus greedy.
+The bundled models are evaluated the same way (the baselines; greedy once, as it ignores the seed), and
+so is the objective's optimum itself for the sweep: responses sampled token by token from the per-state
+target pi_T^lam * pi_ref^(1-lam) (sample_blend), which no training run can beat on average.
 
 Evaluation is done here, not in gopd.py: each run saves a checkpoint every SAVE_EVERY steps and this
 script evaluates them afterwards with evaluate.py's generate and checkers, on the full toy test sets
-(1,000 problems per domain) at temperature 1: avg@EVAL_N for the last checkpoint, avg@1 for the curve.
+(1,000 problems per domain) at temperature 1, one sample each: the last checkpoint of every seed, and
+seed 0's checkpoints every SAVE_EVERY steps for the convergence curve.
 Code verdicts are cached by (tests, response), since a sharp model repeats its programs and every code
 check is a sandboxed interpreter. Results are mean +- standard error over the seeds (sample std / sqrt(n)).
 """
@@ -44,10 +47,10 @@ DATA = os.path.join(TOY, "data")
 TEST = {"math": os.path.join(DATA, "test_math.jsonl"), "code": os.path.join(DATA, "test_code.jsonl")}
 
 # The protocol every run shares (see the README: why these values).
-PROTOCOL = dict(steps=300, prompts_per_step=128, samples_per_prompt=1, lr=3e-4, max_new_tokens=96,
-                micro_batch=128, rollout_batch=128)
-SAVE_EVERY = 25
-EVAL_N = 4          # avg@4 at the last checkpoint
+PROTOCOL = dict(steps=50, prompts_per_step=64, samples_per_prompt=1, lr=3e-4, max_new_tokens=96,
+                micro_batch=64, rollout_batch=64, grade_every=0)
+SAVE_EVERY = 25     # seed 0 only: its curve shows whether the runs have converged
+EVAL_N = 1          # avg@1 on 1,000 problems per domain, per seed
 SEEDS = [0, 1, 2, 3, 4]
 SWEEP = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
 
@@ -64,7 +67,7 @@ RUNS.update({
     "s2w ExOPD (λ=1.25)": S2W + ["--lam", "1.25"],
     "s2w ExOPD (λ=1.25) + reward correction": S2W + ["--lam", "1.25", "--ref", MODELS["large_base"]],
 })
-BASELINES = list(MODELS)
+BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
 
 
 def domains_of(name):
@@ -80,7 +83,7 @@ def command(name, seed, out, folder):
     flags = [x for k, v in PROTOCOL.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     return [sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"],
             *[a.format(out=out) for a in RUNS[name]], *flags, "--seed", str(seed),
-            "--save-every", str(SAVE_EVERY), "--out", folder]
+            "--save-every", str(SAVE_EVERY if seed == 0 else PROTOCOL["steps"]), "--out", folder]
 
 
 def run_job(name, seed, out):
@@ -105,7 +108,8 @@ def baseline_job(name, seed, out):
         env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
         with open(path[:-5] + ".log", "w") as log:
             subprocess.run([sys.executable, __file__, "--evaluate", MODELS[name], "--seed", str(seed), "--out", out,
-                            "--domains", "math", "code", "--greedy", "--write", path], stdout=log,
+                            "--domains", "math", "code", *(["--greedy"] if seed == 0 else []),
+                            "--write", path], stdout=log,
                            stderr=subprocess.STDOUT, env=env, check=True)
 
 # -----------------------------------------------------------------------------
@@ -223,17 +227,27 @@ def evaluate_blends(teacher_path, ref_path, lams, n, seed, write):
         json.dump(result, f)
 
 
+def blend_job(out):
+    path = os.path.join(out, "target.json")
+    if not os.path.exists(path):
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        with open(path[:-5] + ".log", "w") as log:
+            subprocess.run([sys.executable, __file__, "--blend", "--write", path, "--out", out], stdout=log,
+                           stderr=subprocess.STDOUT, env=env, check=True)
+
+
 def evaluate_run(folder, domains, seed, out):
-    """Every checkpoint of a run at avg@1 (the curve), the last at avg@EVAL_N; then drop the
-    intermediate checkpoints (their numbers are kept in eval.json)."""
+    """Every checkpoint of a run (the curve), the last at avg@EVAL_N; then drop the intermediate
+    checkpoints (their numbers are kept in eval.json)."""
     verdicts = Verdicts(out)
     steps = sorted(int(d[5:]) for d in os.listdir(folder) if d.startswith("step_") and d[5:].isdigit())
     curve = {}
-    for step in steps:
+    for step in steps[:-1]:
         path = os.path.join(folder, f"step_{step:06d}")
         curve[step] = evaluate_model(path, domains, 1, 1000 * seed + step, verdicts)[0]
         print(f"step {step}: {curve[step]}", flush=True)
     acc, length, _ = evaluate_model(os.path.join(folder, f"step_{steps[-1]:06d}"), domains, EVAL_N, seed, verdicts)
+    curve[steps[-1]] = acc
     result = {"final": acc, "response_len": length, "curve": curve, "steps": steps[-1]}
     with open(os.path.join(folder, "eval.json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -248,13 +262,13 @@ def evaluate_run(folder, domains, seed, out):
 def collect(out, seeds):
     """toy/results.json's content from the run folders."""
     res = {"seeds": seeds, "steps": PROTOCOL["steps"], "protocol": dict(PROTOCOL, save_every=SAVE_EVERY,
-           eval_n=EVAL_N, test_problems=1000), "baselines": {}, "runs": {}, "curves": {}}
+           eval_n=EVAL_N, test_problems=1000), "baselines": {}, "greedy": {}, "runs": {}, "curves": {}}
     for name in BASELINES:
         per_seed = [json.load(open(os.path.join(out, f"baseline_{name}_seed{s}.json"))) for s in seeds]
         res["baselines"][name] = {d: [p["final"][d] for p in per_seed] for d in ["math", "code"]}
         res["baselines"][name]["response_len"] = [p["response_len"]["math"] for p in per_seed]
         res["baselines"][name]["code_response_len"] = [p["response_len"]["code"] for p in per_seed]
-        res["baselines"][name].update({f"{d}_greedy": [p["greedy"][d] for p in per_seed] for d in ["math", "code"]})
+        res["greedy"][name] = per_seed[0]["greedy"]  # greedy decoding does not depend on the seed
     for name in RUNS:
         per_seed = [json.load(open(os.path.join(run_dir(out, name, s), "eval.json"))) for s in seeds]
         run = {d: [p["final"][d] for p in per_seed] for d in domains_of(name)}
@@ -262,10 +276,14 @@ def collect(out, seeds):
         if "code" in domains_of(name):
             run["code_response_len"] = [p["response_len"]["code"] for p in per_seed]
         res["runs"][name] = run
-        steps = sorted(set.intersection(*(set(p["curve"]) for p in per_seed)), key=int)
-        res["curves"][name] = {d: {int(t): statistics.mean(p["curve"][t][d] for p in per_seed) for t in steps}
+        curve = per_seed[0]["curve"]  # seed 0's checkpoints; step 0 is the student
+        res["curves"][name] = {d: {0: res["baselines"]["student"][d][0],
+                                   **{int(t): curve[t][d] for t in sorted(curve, key=int)}}
                                for d in domains_of(name)}
     student = res["baselines"]["student"]
+    target = os.path.join(out, "target.json")
+    if os.path.exists(target):
+        res["target"] = dict(json.load(open(target)), note="the per-state optimum, sampled (seed 0)")
     res["sweep"] = {"lam": [0.0] + SWEEP,
                     "math": [student["math"]] + [res["runs"][f"single λ={lam:g}"]["math"] for lam in SWEEP],
                     "response_len": [student["response_len"]] + [res["runs"][f"single λ={lam:g}"]["response_len"]
@@ -288,10 +306,12 @@ def cell(values, scale=100.0, digits=1):
 
 def tables(res):
     """The README's markdown tables."""
-    quality = ["| model | math, T=1 | math, greedy | code, T=1 | code, greedy | math length |", "|---|---|---|---|---|---|"]
+    quality = ["| model | math, T=1 | math, greedy | code, T=1 | code, greedy | math length |",
+               "|---|---|---|---|---|---|"]
     for name, b in res["baselines"].items():
-        quality.append(f"| `{name}` | {cell(b['math'])} | {cell(b['math_greedy'])} | {cell(b['code'])} | "
-                       f"{cell(b['code_greedy'])} | {cell(b['response_len'], 1)} |")
+        g = res["greedy"][name]
+        quality.append(f"| `{name}` | {cell(b['math'])} | {100 * g['math']:.1f} | {cell(b['code'])} | "
+                       f"{100 * g['code']:.1f} | {cell(b['response_len'], 1)} |")
     runs = ["| run | math | code | math length |", "|---|---|---|---|"]
     for name, r in res["runs"].items():
         runs.append(f"| {name} | {cell(r['math'])} | {cell(r['code']) if 'code' in r else '–'} | "
@@ -359,8 +379,12 @@ def main():
     p.add_argument("--domains", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--write", help=argparse.SUPPRESS)
+    p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.blend:
+        evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 1, 0, args.write)
+        return
     if args.evaluate:
         if args.write:  # a bundled model: the baseline rows
             acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed, Verdicts(args.out),
@@ -374,10 +398,12 @@ def main():
     if not args.plot_only:
         with open(os.path.join(DATA, "train.jsonl")) as src, open(MATH_DATA.format(out=args.out), "w") as dst:
             dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
-        jobs = [(baseline_job, b, s) for s in args.seeds for b in BASELINES]
-        jobs += [(run_job, name, s) for s in args.seeds for name in (args.only or RUNS)]
+        # seed by seed, so that an interrupted sweep leaves every run with the same seeds
+        jobs = [job for s in args.seeds for job in [(run_job, name, s) for name in (args.only or RUNS)]
+                + [(baseline_job, b, s) for b in BASELINES]]
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
+        blend_job(args.out)
     if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
         res = json.load(open(results))  # no logs here: redraw from the committed numbers
     else:
