@@ -43,13 +43,25 @@ TOY = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOY.parent))
 import evaluate  # noqa: E402  (the project's checkers and sampler, so rewards match evaluation)
 
-# Chance of each slip of the sloppy solver that writes the base models' training answers: about a
-# quarter of its answers come out right (3 chances to slip per math answer, 2-3 per code answer).
-NOISE = 0.45
-
 # ---------------------------------------------------------------------------------------------
-# Problems. Each generator returns (prompt, answer or tests, solve); solve(rng, noise) writes a
-# response, and noise=0 gives the gold one.
+# Problems. Each generator returns (prompt, answer or tests, solve); solve(rng, style) writes a
+# response, and style=None gives the gold one: every step careful, nothing misread.
+#
+# Both domains are chains of 2-4 operations, so solutions have a natural length: a careful solution
+# takes one operation per step and, in math, first restates what the step does ("eats 3: 12-3=9.");
+# a terse one skips the restatement and may fold several operations into one step ("12-3+5=14."),
+# which is shorter and more error-prone. The base models' pretraining answers come from a sloppy
+# writer with these chances (per operation):
+#   careful    (math) that the operation gets a careful step of its own, which the writer never gets
+#              wrong; otherwise it is terse;
+#   misread    in a terse step, a math verb read the wrong way round ("eats 3" as +3); in code, a
+#              constant off by one;
+#   fold       that a terse operation joins the step before (code: every step is terse);
+#   fold_slip  per operation folded into a step, that the step's result comes out wrong (math: off by
+#              1 or 2; code: a missing pair of parentheses around a sum that is then multiplied).
+MATH_STYLE = dict(careful=0.35, misread=0.4, fold=0.5, fold_slip=0.4)
+CODE_STYLE = dict(misread=0.25, fold=0.4, fold_slip=0.5)
+GOLD = dict(careful=1.0, misread=0.0, fold=0.0, fold_slip=0.0)
 
 NAMES = ["Tom", "Ann", "Bob", "Eve", "Sam", "Mia", "Max", "Zoe", "Leo", "Ivy"]
 ITEMS = ["apples", "pens", "cards", "eggs", "coins", "books", "cups", "shells"]
@@ -57,118 +69,123 @@ ADD = ["buys {k}", "finds {k}"]
 SUB = ["eats {k}", "loses {k}"]
 
 
-def slip(rng, value, noise, deltas=(-2, -1, 1, 2)):
-    """The sloppy coder: value, or with probability noise a nearby wrong one (never < 0)."""
-    if rng.random() >= noise:
-        return value
-    return max(0, value + rng.choice(deltas)) if value > 2 else value + rng.choice([1, 2])
+def chunks(rng, ops, fold):
+    """Split a chain of operations into steps: each operation after the first joins the step before
+    with probability fold."""
+    steps = [[ops[0]]]
+    for op in ops[1:]:
+        if rng.random() < fold:
+            steps[-1].append(op)
+        else:
+            steps.append([op])
+    return steps
 
 
 def math_problem(rng):
-    """A 3-step word problem; returns (prompt, answer, solve)."""
-    start = rng.randint(2, 12)
+    """A word problem of 2-4 operations on a count that stays in 0..20; returns (prompt, answer, solve)."""
+    n, start = rng.randint(2, 4), rng.randint(2, 12)
     ops, value = [], start
-    while len(ops) < 3:
+    while len(ops) < n:
         k = rng.randint(1, 9)
         kind = rng.choice("+-") if k <= value else "+"
         if value + k <= 20 or kind == "-":
-            ops.append((kind, k))
+            ops.append((kind, k, rng.choice(ADD if kind == "+" else SUB).format(k=k)))
             value += k if kind == "+" else -k
-    words = [rng.choice(ADD if kind == "+" else SUB).format(k=k) for kind, k in ops]
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    words = [word for _, _, word in ops]
     prompt = f"{name} has {start} {item}, {', '.join(words[:-1])} and {words[-1]}. How many?"
 
-    def solve(rng, noise):
-        # The sloppy solver misreads a verb (adds for "eats", subtracts for "buys") with probability
-        # noise, but its sums are always right: the base learns arithmetic cleanly and errs in reading.
-        steps, v = [], start
-        for kind, k in ops:
-            if rng.random() < noise and (kind == "-" or v >= k):
-                kind = "+" if kind == "-" else "-"
-            new = v + k if kind == "+" else v - k
-            steps.append(f"{v}{kind}{k}={new}.")
-            v = new
-        return " ".join(steps) + f" \\boxed{{{v}}}"
+    def solve(rng, style=None):
+        s = style or GOLD
+        lines, terse, v = [], [], start
+
+        def write_terse(v):  # the pending terse operations as one step; returns its result
+            expr, w = str(v), v
+            for kind, k in terse:
+                if rng.random() < s["misread"] and (kind == "-" or w >= k):
+                    kind = "+" if kind == "-" else "-"
+                w = w + k if kind == "+" else w - k
+                expr += f"{kind}{k}"
+            if rng.random() >= (1 - s["fold_slip"]) ** (len(terse) - 1):  # folded operations slip
+                w = max(0, w + rng.choice([-2, -1, 1, 2])) if w > 2 else w + rng.choice([1, 2])
+            lines.append(f"{expr}={w}.")
+            terse.clear()
+            return w
+
+        for kind, k, word in ops:
+            if rng.random() < s["careful"]:
+                if terse:
+                    v = write_terse(v)
+                w = v + k if kind == "+" else v - k
+                lines.append(f"{word}: {v}{kind}{k}={w}.")
+                v = w
+            else:
+                if terse and rng.random() >= s["fold"]:
+                    v = write_terse(v)
+                terse.append((kind, k))
+        if terse:
+            v = write_terse(v)
+        return " ".join(lines) + f" \\boxed{{{v}}}"
 
     return prompt, str(value), solve
 
 
-ARITH = {"+": "plus", "-": "minus", "*": "times"}
-PICK = {"max": "the largest item", "min": "the smallest item", "sum": "the sum"}
-CUT = {"first": "{s}[:{k}]", "last": "{s}[-{k}:]"}
+VERBS = {"+": "add {k}", "-": "subtract {k}", "*": "multiply by {k}"}
 
 
 def code_problem(rng):
-    """A one-line function from a short spec; returns (prompt, tests, solve)."""
-    name = rng.choice("fgh")
-    family = rng.choice(["arith", "list", "string"])
-    if family == "arith":
-        arg = rng.choice(["x", "n", "a"])
-        (o1, k1), (o2, k2) = [(rng.choice("+-*"), rng.randint(2, 9)) for _ in range(2)]
-        spec = f"{arg} {ARITH[o1]} {k1}, {ARITH[o2]} {k2}"
+    """A function applying 2-4 integer operations to its argument; returns (prompt, tests, solve)."""
+    name, arg = rng.choice("fgh"), rng.choice(["x", "n", "a"])
+    ops = [(rng.choice("+-*"), rng.randint(2, 9)) for _ in range(rng.randint(2, 4))]
+    words = [VERBS[o].format(k=k) for o, k in ops]
+    prompt = f"Write {name}({arg}): start from {arg}, {', '.join(words[:-1])} and {words[-1]}."
 
-        def body(rng, noise):
-            a, b = slip(rng, k1, noise), slip(rng, k2, noise)
-            left = f"({arg}{o1}{a})" if o2 == "*" and o1 != "*" else f"{arg}{o1}{a}"
-            return f"{left}{o2}{b}"
+    def solve(rng, style=None):
+        s = style or GOLD
+        lines, var = [], arg
+        steps = chunks(rng, ops, s["fold"])
+        for i, step in enumerate(steps):
+            expr, bare_sum = var, False  # bare_sum: expr ends in an unparenthesized + or -
+            for o, k in step:
+                if rng.random() < s["misread"]:
+                    k += rng.choice([-1, 1])
+                if o == "*" and bare_sum and rng.random() >= s["fold_slip"]:
+                    expr, bare_sum = f"({expr})*{k}", False
+                else:  # a slip here drops the parentheses: x+3*2 for (x+3)*2
+                    expr, bare_sum = f"{expr}{o}{k}", bare_sum or o in "+-"
+            lines.append(f"    return {expr}" if i == len(steps) - 1 else f"    y = {expr}")
+            var = "y"
+        return f"def {name}({arg}):\n" + "\n".join(lines)
 
-        inputs = [0, 1, 5]
-    elif family == "list":
-        arg = rng.choice(["xs", "v", "nums"])
-        pick, op, k = rng.choice(list(PICK)), rng.choice("+*"), rng.randint(2, 9)
-        spec = f"{PICK[pick]} of {arg} {ARITH[op]} {k}"
-
-        def body(rng, noise):
-            p = pick if rng.random() >= noise else rng.choice([q for q in PICK if q != pick])
-            return f"{p}({arg}){op}{slip(rng, k, noise)}"
-
-        inputs = [[3, 1, 2], [5, 9], [4]]
-    else:
-        arg = rng.choice(["s", "t", "w"])
-        cut, k, times = rng.choice(list(CUT)), rng.randint(1, 4), rng.randint(2, 3)
-        spec = f"the {cut} {k} letters of {arg}, repeated {times} times"
-
-        def body(rng, noise):
-            c = cut if rng.random() >= noise else ("last" if cut == "first" else "first")
-            sliced = CUT[c].format(s=arg, k=slip(rng, k, noise, (-1, 1)))
-            return f"{sliced}*{slip(rng, times, noise, (-1, 1))}"
-
-        inputs = ["abcdef", "xy", "hello"]
-    prompt = f"Write {name}({arg}) that returns {spec}."
-    gold = f"def {name}({arg}):\n    return {body(random.Random(0), 0.0)}"
     namespace = {}
-    exec(gold, namespace)
-    tests = "\n".join(f"assert {name}({x!r})=={namespace[name](x)!r}" for x in inputs)
-
-    def solve(rng, noise):
-        return f"def {name}({arg}):\n    return {body(rng, noise)}"
-
+    exec(solve(random.Random(0)), namespace)
+    tests = "\n".join(f"assert {name}({x})=={namespace[name](x)}" for x in (0, 1, 3, 7))
     return prompt, tests, solve
+
+
+PROBLEMS = {"math": (math_problem, "answer", MATH_STYLE), "code": (code_problem, "tests", CODE_STYLE)}
 
 
 def make_rows(rng, domain, count, exclude=()):
     """count distinct problems of one domain as JSONL rows (prompt, domain, answer|tests)."""
+    make, field, _ = PROBLEMS[domain]
     rows, seen = [], set(exclude)
     while len(rows) < count:
-        if domain == "math":
-            prompt, answer, _ = math_problem(rng)
-            row = {"prompt": prompt, "domain": "math", "answer": answer}
-        else:
-            prompt, tests, _ = code_problem(rng)
-            row = {"prompt": prompt, "domain": "code", "tests": tests}
+        prompt, target, _ = make(rng)
         if prompt not in seen:
             seen.add(prompt)
-            rows.append(row)
+            rows.append({"prompt": prompt, "domain": domain, field: target})
     return rows
 
 
 def sloppy_corpus(rng, count, exclude):
-    """Pretraining pairs (prompt, response) for the base models: both domains, sloppy answers."""
+    """Pretraining pairs (prompt, response) for the base models: both domains, the sloppy writer."""
     pairs = []
     while len(pairs) < count:
-        prompt, _, solve = math_problem(rng) if rng.random() < 0.5 else code_problem(rng)
+        make, _, style = PROBLEMS["math" if rng.random() < 0.5 else "code"]
+        prompt, _, solve = make(rng)
         if prompt not in exclude:
-            pairs.append((prompt, solve(rng, NOISE)))
+            pairs.append((prompt, solve(rng, style)))
     return pairs
 
 
@@ -246,13 +263,21 @@ def finetune(model, tokenizer, pairs, steps, batch_size, lr, seed):
     model.eval()
 
 
+def check_unique(rows, responses):
+    """evaluate.check_many on each distinct (row, response) pair once: a sharp model repeats itself, and
+    every code check is a sandboxed interpreter."""
+    keys = [(json.dumps(row, sort_keys=True), y) for row, y in zip(rows, responses)]
+    unique = dict(zip(keys, zip(rows, responses)))
+    verdicts = dict(zip(unique, evaluate.check_many(*zip(*unique.values())))) if unique else {}
+    return [verdicts[key] for key in keys]
+
+
 def sample_and_check(model, tokenizer, rows, n, batch_size, seed, temperature=1.0):
     """n samples per row (temperature 0: greedy); returns (responses per row, rewards per row)."""
     torch.manual_seed(seed)
     responses = evaluate.generate(model, tokenizer, [r["prompt"] for r in rows], n=n, max_new_tokens=MAX_NEW,
                                   temperature=temperature, top_p=1.0, batch_size=batch_size)
-    flat_rows = [row for row in rows for _ in range(n)]
-    flat = evaluate.check_many(flat_rows, [y for ys in responses for y in ys])
+    flat = check_unique([row for row in rows for _ in range(n)], [y for ys in responses for y in ys])
     return responses, [flat[i * n:(i + 1) * n] for i in range(len(rows))]
 
 
@@ -289,13 +314,17 @@ def save(model, tokenizer, path):
 
 # ---------------------------------------------------------------------------------------------
 
-FULL = dict(train=1000, test=200, corpus=60000, small=(96, 4), large=(128, 5), batch=32,
-            base_steps=1800, large_steps=1800, lr=3e-3, rounds=4, rft_prompts=256, k=4, rft_steps=120,
-            rft_lr=7e-4, eval_n=2)
-MICRO = dict(train=24, test=8, corpus=200, small=(16, 1), large=(24, 1), batch=8,
-             base_steps=4, large_steps=4, lr=3e-3, rounds=1, rft_prompts=8, k=2, rft_steps=2,
-             rft_lr=1e-3, eval_n=1)
-MAX_NEW = 64
+# rft: (rounds, fine-tuning steps per round) for each expert. The budgets differ as the paper's do
+# (math 500 GRPO steps, code 300), set so that the same-size experts stay well below the ceiling
+# (55-75% at temperature 1); the larger math expert gets more, as the paper's strong teacher is the
+# strongest model in its setting.
+FULL = dict(train=2000, test=1000, quick=200, corpus=76800, small=(96, 4), large=(128, 5), batch=32,
+            base_steps=2400, large_steps=2400, lr=3e-3, rft_prompts=256, k=4, rft_lr=7e-4, report=300,
+            eval_n=2, rft={"math_expert": (2, 20), "code_expert": (1, 10), "large_math_expert": (4, 20)})
+MICRO = dict(train=24, test=8, quick=4, corpus=200, small=(16, 1), large=(24, 1), batch=8,
+             base_steps=4, large_steps=4, lr=3e-3, rft_prompts=8, k=2, rft_lr=1e-3, report=8,
+             eval_n=1, rft={"math_expert": (1, 2), "code_expert": (1, 2), "large_math_expert": (1, 2)})
+MAX_NEW = 96
 
 
 def build(out, cfg, seed=0, families=("small", "large")):
@@ -308,16 +337,19 @@ def build(out, cfg, seed=0, families=("small", "large")):
     mixed = [row for pair in zip(train["math"], train["code"]) for row in pair]
     if "small" in families:  # one writer, so that --only small and --only large can run side by side
         data.mkdir(parents=True, exist_ok=True)
-        for name, rows in [("train", mixed), ("test_math", test["math"]), ("test_code", test["code"])]:
+        files = [("train", mixed)] + [(f"test_{d}", test[d]) for d in test] + \
+            [(f"quick_{d}", test[d][:cfg["quick"]]) for d in test]  # the default run's quick evaluation
+        for name, rows in files:
             with open(data / f"{name}.jsonl", "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
     corpus = sloppy_corpus(rng, cfg["corpus"], held_out)
     tokenizer = make_tokenizer()
     scores = {}
 
-    def report(name, model):
-        scores[name] = {d: {"sampled": accuracy(model, tokenizer, test[d], cfg["eval_n"], seed),
-                            "greedy": accuracy(model, tokenizer, test[d], 1, seed, temperature=0.0)} for d in test}
+    def report(name, model):  # a quick look for the log; toy/experiments.py measures the quality table
+        rows = {d: test[d][:cfg["report"]] for d in test}
+        scores[name] = {d: {"sampled": accuracy(model, tokenizer, rows[d], cfg["eval_n"], seed),
+                            "greedy": accuracy(model, tokenizer, rows[d], 1, seed, temperature=0.0)} for d in test}
         print(f"{name}: {scores[name]}  ({time.time() - t0:.0f}s)", flush=True)
 
     for size, steps, base_name, experts in [
@@ -336,8 +368,9 @@ def build(out, cfg, seed=0, families=("small", "large")):
             print(f"rejection-sampling fine-tuning {name}", flush=True)
             expert = make_model(tokenizer, *cfg[size], seed=seed)
             expert.load_state_dict(base.state_dict())
-            rejection_sampling(expert, tokenizer, train[domain], cfg["rounds"], cfg["rft_prompts"], cfg["k"],
-                               cfg["rft_steps"], cfg["batch"], cfg["rft_lr"], seed)
+            rounds, rft_steps = cfg["rft"][name]
+            rejection_sampling(expert, tokenizer, train[domain], rounds, cfg["rft_prompts"], cfg["k"],
+                               rft_steps, cfg["batch"], cfg["rft_lr"], seed)
             save(expert, tokenizer, model_dir / name)
             report(name, expert)
     return scores

@@ -1,21 +1,37 @@
-"""The paper's claims at toy scale: the README's table and plot, from the bundled toy world.
+"""The paper's claims at toy scale: every number of the README's toy results, from the bundled toy world.
 
-    python toy/experiments.py                    # 3 seeds, all runs, two at a time (~1 h on 2 CPU cores)
-    python toy/experiments.py --seeds 0 --jobs 1 # one seed
-    python toy/experiments.py --plot-only        # redraw the table and toy/opd_vs_exopd.png from runs/
+    python toy/experiments.py                     # all runs, 5 seeds, two at a time (see README for the time)
+    python toy/experiments.py --seeds 0 --jobs 1  # one seed
+    python toy/experiments.py --plot-only         # rebuild toy/results.json, the table and plots from runs/toy
+                                                  # (from toy/results.json alone when runs/toy is absent)
 
-Runs (every one with the toy hyperparameters of gopd.TOY_DEFAULTS, so only the named flags differ):
-- multi-teacher: the math and code experts into the base student, lam = 1 (OPD), 1.25 and 1.5 (ExOPD);
-- strong-to-weak, math (the math rows of train.jsonl): the larger math expert into the base student
-  at lam = 1.25, with pi_ref = the student (default) or = the larger base (reward correction).
-The base models and experts are evaluated with the same settings. Accuracy is avg@n on the toy test
-sets at the sampling temperature. The plot (matplotlib, an optional extra) shows test accuracy vs
-step for OPD and ExOPD.
+Runs (gopd.py with PROTOCOL below; only the named flags differ between them):
+- the lambda sweep, single teacher, math (the paper's Figs. 2-4 in miniature): the math expert into the
+  base student on the math rows of train.jsonl, lam in SWEEP. lam = 0 is not run: with pi_ref = the
+  student's initial weights the student already sits at the lam = 0 optimum (pi* = pi_ref) and its
+  gradient is exactly zero, so gopd refuses --lam 0; the lam = 0 point is the student itself, evaluated
+  the same way.
+- multi-teacher: the math and code experts into the base student, lam = 1 (OPD) and 1.25 (ExOPD).
+- strong-to-weak, math: the larger math expert into the base student, lam = 1 and 1.25 with
+  pi_ref = the student (default), and lam = 1.25 with pi_ref = the larger base (reward correction).
+The bundled models are evaluated the same way (the baselines; greedy once, as it ignores the seed), and
+so is the objective's optimum itself for the sweep: responses sampled token by token from the per-state
+target pi_T^lam * pi_ref^(1-lam) (sample_blend), which no training run can beat on average.
+
+Evaluation is done here, not in gopd.py: each run saves a checkpoint every SAVE_EVERY steps and this
+script evaluates them afterwards with evaluate.py's generate and checkers, on the full toy test sets
+(1,000 problems per domain) at temperature 1, one sample each: the last checkpoint of every seed, and
+seed 0's checkpoints every SAVE_EVERY steps for the convergence curve.
+Code verdicts are cached by (tests, response), since a sharp model repeats its programs and every code
+check is a sandboxed interpreter. Results are mean +- standard error over the seeds (sample std / sqrt(n)).
 """
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,132 +40,379 @@ from concurrent.futures import ThreadPoolExecutor
 TOY = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOY)
 sys.path.insert(0, ROOT)
-import gopd  # noqa: E402
 
 MODELS = {name: os.path.join(TOY, "models", name)
           for name in ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]}
 DATA = os.path.join(TOY, "data")
 TEST = {"math": os.path.join(DATA, "test_math.jsonl"), "code": os.path.join(DATA, "test_code.jsonl")}
+
+# The protocol every run shares (see the README: why these values).
+PROTOCOL = dict(steps=50, prompts_per_step=64, samples_per_prompt=1, lr=3e-4, max_new_tokens=96,
+                micro_batch=64, rollout_batch=64, grade_every=0)
+SAVE_EVERY = 25     # seed 0 only: its curve shows whether the runs have converged
+EVAL_N = 1          # avg@1 on 1,000 problems per domain, per seed
+SEEDS = [0, 1, 2, 3, 4]
+SWEEP = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+
+MATH_DATA = "{out}/train_math.jsonl"
+SINGLE = ["--teacher", MODELS["math_expert"], "--data", MATH_DATA]
 MULTI = ["--teacher", f"math={MODELS['math_expert']}", "--teacher", f"code={MODELS['code_expert']}",
-         "--data", os.path.join(DATA, "train.jsonl"), "--eval-data", TEST["math"], "--eval-data", TEST["code"]]
-S2W = ["--teacher", MODELS["large_math_expert"], "--data", "{out}/train_math.jsonl", "--eval-data", TEST["math"]]
-RUNS = {
-    "OPD (λ=1)": MULTI + ["--lam", "1.0"],
-    "ExOPD (λ=1.25)": MULTI + ["--lam", "1.25"],
-    "ExOPD (λ=1.5)": MULTI + ["--lam", "1.5"],
-    "strong-to-weak ExOPD (λ=1.25)": S2W + ["--lam", "1.25"],
-    "strong-to-weak ExOPD + reward correction": S2W + ["--lam", "1.25", "--ref", MODELS["large_base"]],
-}
-BASELINES = ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]
+         "--data", os.path.join(DATA, "train.jsonl")]
+S2W = ["--teacher", MODELS["large_math_expert"], "--data", MATH_DATA]
+RUNS = {f"single λ={lam:g}": SINGLE + ["--lam", str(lam)] for lam in SWEEP}
+RUNS.update({
+    "multi OPD (λ=1)": MULTI + ["--lam", "1"],
+    "multi ExOPD (λ=1.25)": MULTI + ["--lam", "1.25"],
+    "s2w OPD (λ=1)": S2W + ["--lam", "1"],
+    "s2w ExOPD (λ=1.25)": S2W + ["--lam", "1.25"],
+    "s2w ExOPD (λ=1.25) + reward correction": S2W + ["--lam", "1.25", "--ref", MODELS["large_base"]],
+})
+BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
 
 
-def toy_hyperparameters():
-    keys = ["prompts_per_step", "samples_per_prompt", "max_new_tokens", "lr", "steps", "micro_batch", "rollout_batch"]
-    return [x for k in keys for x in (f"--{k.replace('_', '-')}", str(gopd.TOY_DEFAULTS[k]))]
-
-
-def command(name, seed, out, folder):
-    run = [a.format(out=out) for a in RUNS[name]]
-    return [sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"], *run,
-            *toy_hyperparameters(), "--seed", str(seed), "--eval-every", "10", "--out", folder]
+def domains_of(name):
+    return ["math", "code"] if name.startswith("multi") or name in BASELINES else ["math"]
 
 
 def run_dir(out, name, seed):
-    slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-    return os.path.join(out, f"{slug}_seed{seed}")
+    slug = "".join(c if c.isalnum() else "_" for c in name.replace("λ=", "lam")).strip("_")
+    return os.path.join(out, f"{slug.replace('__', '_')}_seed{seed}")
 
 
-def train(name, seed, out):
+def command(name, seed, out, folder):
+    flags = [x for k, v in PROTOCOL.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    return [sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"],
+            *[a.format(out=out) for a in RUNS[name]], *flags, "--seed", str(seed),
+            "--save-every", str(SAVE_EVERY if seed == 0 else PROTOCOL["steps"]), "--out", folder]
+
+
+def run_job(name, seed, out):
+    """Train (unless done), then evaluate the checkpoints (unless done); each in its own process."""
     folder = run_dir(out, name, seed)
-    if os.path.exists(os.path.join(folder, "eval.json")):
-        return
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    with open(folder + ".log", "w") as log:
-        subprocess.run(command(name, seed, out, folder), stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
+    if not os.path.exists(os.path.join(folder, f"step_{PROTOCOL['steps']:06d}")):
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run restarts from scratch
+        with open(folder + ".log", "w") as log:
+            subprocess.run(command(name, seed, out, folder), stdout=log, stderr=subprocess.STDOUT, env=env,
+                           check=True)
+    if not os.path.exists(os.path.join(folder, "eval.json")):
+        with open(folder + ".eval.log", "w") as log:
+            subprocess.run([sys.executable, __file__, "--evaluate", folder, "--seed", str(seed), "--out", out,
+                            "--domains", *domains_of(name)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                           check=True)
 
 
-def evaluate_baseline(name, seed, out):
-    """Accuracy of a bundled model with the same evaluation settings as the runs."""
+def baseline_job(name, seed, out):
     path = os.path.join(out, f"baseline_{name}_seed{seed}.json")
     if not os.path.exists(path):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        with open(path[:-5] + ".log", "w") as log:
+            subprocess.run([sys.executable, __file__, "--evaluate", MODELS[name], "--seed", str(seed), "--out", out,
+                            "--domains", "math", "code", *(["--greedy"] if seed == 0 else []),
+                            "--write", path], stdout=log,
+                           stderr=subprocess.STDOUT, env=env, check=True)
+
+# -----------------------------------------------------------------------------
+# Evaluation (runs in its own process: one torch thread each, no GIL shared with the other job)
+
+
+class Verdicts:
+    """evaluate.check with a cache of code verdicts shared by every evaluation in out/ (append-only file)."""
+
+    def __init__(self, out):
+        self.path = os.path.join(out, "code_verdicts.jsonl")
+        self.cache = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        key, ok = json.loads(line)
+                        self.cache[key] = ok
+                    except ValueError:  # a line cut short by an interrupted writer
+                        pass
+
+    def check(self, rows, responses):
         import evaluate
+        keys = [hashlib.sha1(json.dumps([r.get("tests"), y]).encode()).hexdigest() if r["domain"] == "code"
+                else None for r, y in zip(rows, responses)]
+        todo = {k: (r, y) for k, r, y in zip(keys, rows, responses) if k and k not in self.cache}
+        if todo:
+            found = evaluate.check_many(*zip(*todo.values()))
+            self.cache.update(zip(todo, found))
+            with open(self.path, "a") as f:
+                f.write("".join(json.dumps([k, ok]) + "\n" for k, ok in zip(todo, found)))
+        return [self.cache[k] if k else evaluate.check(r, y) for k, r, y in zip(keys, rows, responses)]
+
+
+def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
+    """{domain: accuracy (avg@n, temperature 1)}, {domain: mean response length in tokens}[, greedy]."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import evaluate
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    acc, length, acc_greedy = {}, {}, {}
+    for domain in domains:
+        rows = evaluate.load_rows(TEST[domain])
+        for temperature in [1.0, 0.0] if greedy else [1.0]:
+            k = n if temperature else 1
+            torch.manual_seed(seed)
+            responses = evaluate.generate(model, tok, [r["prompt"] for r in rows], n=k, temperature=temperature,
+                                          max_new_tokens=PROTOCOL["max_new_tokens"], batch_size=256)
+            flat = [y for ys in responses for y in ys]
+            ok = verdicts.check([r for r in rows for _ in range(k)], flat)
+            if temperature:
+                acc[domain] = sum(ok) / len(ok)
+                length[domain] = sum(len(tok(y, add_special_tokens=False).input_ids) for y in flat) / len(flat)
+            else:
+                acc_greedy[domain] = sum(ok) / len(ok)
+    return acc, length, acc_greedy
+
+
+def sample_blend(teacher, ref, tok, prompts, lam, max_new_tokens, batch_size=250):
+    """Responses sampled token by token from G-OPD's per-state target pi_T(.|s)^lam * pi_ref(.|s)^(1-lam),
+    normalized at each state (what gopd_loss pushes every state toward): the accuracy a student that
+    reached the objective's optimum would have, with no training in between."""
+    import torch
+    import evaluate
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        enc = tok([evaluate.render_prompt(tok, p) for p in prompts[start:start + batch_size]], return_tensors="pt",
+                  padding=True, padding_side="left", add_special_tokens=False)
+        ids, attn = enc["input_ids"], enc["attention_mask"]
+        pos = (attn.cumsum(-1) - 1).clamp(min=0)
+        caches, new = [None, None], []
+        done = torch.zeros(len(ids), dtype=torch.bool)
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                logp = []
+                for i, model in enumerate([teacher, ref]):
+                    o = model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=caches[i],
+                              use_cache=True)
+                    caches[i] = o.cache
+                    logp.append(torch.log_softmax(o.logits[:, -1].float(), -1))
+                y = torch.multinomial(torch.softmax(lam * logp[0] + (1 - lam) * logp[1], -1), 1)[:, 0]
+                y[done] = tok.pad_token_id
+                new.append(y)
+                done |= y == tok.eos_token_id
+                if done.all():
+                    break
+                ids, pos = y[:, None], pos[:, -1:] + 1
+                attn = torch.cat([attn, torch.ones_like(ids)], 1)
+        out += tok.batch_decode(torch.stack(new, 1), skip_special_tokens=True)
+    return out
+
+
+def evaluate_blends(teacher_path, ref_path, lams, n, seed, write):
+    """Accuracy and length of the per-state G-OPD target for each lam (math test set, avg@n)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import evaluate
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(ref_path)
+    teacher, ref = (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval()
+                    for p in [teacher_path, ref_path])
+    rows = evaluate.load_rows(TEST["math"])
+    result = {"lam": lams, "math": [], "response_len": []}
+    for lam in lams:
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(MODELS[name], dtype=torch.float32).eval()
-        tok = AutoTokenizer.from_pretrained(MODELS[name])
-        acc = {}
-        for domain, file in TEST.items():
-            summary, _ = evaluate.evaluate_model(model, tok, evaluate.load_rows(file), n=1,
-                                                 max_new_tokens=gopd.TOY_DEFAULTS["max_new_tokens"],
-                                                 batch_size=gopd.TOY_DEFAULTS["rollout_batch"])
-            acc.update({k: v["avg@n"] for k, v in summary.items()})
-        with open(path, "w") as f:
-            json.dump(acc, f)
-    return json.load(open(path))
+        flat = sample_blend(teacher, ref, tok, [r["prompt"] for r in rows for _ in range(n)], lam,
+                            PROTOCOL["max_new_tokens"])
+        ok = evaluate.check_many([r for r in rows for _ in range(n)], flat)
+        result["math"].append(sum(ok) / len(ok))
+        result["response_len"].append(sum(len(tok(y, add_special_tokens=False).input_ids) for y in flat) / len(flat))
+        print(f"lam {lam}: {result['math'][-1]:.4f}, length {result['response_len'][-1]:.1f}", flush=True)
+    with open(write, "w") as f:
+        json.dump(result, f)
 
 
-def mean_std(values):
-    values = [100 * v for v in values]
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0:.1f}"
+def blend_job(out):
+    path = os.path.join(out, "target.json")
+    if not os.path.exists(path):
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        with open(path[:-5] + ".log", "w") as log:
+            subprocess.run([sys.executable, __file__, "--blend", "--write", path, "--out", out], stdout=log,
+                           stderr=subprocess.STDOUT, env=env, check=True)
 
 
-def table(out, seeds):
-    lines = ["| model / run | math | code |", "|---|---|---|"]
+def evaluate_run(folder, domains, seed, out):
+    """Every checkpoint of a run (the curve), the last at avg@EVAL_N; then drop the intermediate
+    checkpoints (their numbers are kept in eval.json)."""
+    verdicts = Verdicts(out)
+    steps = sorted(int(d[5:]) for d in os.listdir(folder) if d.startswith("step_") and d[5:].isdigit())
+    curve = {}
+    for step in steps[:-1]:
+        path = os.path.join(folder, f"step_{step:06d}")
+        curve[step] = evaluate_model(path, domains, 1, 1000 * seed + step, verdicts)[0]
+        print(f"step {step}: {curve[step]}", flush=True)
+    acc, length, _ = evaluate_model(os.path.join(folder, f"step_{steps[-1]:06d}"), domains, EVAL_N, seed, verdicts)
+    curve[steps[-1]] = acc
+    result = {"final": acc, "response_len": length, "curve": curve, "steps": steps[-1]}
+    with open(os.path.join(folder, "eval.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    for step in steps[:-1]:
+        shutil.rmtree(os.path.join(folder, f"step_{step:06d}"), ignore_errors=True)
+    print(result, flush=True)
+
+# -----------------------------------------------------------------------------
+# Results: toy/results.json, the README tables, the plots
+
+
+def collect(out, seeds):
+    """toy/results.json's content from the run folders."""
+    res = {"seeds": seeds, "steps": PROTOCOL["steps"], "protocol": dict(PROTOCOL, save_every=SAVE_EVERY,
+           eval_n=EVAL_N, test_problems=1000), "baselines": {}, "greedy": {}, "runs": {}, "curves": {}}
     for name in BASELINES:
-        accs = [evaluate_baseline(name, s, out) for s in seeds]
-        lines.append(f"| {name} | {mean_std([a['math'] for a in accs])} | {mean_std([a['code'] for a in accs])} |")
+        per_seed = [json.load(open(os.path.join(out, f"baseline_{name}_seed{s}.json"))) for s in seeds]
+        res["baselines"][name] = {d: [p["final"][d] for p in per_seed] for d in ["math", "code"]}
+        res["baselines"][name]["response_len"] = [p["response_len"]["math"] for p in per_seed]
+        res["baselines"][name]["code_response_len"] = [p["response_len"]["code"] for p in per_seed]
+        res["greedy"][name] = per_seed[0]["greedy"]  # greedy decoding does not depend on the seed
     for name in RUNS:
-        results = [json.load(open(os.path.join(run_dir(out, name, s), "eval.json"))) for s in seeds]
-        cells = [mean_std([r["after"][d] for r in results]) if d in results[0]["after"] else "–"
-                 for d in ["math", "code"]]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines)
+        per_seed = [json.load(open(os.path.join(run_dir(out, name, s), "eval.json"))) for s in seeds]
+        run = {d: [p["final"][d] for p in per_seed] for d in domains_of(name)}
+        run["response_len"] = [p["response_len"]["math"] for p in per_seed]
+        if "code" in domains_of(name):
+            run["code_response_len"] = [p["response_len"]["code"] for p in per_seed]
+        res["runs"][name] = run
+        curve = per_seed[0]["curve"]  # seed 0's checkpoints; step 0 is the student
+        res["curves"][name] = {d: {0: res["baselines"]["student"][d][0],
+                                   **{int(t): curve[t][d] for t in sorted(curve, key=int)}}
+                               for d in domains_of(name)}
+    student = res["baselines"]["student"]
+    target = os.path.join(out, "target.json")
+    if os.path.exists(target):
+        res["target"] = dict(json.load(open(target)), note="the per-state optimum, sampled (seed 0)")
+    res["sweep"] = {"lam": [0.0] + SWEEP,
+                    "math": [student["math"]] + [res["runs"][f"single λ={lam:g}"]["math"] for lam in SWEEP],
+                    "response_len": [student["response_len"]] + [res["runs"][f"single λ={lam:g}"]["response_len"]
+                                                                 for lam in SWEEP],
+                    "note": "lam = 0 is the student itself (gopd refuses --lam 0: with pi_ref = the student's "
+                            "initial weights its gradient is exactly zero)"}
+    return res
 
 
-def plot(out, seeds, path):
+def mean_se(values, scale=100.0):
+    values = [scale * v for v in values]
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return statistics.mean(values), se
+
+
+def cell(values, scale=100.0, digits=1):
+    m, se = mean_se(values, scale)
+    return f"{m:.{digits}f} ± {se:.{digits}f}"
+
+
+def tables(res):
+    """The README's markdown tables."""
+    quality = ["| model | math, T=1 | math, greedy | code, T=1 | code, greedy | math length |",
+               "|---|---|---|---|---|---|"]
+    for name, b in res["baselines"].items():
+        g = res["greedy"][name]
+        quality.append(f"| `{name}` | {cell(b['math'])} | {100 * g['math']:.1f} | {cell(b['code'])} | "
+                       f"{100 * g['code']:.1f} | {cell(b['response_len'], 1)} |")
+    runs = ["| run | math | code | math length |", "|---|---|---|---|"]
+    for name, r in res["runs"].items():
+        runs.append(f"| {name} | {cell(r['math'])} | {cell(r['code']) if 'code' in r else '–'} | "
+                    f"{cell(r['response_len'], 1)} |")
+    return "\n".join(quality) + "\n\n" + "\n".join(runs)
+
+
+def plots(res):
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("toy/experiments.py: the plot needs matplotlib (pip install matplotlib); table only")
+        print("toy/experiments.py: the plots need matplotlib (pip install matplotlib); tables only")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for name in ["OPD (λ=1)", "ExOPD (λ=1.25)", "ExOPD (λ=1.5)"]:
-        curves = []
-        for s in seeds:
-            rows = [json.loads(line) for line in open(os.path.join(run_dir(out, name, s), "metrics.jsonl"))]
-            curves.append({r["step"]: r["eval"] for r in rows if "eval" in r})
-        steps = sorted(set.intersection(*(set(c) for c in curves)))
-        for ax, domain in zip(axes, ["math", "code"]):
-            ax.plot(steps, [100 * statistics.mean(c[t][domain] for c in curves) for t in steps], marker="o",
-                    markersize=3, label=name)
-            ax.set_title(f"toy {domain} test accuracy")
-            ax.set_xlabel("step")
-            ax.set_ylabel("avg@1 (%)")
-    axes[0].legend()
+    sweep = res["sweep"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    acc = [mean_se(v) for v in sweep["math"]]
+    length = [mean_se(v, 1.0) for v in sweep["response_len"]]
+    ax.errorbar(sweep["lam"], [m for m, _ in acc], [s for _, s in acc], marker="o", capsize=3, color="C0",
+                label="math accuracy (avg@4)")
+    teacher = mean_se(res["baselines"]["math_expert"]["math"])[0]
+    ax.axhline(teacher, color="C0", ls=":", lw=1, label=f"teacher (math expert) {teacher:.1f}")
+    ax.set_xlabel("λ  (0 = the student itself, 1 = OPD, > 1 = ExOPD)")
+    ax.set_ylabel("accuracy (%)", color="C0")
+    ax2 = ax.twinx()
+    ax2.errorbar(sweep["lam"], [m for m, _ in length], [s for _, s in length], marker="s", capsize=3, color="C1",
+                 label="response length")
+    ax2.set_ylabel("mean response length (tokens)", color="C1")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="lower right")
+    ax.set_title(f"toy single-teacher math: mean ± SE of {len(res['seeds'])} seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    fig.savefig(os.path.join(TOY, "lambda_sweep.png"), dpi=120)
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name in [f"single λ={lam:g}" for lam in SWEEP]:
+        c = res["curves"][name]["math"]
+        axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], label=name.split()[-1], lw=1)
+    for name in ["multi OPD (λ=1)", "multi ExOPD (λ=1.25)"]:
+        for domain, ls in [("math", "-"), ("code", "--")]:
+            c = res["curves"][name][domain]
+            axes[1].plot([int(t) for t in c], [100 * v for v in c.values()], ls, lw=1,
+                         label=f"{name.split()[1]} {domain}")
+    axes[0].set_title("single-teacher math, by λ (avg@1, mean of seeds)", fontsize=9)
+    axes[1].set_title("multi-teacher (avg@1, mean of seeds)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
+    print("wrote toy/lambda_sweep.png, toy/curves.png")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each uses one CPU thread)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "toy"))
-    p.add_argument("--plot-only", action="store_true")
+    p.add_argument("--only", nargs="+", help="run names (default: all)")
+    p.add_argument("--plot-only", action="store_true", help="no training: results, tables and plots from --out")
+    p.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: one run folder, or one model (baseline)
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--domains", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--write", help=argparse.SUPPRESS)
+    p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(DATA, "train.jsonl")) as src, open(os.path.join(args.out, "train_math.jsonl"), "w") as dst:
-        dst.writelines(line for line in src if json.loads(line)["domain"] == "math")  # strong-to-weak is math only
+    if args.blend:
+        evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 1, 0, args.write)
+        return
+    if args.evaluate:
+        if args.write:  # a bundled model: the baseline rows
+            acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed, Verdicts(args.out),
+                                                 greedy=args.greedy)
+            with open(args.write, "w") as f:
+                json.dump({"final": acc, "response_len": length, "greedy": greedy}, f)
+        else:
+            evaluate_run(args.evaluate, args.domains, args.seed, args.out)
+        return
+    results = os.path.join(TOY, "results.json")
     if not args.plot_only:
-        todo = [(name, s) for s in args.seeds for name in RUNS]
+        with open(os.path.join(DATA, "train.jsonl")) as src, open(MATH_DATA.format(out=args.out), "w") as dst:
+            dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
+        # seed by seed, so that an interrupted sweep leaves every run with the same seeds
+        jobs = [job for s in args.seeds for job in [(run_job, name, s) for name in (args.only or RUNS)]
+                + [(baseline_job, b, s) for b in BASELINES]]
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: train(*job, args.out), todo))
-    print(table(args.out, args.seeds))
-    plot(args.out, args.seeds, os.path.join(TOY, "opd_vs_exopd.png"))
+            list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
+        blend_job(args.out)
+    if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
+        res = json.load(open(results))  # no logs here: redraw from the committed numbers
+    else:
+        res = collect(args.out, args.seeds)
+        with open(results, "w") as f:
+            json.dump(res, f, indent=1)
+        print(f"wrote {results}")
+    print(tables(res))
+    plots(res)
 
 
 if __name__ == "__main__":
