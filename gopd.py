@@ -78,10 +78,10 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     teacher=[f"math={os.path.join(TOY, 'models', 'math_expert')}",
                              f"code={os.path.join(TOY, 'models', 'code_expert')}"],
                     data=os.path.join(TOY, "data", "train.jsonl"),
-                    eval_data=[os.path.join(TOY, "data", "test_math.jsonl"),
-                               os.path.join(TOY, "data", "test_code.jsonl")],
-                    prompts_per_step=64, samples_per_prompt=1, max_new_tokens=64,
-                    lr=1e-3, steps=40, micro_batch=64, out="out/toy", grade_every=10)
+                    eval_data=[os.path.join(TOY, "data", "quick_math.jsonl"),
+                               os.path.join(TOY, "data", "quick_code.jsonl")],
+                    prompts_per_step=64, samples_per_prompt=1, max_new_tokens=96,
+                    lr=3e-4, steps=40, micro_batch=64, out="out/toy", grade_every=10)
 # Flags that may change on --resume: they do not change what is optimised.
 RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every",
              "grade_every", "out", "resume", "resume_override", "dist_timeout", "micro_batch",

@@ -485,9 +485,18 @@ def test_release_rows_route_by_extra_info_opd_teacher(tmp_path):
 
 
 def test_chat_prompts_need_a_chat_template(world, tmp_path):
-    tok = tiny.build_tokenizer(tmp_path / "plain", chat_template=False)
-    with pytest.raises(SystemExit, match="no chat template"):
-        evaluate.prompt_ids(tok, [{"role": "user", "content": "hi"}])
+    """Chat-message rows for a student without a chat template stop with one line, before any
+    training; plain-text rows go to such a model as raw text."""
+    student = tmp_path / "plain"
+    shutil.copytree(world["student"], student)
+    tiny.build_tokenizer(student, chat_template=False)  # overwrites the tokenizer files, no template
+    (student / "chat_template.jinja").unlink(missing_ok=True)
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"prompt": [{"role": "user", "content": "hi"}], "domain": "math"}) + "\n")
+    message = run_main(base_args(world, tmp_path / "o", **{"--student": str(student), "--data": str(data)}))
+    assert "no chat template" in message and "\n" not in message.strip()
+    assert not (tmp_path / "o" / "step_000001").exists()
+    tok = tiny.build_tokenizer(tmp_path / "tok", chat_template=False)
     assert tok.decode(evaluate.prompt_ids(tok, "add 1 and 2")) == "add 1 and 2"
 
 
