@@ -188,7 +188,8 @@ def check_args(args):
         if not math.isfinite(getattr(args, name)):
             die(f"{flag(name)} must be a finite number (got {getattr(args, name)})")
     if not 0 < args.lam <= 100:
-        die(f"--lam must be > 0 and <= 100 (got {args.lam}); 1 is OPD, 1.25 the paper's ExOPD")
+        die(f"--lam must be > 0 and <= 100 (got {args.lam}; at 0 the optimum is pi_ref itself, "
+            f"no teacher signal); 1 is OPD, 1.25 the paper's ExOPD")
     if args.temperature != 0 and not 0.01 <= args.temperature <= 100:
         die(f"--temperature must be 0 (greedy) or in [0.01, 100] (got {args.temperature}); "
             f"the paper samples at 1")

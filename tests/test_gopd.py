@@ -432,7 +432,7 @@ def test_error_is_one_line_on_stderr_with_nonzero_exit(world, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"),
                         *base_args(world, tmp_path / "o", **{"--lam": "-2"})], capture_output=True, text=True)
     assert r.returncode != 0
-    assert r.stderr.strip().splitlines() == ["gopd: error: --lam must be > 0 and <= 100 (got -2.0); 1 is OPD, 1.25 the paper's ExOPD"]
+    assert r.stderr.strip().splitlines() == ["gopd: error: --lam must be > 0 and <= 100 (got -2.0; at 0 the optimum is pi_ref itself, no teacher signal); 1 is OPD, 1.25 the paper's ExOPD"]
 
 
 def test_eval_hook_writes_before_after_and_per_step_accuracy(world, tmp_path):

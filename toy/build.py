@@ -1,7 +1,9 @@
 """Build the bundled toy world: data, one shared character-level tokenizer, and five tiny models.
 
-    python toy/build.py                      # rebuild toy/data and toy/models (the committed assets)
-    python toy/build.py --only small & python toy/build.py --only large   # the same, in two processes
+    python toy/build.py                      # rebuild toy/data and toy/models
+                                             # (the committed assets)
+    python toy/build.py --only small & python toy/build.py --only large
+                                             # the same, in two processes
     python toy/build.py --micro --out /tmp/t # a seconds-long miniature of the same pipeline (tests)
 
 The toy world reproduces the paper's multi-teacher and strong-to-weak settings in miniature:
@@ -57,8 +59,8 @@ import evaluate  # noqa: E402  (the project's checkers and sampler, so rewards m
 #   misread    in a terse step, a math verb read the wrong way round ("eats 3" as +3); in code, a
 #              constant off by one;
 #   fold       that a terse operation joins the step before (code: every step is terse);
-#   fold_slip  per operation folded into a step, that the step's result comes out wrong (math: off by
-#              1 or 2; code: a missing pair of parentheses around a sum that is then multiplied).
+#   fold_slip  per operation folded into a step, that the step's result comes out wrong (math: off
+#              by 1 or 2; code: a missing pair of parentheses around a sum that is then multiplied).
 MATH_STYLE = dict(careful=0.35, misread=0.4, fold=0.5, fold_slip=0.4)
 CODE_STYLE = dict(misread=0.25, fold=0.4, fold_slip=0.5)
 GOLD = dict(careful=1.0, misread=0.0, fold=0.0, fold_slip=0.0)
@@ -82,7 +84,8 @@ def chunks(rng, ops, fold):
 
 
 def math_problem(rng):
-    """A word problem of 2-4 operations on a count that stays in 0..20; returns (prompt, answer, solve)."""
+    """A word problem of 2-4 operations on a count that stays in 0..20; returns (prompt, answer,
+    solve)."""
     n, start = rng.randint(2, 4), rng.randint(2, 12)
     ops, value = [], start
     while len(ops) < n:
@@ -134,7 +137,8 @@ VERBS = {"+": "add {k}", "-": "subtract {k}", "*": "multiply by {k}"}
 
 
 def code_problem(rng):
-    """A function applying 2-4 integer operations to its argument; returns (prompt, tests, solve)."""
+    """A function applying 2-4 integer operations to its argument; returns (prompt, tests,
+    solve)."""
     name, arg = rng.choice("fgh"), rng.choice(["x", "n", "a"])
     ops = [(rng.choice("+-*"), rng.randint(2, 9)) for _ in range(rng.randint(2, 4))]
     words = [VERBS[o].format(k=k) for o, k in ops]
@@ -163,7 +167,8 @@ def code_problem(rng):
     return prompt, tests, solve
 
 
-PROBLEMS = {"math": (math_problem, "answer", MATH_STYLE), "code": (code_problem, "tests", CODE_STYLE)}
+PROBLEMS = {"math": (math_problem, "answer", MATH_STYLE),
+            "code": (code_problem, "tests", CODE_STYLE)}
 
 
 def make_rows(rng, domain, count, exclude=()):
@@ -207,7 +212,8 @@ def make_tokenizer():
     chars = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
     vocab = {token: i for i, token in enumerate(SPECIALS + chars)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every char alone
+    # every char alone
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()  # join tokens back with nothing in between
     return PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|end|>", pad_token="<|pad|>", unk_token="<|unk|>",
@@ -243,8 +249,10 @@ def finetune(model, tokenizer, pairs, steps, batch_size, lr, seed):
     for step in range(steps):
         for group in opt.param_groups:
             warm = min(1.0, (step + 1) / 20)
-            group["lr"] = lr * warm * (0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(step / steps * torch.pi)).item()))
-        batch = [examples[i] for i in torch.randint(len(examples), (batch_size,), generator=gen).tolist()]
+            group["lr"] = lr * warm * (
+                0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(step / steps * torch.pi)).item()))
+        batch = [examples[i]
+                 for i in torch.randint(len(examples), (batch_size,), generator=gen).tolist()]
         width = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((batch_size, width), tokenizer.pad_token_id)
         labels = torch.full((batch_size, width), -100)
@@ -264,8 +272,8 @@ def finetune(model, tokenizer, pairs, steps, batch_size, lr, seed):
 
 
 def check_unique(rows, responses):
-    """evaluate.check_many on each distinct (row, response) pair once: a sharp model repeats itself, and
-    every code check is a sandboxed interpreter."""
+    """evaluate.check_many on each distinct (row, response) pair once: a sharp model repeats itself,
+    and every code check is a sandboxed interpreter."""
     keys = [(json.dumps(row, sort_keys=True), y) for row, y in zip(rows, responses)]
     unique = dict(zip(keys, zip(rows, responses)))
     verdicts = dict(zip(unique, evaluate.check_many(*zip(*unique.values())))) if unique else {}
@@ -275,23 +283,29 @@ def check_unique(rows, responses):
 def sample_and_check(model, tokenizer, rows, n, batch_size, seed, temperature=1.0):
     """n samples per row (temperature 0: greedy); returns (responses per row, rewards per row)."""
     torch.manual_seed(seed)
-    responses = evaluate.generate(model, tokenizer, [r["prompt"] for r in rows], n=n, max_new_tokens=MAX_NEW,
-                                  temperature=temperature, top_p=1.0, batch_size=batch_size)
-    flat = check_unique([row for row in rows for _ in range(n)], [y for ys in responses for y in ys])
+    responses = evaluate.generate(model, tokenizer, [r["prompt"] for r in rows], n=n,
+                                  max_new_tokens=MAX_NEW, temperature=temperature, top_p=1.0,
+                                  batch_size=batch_size)
+    flat = check_unique([row for row in rows for _ in range(n)],
+                        [y for ys in responses for y in ys])
     return responses, [flat[i * n:(i + 1) * n] for i in range(len(rows))]
 
 
 def rejection_sampling(model, tokenizer, rows, rounds, prompts, k, steps, batch_size, lr, seed):
-    """RFT: sample k answers per prompt at temperature 1, keep those the verifier accepts, fine-tune on
-    everything kept so far; repeat. The reward is evaluate.py's checker, as in the paper's domain RL."""
+    """RFT: sample k answers per prompt at temperature 1, keep those the verifier accepts, fine-tune
+    on everything kept so far; repeat. The reward is evaluate.py's checker, as in the paper's
+    domain RL."""
     rng = random.Random(seed)
     kept = set()
     for r in range(rounds):
         batch = rng.sample(rows, min(prompts, len(rows)))
-        responses, rewards = sample_and_check(model, tokenizer, batch, k, batch_size=256, seed=seed + r)
-        kept |= {(row["prompt"], y) for row, ys, rs in zip(batch, responses, rewards) for y, ok in zip(ys, rs) if ok}
+        responses, rewards = sample_and_check(model, tokenizer, batch, k, batch_size=256,
+                                              seed=seed + r)
+        kept |= {(row["prompt"], y) for row, ys, rs in zip(batch, responses, rewards)
+                 for y, ok in zip(ys, rs) if ok}
         rate = sum(map(sum, rewards)) / (len(batch) * k)
-        print(f"  round {r}: sample accuracy {rate:.3f}, {len(kept)} distinct correct answers kept", flush=True)
+        print(f"  round {r}: sample accuracy {rate:.3f}, {len(kept)} distinct correct answers kept",
+              flush=True)
         if kept:
             finetune(model, tokenizer, sorted(kept), steps, batch_size, lr, seed + 1000 + r)
 
@@ -319,11 +333,13 @@ def save(model, tokenizer, path):
 # (55-75% at temperature 1); the larger math expert gets more, as the paper's strong teacher is the
 # strongest model in its setting.
 FULL = dict(train=2000, test=1000, quick=200, corpus=76800, small=(96, 4), large=(128, 5), batch=32,
-            base_steps=2400, large_steps=2400, lr=3e-3, rft_prompts=256, k=4, rft_lr=7e-4, report=300,
-            eval_n=2, rft={"math_expert": (2, 20), "code_expert": (1, 10), "large_math_expert": (4, 20)})
+            base_steps=2400, large_steps=2400, lr=3e-3, rft_prompts=256, k=4, rft_lr=7e-4,
+            report=300, eval_n=2, rft={"math_expert": (2, 20), "code_expert": (1, 10),
+                                       "large_math_expert": (4, 20)})
 MICRO = dict(train=24, test=8, quick=4, corpus=200, small=(16, 1), large=(24, 1), batch=8,
              base_steps=4, large_steps=4, lr=3e-3, rft_prompts=8, k=2, rft_lr=1e-3, report=8,
-             eval_n=1, rft={"math_expert": (1, 2), "code_expert": (1, 2), "large_math_expert": (1, 2)})
+             eval_n=1, rft={"math_expert": (1, 2), "code_expert": (1, 2),
+                            "large_math_expert": (1, 2)})
 MAX_NEW = 96
 
 
@@ -335,10 +351,12 @@ def build(out, cfg, seed=0, families=("small", "large")):
     held_out = {r["prompt"] for rows in test.values() for r in rows}
     train = {d: make_rows(rng, d, cfg["train"], exclude=held_out) for d in ("math", "code")}
     mixed = [row for pair in zip(train["math"], train["code"]) for row in pair]
-    if "small" in families:  # one writer, so that --only small and --only large can run side by side
+    # one writer, so that --only small and --only large can run side by side
+    if "small" in families:
         data.mkdir(parents=True, exist_ok=True)
+        # the quick_* files: the default run's quick evaluation
         files = [("train", mixed)] + [(f"test_{d}", test[d]) for d in test] + \
-            [(f"quick_{d}", test[d][:cfg["quick"]]) for d in test]  # the default run's quick evaluation
+            [(f"quick_{d}", test[d][:cfg["quick"]]) for d in test]
         for name, rows in files:
             with open(data / f"{name}.jsonl", "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
@@ -346,10 +364,12 @@ def build(out, cfg, seed=0, families=("small", "large")):
     tokenizer = make_tokenizer()
     scores = {}
 
-    def report(name, model):  # a quick look for the log; toy/experiments.py measures the quality table
+    # a quick look for the log; toy/experiments.py measures the quality table
+    def report(name, model):
         rows = {d: test[d][:cfg["report"]] for d in test}
         scores[name] = {d: {"sampled": accuracy(model, tokenizer, rows[d], cfg["eval_n"], seed),
-                            "greedy": accuracy(model, tokenizer, rows[d], 1, seed, temperature=0.0)} for d in test}
+                            "greedy": accuracy(model, tokenizer, rows[d], 1, seed, temperature=0.0)}
+                        for d in test}
         print(f"{name}: {scores[name]}  ({time.time() - t0:.0f}s)", flush=True)
 
     for size, steps, base_name, experts in [
@@ -369,8 +389,8 @@ def build(out, cfg, seed=0, families=("small", "large")):
             expert = make_model(tokenizer, *cfg[size], seed=seed)
             expert.load_state_dict(base.state_dict())
             rounds, rft_steps = cfg["rft"][name]
-            rejection_sampling(expert, tokenizer, train[domain], rounds, cfg["rft_prompts"], cfg["k"],
-                               rft_steps, cfg["batch"], cfg["rft_lr"], seed)
+            rejection_sampling(expert, tokenizer, train[domain], rounds, cfg["rft_prompts"],
+                               cfg["k"], rft_steps, cfg["batch"], cfg["rft_lr"], seed)
             save(expert, tokenizer, model_dir / name)
             report(name, expert)
     return scores
@@ -378,12 +398,14 @@ def build(out, cfg, seed=0, families=("small", "large")):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=TOY, help="folder to write data/ and models/ into")
+    parser.add_argument("--out", type=Path, default=TOY,
+                        help="folder to write data/ and models/ into")
     parser.add_argument("--micro", action="store_true", help="tiny sizes and few steps (for tests)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=["small", "large"],
-                        help="build one model family: small (data, student, experts) or large (the larger pair); "
-                             "the two are independent, so two processes halve the wait")
+                        help="build one model family: small (data, student, experts) or large "
+                             "(the larger pair); the two are independent, so two processes halve "
+                             "the wait")
     args = parser.parse_args()
     if args.micro and args.out.resolve() == TOY:
         parser.error("--micro needs --out DIR: it must not overwrite the committed toy assets")

@@ -1,29 +1,27 @@
-"""The paper's claims at toy scale: every number of the README's toy results, from the bundled toy world.
+"""The paper's claims at toy scale: every number of the README's toy results, from the toy world.
 
-    python toy/experiments.py                     # all runs, 5 seeds, two at a time (see README for the time)
+    python toy/experiments.py                     # every run, 5 seeds, two at a time
     python toy/experiments.py --seeds 0 --jobs 1  # one seed
-    python toy/experiments.py --plot-only         # rebuild toy/results.json, the table and plots from runs/toy
-                                                  # (from toy/results.json alone when runs/toy is absent)
+    python toy/experiments.py --plot-only         # toy/results.json, tables and plots from --out
+                                                  # (without runs there: from toy/results.json)
 
-Runs (gopd.py with PROTOCOL below; only the named flags differ between them):
-- the lambda sweep, single teacher, math (the paper's Figs. 2-4 in miniature): the math expert into the
-  base student on the math rows of train.jsonl, lam in SWEEP. lam = 0 is not run: with pi_ref = the
-  student's initial weights the student already sits at the lam = 0 optimum (pi* = pi_ref) and its
-  gradient is exactly zero, so gopd refuses --lam 0; the lam = 0 point is the student itself, evaluated
-  the same way.
-- multi-teacher: the math and code experts into the base student, lam = 1 (OPD) and 1.25 (ExOPD).
-- strong-to-weak, math: the larger math expert into the base student, lam = 1 and 1.25 with
-  pi_ref = the student (default), and lam = 1.25 with pi_ref = the larger base (reward correction).
-The bundled models are evaluated the same way (the baselines; greedy once, as it ignores the seed), and
-so is the objective's optimum itself for the sweep: responses sampled token by token from the per-state
-target pi_T^lam * pi_ref^(1-lam) (sample_blend), which no training run can beat on average.
+Runs (gopd.py with PROTOCOL; only the named flags differ between them):
+- the lambda sweep (the paper's Figs. 2-4 in miniature): the math expert into the student on the
+  math prompts of train.jsonl, lam in SWEEP. lam = 0 is not trained: with pi_ref = the student's
+  initial weights the student already sits at the lam = 0 optimum (pi* = pi_ref) and its gradient
+  is exactly zero, so gopd refuses --lam 0; the lam = 0 point is the student itself.
+- multi-teacher: the math and code experts into the student, lam = 1 (OPD) and 1.25 (ExOPD).
+- strong-to-weak, math: the large math expert into the student, lam = 1 and 1.25 with pi_ref = the
+  student, and lam = 1.25 with pi_ref = the large base (reward correction).
+The bundled models are evaluated the same way (greedy once: it ignores the seed), and so is the
+sweep's target itself: responses sampled token by token from the per-state blend
+pi_T^lam * pi_ref^(1-lam) that gopd_loss pushes every state toward (sample_blend).
 
-Evaluation is done here, not in gopd.py: each run saves a checkpoint every SAVE_EVERY steps and this
-script evaluates them afterwards with evaluate.py's generate and checkers, on the full toy test sets
-(1,000 problems per domain) at temperature 1, one sample each: the last checkpoint of every seed, and
-seed 0's checkpoints every SAVE_EVERY steps for the convergence curve.
-Code verdicts are cached by (tests, response), since a sharp model repeats its programs and every code
-check is a sandboxed interpreter. Results are mean +- standard error over the seeds (sample std / sqrt(n)).
+Evaluation happens here, after training, with evaluate.py's generate and checkers: every seed's
+last checkpoint on all 1,000 test problems per domain, one sample each at temperature 1, and seed
+0's checkpoints every SAVE_EVERY steps for the convergence curve. Code verdicts are cached by
+(tests, response): a sharp model repeats its programs, and every check is a sandboxed interpreter.
+Results are mean +- standard error over the seeds (sample std / sqrt(n)).
 """
 
 import argparse
@@ -41,23 +39,22 @@ TOY = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOY)
 sys.path.insert(0, ROOT)
 
-MODELS = {name: os.path.join(TOY, "models", name)
-          for name in ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]}
+MODELS = {name: os.path.join(TOY, "models", name) for name in
+          ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]}
 DATA = os.path.join(TOY, "data")
-TEST = {"math": os.path.join(DATA, "test_math.jsonl"), "code": os.path.join(DATA, "test_code.jsonl")}
+TEST = {d: os.path.join(DATA, f"test_{d}.jsonl") for d in ["math", "code"]}
 
-# The protocol every run shares (see the README: why these values).
 PROTOCOL = dict(steps=50, prompts_per_step=64, samples_per_prompt=1, lr=3e-4, max_new_tokens=96,
                 micro_batch=64, rollout_batch=64, grade_every=0)
-SAVE_EVERY = 25     # seed 0 only: its curve shows whether the runs have converged
-EVAL_N = 1          # avg@1 on 1,000 problems per domain, per seed
+SAVE_EVERY = 25  # seed 0 only: its curve shows whether the runs have converged
+EVAL_N = 1       # samples per test problem
 SEEDS = [0, 1, 2, 3, 4]
 SWEEP = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
 
 MATH_DATA = "{out}/train_math.jsonl"
 SINGLE = ["--teacher", MODELS["math_expert"], "--data", MATH_DATA]
-MULTI = ["--teacher", f"math={MODELS['math_expert']}", "--teacher", f"code={MODELS['code_expert']}",
-         "--data", os.path.join(DATA, "train.jsonl")]
+MULTI = ["--teacher", f"math={MODELS['math_expert']}", "--teacher",
+         f"code={MODELS['code_expert']}", "--data", os.path.join(DATA, "train.jsonl")]
 S2W = ["--teacher", MODELS["large_math_expert"], "--data", MATH_DATA]
 RUNS = {f"single λ={lam:g}": SINGLE + ["--lam", str(lam)] for lam in SWEEP}
 RUNS.update({
@@ -65,9 +62,11 @@ RUNS.update({
     "multi ExOPD (λ=1.25)": MULTI + ["--lam", "1.25"],
     "s2w OPD (λ=1)": S2W + ["--lam", "1"],
     "s2w ExOPD (λ=1.25)": S2W + ["--lam", "1.25"],
-    "s2w ExOPD (λ=1.25) + reward correction": S2W + ["--lam", "1.25", "--ref", MODELS["large_base"]],
+    "s2w ExOPD (λ=1.25) + reward correction": S2W + ["--lam", "1.25", "--ref",
+                                                     MODELS["large_base"]],
 })
 BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
 def domains_of(name):
@@ -79,45 +78,47 @@ def run_dir(out, name, seed):
     return os.path.join(out, f"{slug.replace('__', '_')}_seed{seed}")
 
 
-def command(name, seed, out, folder):
-    flags = [x for k, v in PROTOCOL.items() for x in (f"--{k.replace('_', '-')}", str(v))]
-    return [sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"],
-            *[a.format(out=out) for a in RUNS[name]], *flags, "--seed", str(seed),
-            "--save-every", str(SAVE_EVERY if seed == 0 else PROTOCOL["steps"]), "--out", folder]
+def run_logged(argv, log_path):
+    with open(log_path, "w") as log:
+        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=ENV, check=True)
 
 
 def run_job(name, seed, out):
-    """Train (unless done), then evaluate the checkpoints (unless done); each in its own process."""
+    """Train (unless done), then evaluate (unless done); each in its own process."""
     folder = run_dir(out, name, seed)
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     if not os.path.exists(os.path.join(folder, f"step_{PROTOCOL['steps']:06d}")):
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted run restarts from scratch
-        with open(folder + ".log", "w") as log:
-            subprocess.run(command(name, seed, out, folder), stdout=log, stderr=subprocess.STDOUT, env=env,
-                           check=True)
+        flags = [x for k, v in PROTOCOL.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+        save_every = SAVE_EVERY if seed == 0 else PROTOCOL["steps"]
+        run_logged([sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"],
+                    *[a.format(out=out) for a in RUNS[name]], *flags, "--seed", str(seed),
+                    "--save-every", str(save_every), "--out", folder], folder + ".log")
     if not os.path.exists(os.path.join(folder, "eval.json")):
-        with open(folder + ".eval.log", "w") as log:
-            subprocess.run([sys.executable, __file__, "--evaluate", folder, "--seed", str(seed), "--out", out,
-                            "--domains", *domains_of(name)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                           check=True)
+        run_logged([sys.executable, __file__, "--evaluate", folder, "--seed", str(seed),
+                    "--out", out, "--domains", *domains_of(name)], folder + ".eval.log")
 
 
 def baseline_job(name, seed, out):
     path = os.path.join(out, f"baseline_{name}_seed{seed}.json")
     if not os.path.exists(path):
-        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-        with open(path[:-5] + ".log", "w") as log:
-            subprocess.run([sys.executable, __file__, "--evaluate", MODELS[name], "--seed", str(seed), "--out", out,
-                            "--domains", "math", "code", *(["--greedy"] if seed == 0 else []),
-                            "--write", path], stdout=log,
-                           stderr=subprocess.STDOUT, env=env, check=True)
+        greedy = ["--greedy"] if seed == 0 else []
+        run_logged([sys.executable, __file__, "--evaluate", MODELS[name], "--seed", str(seed),
+                    "--out", out, "--domains", "math", "code", *greedy, "--write", path],
+                   path[:-5] + ".log")
+
+
+def blend_job(out):
+    path = os.path.join(out, "target.json")
+    if not os.path.exists(path):
+        run_logged([sys.executable, __file__, "--blend", "--write", path, "--out", out],
+                   path[:-5] + ".log")
 
 # -----------------------------------------------------------------------------
-# Evaluation (runs in its own process: one torch thread each, no GIL shared with the other job)
+# Evaluation (each in its own process, on one torch thread)
 
 
 class Verdicts:
-    """evaluate.check with a cache of code verdicts shared by every evaluation in out/ (append-only file)."""
+    """evaluate.check with a cache of code verdicts shared by every evaluation in out/."""
 
     def __init__(self, out):
         self.path = os.path.join(out, "code_verdicts.jsonl")
@@ -127,25 +128,31 @@ class Verdicts:
                 for line in f:
                     try:
                         key, ok = json.loads(line)
-                        self.cache[key] = ok
                     except ValueError:  # a line cut short by an interrupted writer
-                        pass
+                        continue
+                    self.cache[key] = ok
 
     def check(self, rows, responses):
         import evaluate
-        keys = [hashlib.sha1(json.dumps([r.get("tests"), y]).encode()).hexdigest() if r["domain"] == "code"
-                else None for r, y in zip(rows, responses)]
+        keys = [hashlib.sha1(json.dumps([r.get("tests"), y]).encode()).hexdigest()
+                if r["domain"] == "code" else None for r, y in zip(rows, responses)]
         todo = {k: (r, y) for k, r, y in zip(keys, rows, responses) if k and k not in self.cache}
         if todo:
             found = evaluate.check_many(*zip(*todo.values()))
             self.cache.update(zip(todo, found))
             with open(self.path, "a") as f:
                 f.write("".join(json.dumps([k, ok]) + "\n" for k, ok in zip(todo, found)))
-        return [self.cache[k] if k else evaluate.check(r, y) for k, r, y in zip(keys, rows, responses)]
+        return [self.cache[k] if k else evaluate.check(r, y)
+                for k, r, y in zip(keys, rows, responses)]
+
+
+def mean_tokens(tok, texts):
+    return sum(len(tok(y, add_special_tokens=False).input_ids) for y in texts) / len(texts)
 
 
 def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
-    """{domain: accuracy (avg@n, temperature 1)}, {domain: mean response length in tokens}[, greedy]."""
+    """({domain: accuracy at temperature 1, n samples each}, {domain: mean response tokens},
+    {domain: greedy accuracy} when greedy)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import evaluate
@@ -158,28 +165,29 @@ def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
         for temperature in [1.0, 0.0] if greedy else [1.0]:
             k = n if temperature else 1
             torch.manual_seed(seed)
-            responses = evaluate.generate(model, tok, [r["prompt"] for r in rows], n=k, temperature=temperature,
-                                          max_new_tokens=PROTOCOL["max_new_tokens"], batch_size=256)
+            responses = evaluate.generate(model, tok, [r["prompt"] for r in rows], n=k,
+                                          temperature=temperature, batch_size=256,
+                                          max_new_tokens=PROTOCOL["max_new_tokens"])
             flat = [y for ys in responses for y in ys]
             ok = verdicts.check([r for r in rows for _ in range(k)], flat)
             if temperature:
                 acc[domain] = sum(ok) / len(ok)
-                length[domain] = sum(len(tok(y, add_special_tokens=False).input_ids) for y in flat) / len(flat)
+                length[domain] = mean_tokens(tok, flat)
             else:
                 acc_greedy[domain] = sum(ok) / len(ok)
     return acc, length, acc_greedy
 
 
 def sample_blend(teacher, ref, tok, prompts, lam, max_new_tokens, batch_size=250):
-    """Responses sampled token by token from G-OPD's per-state target pi_T(.|s)^lam * pi_ref(.|s)^(1-lam),
-    normalized at each state (what gopd_loss pushes every state toward): the accuracy a student that
-    reached the objective's optimum would have, with no training in between."""
+    """Responses sampled token by token from the per-state target, normalized at each state:
+    pi_T(.|s)^lam * pi_ref(.|s)^(1-lam), what a student at gopd_loss's optimum would write."""
     import torch
     import evaluate
     out = []
     for start in range(0, len(prompts), batch_size):
-        enc = tok([evaluate.render_prompt(tok, p) for p in prompts[start:start + batch_size]], return_tensors="pt",
-                  padding=True, padding_side="left", add_special_tokens=False)
+        texts = [evaluate.render_prompt(tok, p) for p in prompts[start:start + batch_size]]
+        enc = tok(texts, return_tensors="pt", padding=True, padding_side="left",
+                  add_special_tokens=False)
         ids, attn = enc["input_ids"], enc["attention_mask"]
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         caches, new = [None, None], []
@@ -188,11 +196,12 @@ def sample_blend(teacher, ref, tok, prompts, lam, max_new_tokens, batch_size=250
             for _ in range(max_new_tokens):
                 logp = []
                 for i, model in enumerate([teacher, ref]):
-                    o = model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=caches[i],
-                              use_cache=True)
+                    o = model(input_ids=ids, attention_mask=attn, position_ids=pos,
+                              cache=caches[i], use_cache=True)
                     caches[i] = o.cache
                     logp.append(torch.log_softmax(o.logits[:, -1].float(), -1))
-                y = torch.multinomial(torch.softmax(lam * logp[0] + (1 - lam) * logp[1], -1), 1)[:, 0]
+                blend = torch.softmax(lam * logp[0] + (1 - lam) * logp[1], -1)
+                y = torch.multinomial(blend, 1)[:, 0]
                 y[done] = tok.pad_token_id
                 new.append(y)
                 done |= y == tok.eos_token_id
@@ -204,8 +213,8 @@ def sample_blend(teacher, ref, tok, prompts, lam, max_new_tokens, batch_size=250
     return out
 
 
-def evaluate_blends(teacher_path, ref_path, lams, n, seed, write):
-    """Accuracy and length of the per-state G-OPD target for each lam (math test set, avg@n)."""
+def evaluate_blends(teacher_path, ref_path, lams, seed, write):
+    """Math accuracy and mean length of the per-state target for each lam, one sample each."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import evaluate
@@ -217,36 +226,30 @@ def evaluate_blends(teacher_path, ref_path, lams, n, seed, write):
     result = {"lam": lams, "math": [], "response_len": []}
     for lam in lams:
         torch.manual_seed(seed)
-        flat = sample_blend(teacher, ref, tok, [r["prompt"] for r in rows for _ in range(n)], lam,
+        flat = sample_blend(teacher, ref, tok, [r["prompt"] for r in rows], lam,
                             PROTOCOL["max_new_tokens"])
-        ok = evaluate.check_many([r for r in rows for _ in range(n)], flat)
+        ok = evaluate.check_many(rows, flat)
         result["math"].append(sum(ok) / len(ok))
-        result["response_len"].append(sum(len(tok(y, add_special_tokens=False).input_ids) for y in flat) / len(flat))
-        print(f"lam {lam}: {result['math'][-1]:.4f}, length {result['response_len'][-1]:.1f}", flush=True)
+        result["response_len"].append(mean_tokens(tok, flat))
+        print(f"lam {lam}: {result['math'][-1]:.4f}, {result['response_len'][-1]:.1f} tokens",
+              flush=True)
     with open(write, "w") as f:
         json.dump(result, f)
 
 
-def blend_job(out):
-    path = os.path.join(out, "target.json")
-    if not os.path.exists(path):
-        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-        with open(path[:-5] + ".log", "w") as log:
-            subprocess.run([sys.executable, __file__, "--blend", "--write", path, "--out", out], stdout=log,
-                           stderr=subprocess.STDOUT, env=env, check=True)
-
-
 def evaluate_run(folder, domains, seed, out):
-    """Every checkpoint of a run (the curve), the last at avg@EVAL_N; then drop the intermediate
-    checkpoints (their numbers are kept in eval.json)."""
+    """Every checkpoint of a run (the curve; the last is the final number), then drop all but the
+    last checkpoint (their numbers are kept in eval.json)."""
     verdicts = Verdicts(out)
-    steps = sorted(int(d[5:]) for d in os.listdir(folder) if d.startswith("step_") and d[5:].isdigit())
+    steps = sorted(int(d[5:]) for d in os.listdir(folder)
+                   if d.startswith("step_") and d[5:].isdigit())
     curve = {}
     for step in steps[:-1]:
         path = os.path.join(folder, f"step_{step:06d}")
         curve[step] = evaluate_model(path, domains, 1, 1000 * seed + step, verdicts)[0]
         print(f"step {step}: {curve[step]}", flush=True)
-    acc, length, _ = evaluate_model(os.path.join(folder, f"step_{steps[-1]:06d}"), domains, EVAL_N, seed, verdicts)
+    last = os.path.join(folder, f"step_{steps[-1]:06d}")
+    acc, length, _ = evaluate_model(last, domains, EVAL_N, seed, verdicts)
     curve[steps[-1]] = acc
     result = {"final": acc, "response_len": length, "curve": curve, "steps": steps[-1]}
     with open(os.path.join(folder, "eval.json"), "w") as f:
@@ -261,35 +264,34 @@ def evaluate_run(folder, domains, seed, out):
 
 def collect(out, seeds):
     """toy/results.json's content from the run folders."""
-    res = {"seeds": seeds, "steps": PROTOCOL["steps"], "protocol": dict(PROTOCOL, save_every=SAVE_EVERY,
-           eval_n=EVAL_N, test_problems=1000), "baselines": {}, "greedy": {}, "runs": {}, "curves": {}}
+    protocol = dict(PROTOCOL, save_every=SAVE_EVERY, eval_n=EVAL_N, test_problems=1000)
+    res = {"seeds": seeds, "steps": PROTOCOL["steps"], "protocol": protocol, "baselines": {},
+           "greedy": {}, "runs": {}, "curves": {}}
     for name in BASELINES:
-        per_seed = [json.load(open(os.path.join(out, f"baseline_{name}_seed{s}.json"))) for s in seeds]
+        per_seed = [json.load(open(os.path.join(out, f"baseline_{name}_seed{s}.json")))
+                    for s in seeds]
         res["baselines"][name] = {d: [p["final"][d] for p in per_seed] for d in ["math", "code"]}
         res["baselines"][name]["response_len"] = [p["response_len"]["math"] for p in per_seed]
-        res["baselines"][name]["code_response_len"] = [p["response_len"]["code"] for p in per_seed]
-        res["greedy"][name] = per_seed[0]["greedy"]  # greedy decoding does not depend on the seed
+        res["greedy"][name] = per_seed[0]["greedy"]
     for name in RUNS:
-        per_seed = [json.load(open(os.path.join(run_dir(out, name, s), "eval.json"))) for s in seeds]
+        per_seed = [json.load(open(os.path.join(run_dir(out, name, s), "eval.json")))
+                    for s in seeds]
         run = {d: [p["final"][d] for p in per_seed] for d in domains_of(name)}
         run["response_len"] = [p["response_len"]["math"] for p in per_seed]
-        if "code" in domains_of(name):
-            run["code_response_len"] = [p["response_len"]["code"] for p in per_seed]
         res["runs"][name] = run
         curve = per_seed[0]["curve"]  # seed 0's checkpoints; step 0 is the student
         res["curves"][name] = {d: {0: res["baselines"]["student"][d][0],
                                    **{int(t): curve[t][d] for t in sorted(curve, key=int)}}
                                for d in domains_of(name)}
+    single = [res["runs"][f"single λ={lam:g}"] for lam in SWEEP]
     student = res["baselines"]["student"]
+    res["sweep"] = {"lam": [0.0] + SWEEP,
+                    "math": [student["math"]] + [r["math"] for r in single],
+                    "response_len": [student["response_len"]] + [r["response_len"] for r in single],
+                    "note": "lam = 0 is the student itself"}
     target = os.path.join(out, "target.json")
     if os.path.exists(target):
-        res["target"] = dict(json.load(open(target)), note="the per-state optimum, sampled (seed 0)")
-    res["sweep"] = {"lam": [0.0] + SWEEP,
-                    "math": [student["math"]] + [res["runs"][f"single λ={lam:g}"]["math"] for lam in SWEEP],
-                    "response_len": [student["response_len"]] + [res["runs"][f"single λ={lam:g}"]["response_len"]
-                                                                 for lam in SWEEP],
-                    "note": "lam = 0 is the student itself (gopd refuses --lam 0: with pi_ref = the student's "
-                            "initial weights its gradient is exactly zero)"}
+        res["target"] = dict(json.load(open(target)), note="the per-state target, seed 0")
     return res
 
 
@@ -299,24 +301,32 @@ def mean_se(values, scale=100.0):
     return statistics.mean(values), se
 
 
-def cell(values, scale=100.0, digits=1):
-    m, se = mean_se(values, scale)
-    return f"{m:.{digits}f} ± {se:.{digits}f}"
+def cell(values, scale=100.0):
+    return "{:.1f} ± {:.1f}".format(*mean_se(values, scale))
 
 
 def tables(res):
-    """The README's markdown tables."""
-    quality = ["| model | math, T=1 | math, greedy | code, T=1 | code, greedy | math length |",
-               "|---|---|---|---|---|---|"]
+    """The README's markdown tables: the bundled models, the sweep, the comparisons."""
+    lines = ["| model | math, T=1 | math, greedy | code, T=1 | code, greedy | math length |",
+             "|---|---|---|---|---|---|"]
     for name, b in res["baselines"].items():
         g = res["greedy"][name]
-        quality.append(f"| `{name}` | {cell(b['math'])} | {100 * g['math']:.1f} | {cell(b['code'])} | "
-                       f"{100 * g['code']:.1f} | {cell(b['response_len'], 1)} |")
-    runs = ["| run | math | code | math length |", "|---|---|---|---|"]
+        lines.append(f"| `{name}` | {cell(b['math'])} | {100 * g['math']:.1f} | {cell(b['code'])} "
+                     f"| {100 * g['code']:.1f} | {cell(b['response_len'], 1)} |")
+    sweep, target = res["sweep"], res.get("target")
+    lines += ["", "| λ | student after G-OPD: math | its length | the per-state target: math "
+              "| its length |", "|---|---|---|---|---|"]
+    for i, lam in enumerate(sweep["lam"]):
+        goal = (f"{100 * target['math'][i]:.1f} | {target['response_len'][i]:.1f}" if target
+                else "– | –")
+        lines.append(f"| {lam:g} | {cell(sweep['math'][i])} | {cell(sweep['response_len'][i], 1)} "
+                     f"| {goal} |")
+    lines += ["", "| run | math | code | math length |", "|---|---|---|---|"]
     for name, r in res["runs"].items():
-        runs.append(f"| {name} | {cell(r['math'])} | {cell(r['code']) if 'code' in r else '–'} | "
-                    f"{cell(r['response_len'], 1)} |")
-    return "\n".join(quality) + "\n\n" + "\n".join(runs)
+        if not name.startswith("single"):
+            code = cell(r["code"]) if "code" in r else "–"
+            lines.append(f"| {name} | {cell(r['math'])} | {code} | {cell(r['response_len'], 1)} |")
+    return "\n".join(lines)
 
 
 def plots(res):
@@ -325,43 +335,47 @@ def plots(res):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("toy/experiments.py: the plots need matplotlib (pip install matplotlib); tables only")
+        print("toy/experiments.py: the plots need matplotlib (pip install matplotlib)")
         return
-    sweep = res["sweep"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sweep, target = res["sweep"], res.get("target")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     acc = [mean_se(v) for v in sweep["math"]]
     length = [mean_se(v, 1.0) for v in sweep["response_len"]]
-    ax.errorbar(sweep["lam"], [m for m, _ in acc], [s for _, s in acc], marker="o", capsize=3, color="C0",
-                label="math accuracy (avg@4)")
+    ax.errorbar(sweep["lam"], [m for m, _ in acc], [s for _, s in acc], marker="o", capsize=3,
+                color="C0", label="student after G-OPD: math accuracy")
+    if target:
+        ax.plot(target["lam"], [100 * v for v in target["math"]], "o--", color="C0", alpha=0.5,
+                label="per-state target: math accuracy")
     teacher = mean_se(res["baselines"]["math_expert"]["math"])[0]
     ax.axhline(teacher, color="C0", ls=":", lw=1, label=f"teacher (math expert) {teacher:.1f}")
     ax.set_xlabel("λ  (0 = the student itself, 1 = OPD, > 1 = ExOPD)")
-    ax.set_ylabel("accuracy (%)", color="C0")
+    ax.set_ylabel("math accuracy (%)", color="C0")
     ax2 = ax.twinx()
-    ax2.errorbar(sweep["lam"], [m for m, _ in length], [s for _, s in length], marker="s", capsize=3, color="C1",
-                 label="response length")
+    ax2.errorbar(sweep["lam"], [m for m, _ in length], [s for _, s in length], marker="s",
+                 capsize=3, color="C1", label="student: response length")
     ax2.set_ylabel("mean response length (tokens)", color="C1")
-    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], fontsize=7, loc="lower right")
-    ax.set_title(f"toy single-teacher math: mean ± SE of {len(res['seeds'])} seeds", fontsize=9)
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
+    ax.set_title(f"toy, math, one teacher: mean ± SE of {len(res['seeds'])} seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "lambda_sweep.png"), dpi=120)
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for name in [f"single λ={lam:g}" for lam in SWEEP]:
-        c = res["curves"][name]["math"]
-        axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], label=name.split()[-1], lw=1)
-    for name in ["multi OPD (λ=1)", "multi ExOPD (λ=1.25)"]:
-        for domain, ls in [("math", "-"), ("code", "--")]:
+    for lam in SWEEP:
+        c = res["curves"][f"single λ={lam:g}"]["math"]
+        axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], "o-", lw=1,
+                     label=f"λ={lam:g}")
+    for name in [n for n in RUNS if not n.startswith("single")]:
+        for domain in domains_of(name):
             c = res["curves"][name][domain]
-            axes[1].plot([int(t) for t in c], [100 * v for v in c.values()], ls, lw=1,
-                         label=f"{name.split()[1]} {domain}")
-    axes[0].set_title("single-teacher math, by λ (avg@1, mean of seeds)", fontsize=9)
-    axes[1].set_title("multi-teacher (avg@1, mean of seeds)", fontsize=9)
+            axes[1].plot([int(t) for t in c], [100 * v for v in c.values()],
+                         "o-" if domain == "math" else "s--", lw=1, label=f"{name}: {domain}")
+    axes[0].set_title("sweep: math (seed 0)", fontsize=9)
+    axes[1].set_title("multi-teacher and strong-to-weak (seed 0)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("step")
         ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
     print("wrote toy/lambda_sweep.png, toy/curves.png")
@@ -370,11 +384,13 @@ def plots(res):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    p.add_argument("--jobs", type=int, default=2, help="runs at once (each uses one CPU thread)")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (one CPU thread each)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "toy"))
     p.add_argument("--only", nargs="+", help="run names (default: all)")
-    p.add_argument("--plot-only", action="store_true", help="no training: results, tables and plots from --out")
-    p.add_argument("--evaluate", help=argparse.SUPPRESS)  # internal: one run folder, or one model (baseline)
+    p.add_argument("--plot-only", action="store_true",
+                   help="no training: results, tables and plots from --out")
+    # internal: evaluate one run folder (or, with --write, one bundled model), or the blends
+    p.add_argument("--evaluate", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--domains", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
@@ -383,29 +399,31 @@ def main():
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.blend:
-        evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 1, 0, args.write)
+        evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 0, args.write)
+        return
+    if args.evaluate and args.write:
+        acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed,
+                                             Verdicts(args.out), greedy=args.greedy)
+        with open(args.write, "w") as f:
+            json.dump({"final": acc, "response_len": length, "greedy": greedy}, f)
         return
     if args.evaluate:
-        if args.write:  # a bundled model: the baseline rows
-            acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed, Verdicts(args.out),
-                                                 greedy=args.greedy)
-            with open(args.write, "w") as f:
-                json.dump({"final": acc, "response_len": length, "greedy": greedy}, f)
-        else:
-            evaluate_run(args.evaluate, args.domains, args.seed, args.out)
+        evaluate_run(args.evaluate, args.domains, args.seed, args.out)
         return
     results = os.path.join(TOY, "results.json")
     if not args.plot_only:
-        with open(os.path.join(DATA, "train.jsonl")) as src, open(MATH_DATA.format(out=args.out), "w") as dst:
+        with open(os.path.join(DATA, "train.jsonl")) as src, \
+                open(MATH_DATA.format(out=args.out), "w") as dst:
             dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
         # seed by seed, so that an interrupted sweep leaves every run with the same seeds
-        jobs = [job for s in args.seeds for job in [(run_job, name, s) for name in (args.only or RUNS)]
-                + [(baseline_job, b, s) for b in BASELINES]]
+        jobs = [(run_job, name, s) for s in args.seeds for name in (args.only or RUNS)]
+        jobs = [job for s in args.seeds for job in
+                [j for j in jobs if j[2] == s] + [(baseline_job, b, s) for b in BASELINES]]
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
         blend_job(args.out)
     if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
-        res = json.load(open(results))  # no logs here: redraw from the committed numbers
+        res = json.load(open(results))  # no runs here: redraw from the committed numbers
     else:
         res = collect(args.out, args.seeds)
         with open(results, "w") as f:
