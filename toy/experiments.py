@@ -264,6 +264,12 @@ def evaluate_run(folder, domains, seed, out):
 
 def collect(out, seeds):
     """toy/results.json's content from the run folders."""
+    needed = [os.path.join(out, f"baseline_{b}_seed{s}.json") for b in BASELINES for s in seeds]
+    needed += [os.path.join(run_dir(out, name, s), "eval.json") for name in RUNS for s in seeds]
+    missing = [path for path in needed if not os.path.exists(path)]
+    if missing:
+        sys.exit(f"toy/experiments.py: {len(missing)} results missing in {out} (first: "
+                 f"{missing[0]}); run every run for these seeds, then --plot-only")
     protocol = dict(PROTOCOL, save_every=SAVE_EVERY, eval_n=EVAL_N, test_problems=1000)
     res = {"seeds": seeds, "steps": PROTOCOL["steps"], "protocol": protocol, "baselines": {},
            "greedy": {}, "runs": {}, "curves": {}}
@@ -423,6 +429,9 @@ def main():
             list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
         blend_job(args.out)
     if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
+        if not os.path.exists(results):
+            sys.exit(f"toy/experiments.py: no runs in {args.out} and no {results}; run without "
+                     f"--plot-only first")
         res = json.load(open(results))  # no runs here: redraw from the committed numbers
     else:
         res = collect(args.out, args.seeds)
