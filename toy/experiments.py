@@ -351,7 +351,7 @@ def plots(res):
                 color="C0", label="student after G-OPD: math accuracy")
     if target:
         ax.plot(target["lam"], [100 * v for v in target["math"]], "o--", color="C0", alpha=0.5,
-                label="per-state target: math accuracy")
+                label="per-state target, seed 0: math accuracy")
     teacher = mean_se(res["baselines"]["math_expert"]["math"])[0]
     ax.axhline(teacher, color="C0", ls=":", lw=1, label=f"teacher (math expert) {teacher:.1f}")
     ax.set_xlabel("λ  (0 = the student itself, 1 = OPD, > 1 = ExOPD)")
