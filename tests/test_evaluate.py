@@ -5,6 +5,7 @@ import os
 import random
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -384,7 +385,16 @@ def test_cannot_read_secrets_of_other_processes(clean_host, monkeypatch):
 def test_host_files_are_read_only_and_tmp_is_private(clean_host):
     """Host files cannot be changed; /tmp, /var/tmp, /dev/shm and /run/lock are private tmpfs mounts:
     size-limited, gone after the run, and a host unix socket there is unreachable."""
-    victim_dir = Path(tempfile.mkdtemp(prefix=".gopd-test-victim-", dir=ROOT))    # not under /tmp
+    # a host directory the sandbox sees: outside its private mounts (a clone may itself live under
+    # /tmp) and reachable by any user (it hides closed ones, such as /root, entirely)
+    private = [Path(m) for m in ["/tmp", "/var/tmp", "/dev/shm", "/run"]]
+
+    def visible(d):
+        d = d.resolve()
+        open_to_all = all(p.stat().st_mode & stat.S_IXOTH for p in [d, *d.parents])
+        return open_to_all and os.access(d, os.W_OK) and not any(d.is_relative_to(m) for m in private)
+    base = next(d for d in [ROOT, Path("/var/lib"), Path("/opt"), Path("/srv")] if visible(d))
+    victim_dir = Path(tempfile.mkdtemp(prefix=".gopd-test-victim-", dir=base))
     host_tmp = Path(tempfile.mkdtemp(prefix="gopd-test-tmp-", dir="/tmp"))
     tag = f"gopd-test-{random.randint(10**6, 10**7)}"
     try:
