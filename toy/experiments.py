@@ -403,6 +403,11 @@ def main():
     p.add_argument("--write", help=argparse.SUPPRESS)
     p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    unknown = [name for name in args.only or [] if name not in RUNS]
+    if unknown:
+        p.error(f"--only: no run named {unknown[0]!r}; the runs are {', '.join(map(repr, RUNS))}")
     os.makedirs(args.out, exist_ok=True)
     if args.blend:
         evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 0, args.write)
