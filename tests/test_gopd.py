@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-import tiny
 import evaluate
 import gopd
+import tiny
 from tiny import base_args, run_main, weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -436,7 +436,6 @@ def test_error_is_one_line_on_stderr_with_nonzero_exit(world, tmp_path):
 
 
 def test_eval_hook_writes_before_after_and_per_step_accuracy(world, tmp_path):
-    import evaluate
     rows = [{"prompt": f"add {i} and 1", "domain": "math", "answer": str(i + 1)} for i in range(3)]
     rows += [{"prompt": "write f", "domain": "code", "tests": "assert f() == 1", "benchmark": "tinycode"}]
     data = tiny.write_jsonl(tmp_path / "eval.jsonl", rows)
@@ -504,7 +503,6 @@ def test_extrapolation_metrics_outcome_grading_and_samples(world, tmp_path, monk
     """What a lam > 1 run logs: the outcome accuracy of exactly the gradable rollouts (graded by
     evaluate.check_many, here a recording stand-in), log-ratio quantiles, the reference gap (0 at
     step 1: the reference is the student's start), and a few decoded rollouts per logged step."""
-    import evaluate
     rows = [{"prompt": f"add {i} and {i + 1}", "domain": "math", "answer": str(2 * i + 1)} for i in range(4)]
     rows += [{"prompt": f"def f{i}", "domain": "code"} for i in range(4)]  # nothing to grade against
     graded = []

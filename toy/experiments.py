@@ -427,9 +427,9 @@ def main():
                 open(MATH_DATA.format(out=args.out), "w") as dst:
             dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
         # seed by seed, so that an interrupted sweep leaves every run with the same seeds
-        jobs = [(run_job, name, s) for s in args.seeds for name in (args.only or RUNS)]
-        jobs = [job for s in args.seeds for job in
-                [j for j in jobs if j[2] == s] + [(baseline_job, b, s) for b in BASELINES]]
+        jobs = [job for s in args.seeds
+                for job in [(run_job, name, s) for name in args.only or RUNS]
+                + [(baseline_job, b, s) for b in BASELINES]]
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
         blend_job(args.out)
