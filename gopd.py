@@ -1309,6 +1309,7 @@ def write_samples(path, step, batches, rows, tokenizer, k=4):
     append_jsonl(path, *[{"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
                           "response": text} for row, text in list(zip(picked, texts))[:k]])
 
+
 def start_trackers(args, start):
     """--report-to: the trackers of this run, by name (rank 0 only; the modules were imported at
     parse time). A resumed TensorBoard log drops what an interrupted run logged after `start`, as

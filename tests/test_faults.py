@@ -270,7 +270,9 @@ def test_a_second_run_into_the_same_out_stops_with_one_line(world, tmp_path):
                                 capture_output=True, text=True, timeout=300)
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                     os.path.join(ROOT, "gopd.py")]
-        two = subprocess.run([*torchrun, *base_args(world, out)], capture_output=True, text=True, timeout=300)
+        cpu = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # two ranks even on a machine of one GPU
+        two = subprocess.run([*torchrun, *base_args(world, out)], capture_output=True, text=True, timeout=300,
+                             env=cpu)
     finally:
         os.kill(first.pid, signal.SIGCONT)
     line = f"gopd: error: {out} is in use by another gopd run (pid {first.pid} on host {socket.gethostname()}"
