@@ -2115,8 +2115,8 @@ def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top
     """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences
     [B, P+R] (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop
     token). temperature 0 is greedy; otherwise each token is drawn from softmax(logits /
-    temperature) with top-p (nucleus) filtering and nothing else, so the sampled distribution is
-    the one gopd scores.
+    temperature) with top-p (nucleus) filtering and nothing else; at top-p 1, the only value gopd
+    trains with, the sampled distribution is the one gopd scores.
 
     transformers fills every generation setting left unset from the checkpoint's
     generation_config.json (top_k, min_p, repetition_penalty, ...), any of which would change what

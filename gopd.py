@@ -24,7 +24,9 @@ checkpoints, metrics and evaluation, and the training loop, whose step is three 
 
 import argparse
 import errno
+import fcntl
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -32,6 +34,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import (CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy,
                                     OffloadPolicy, fully_shard)
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
@@ -85,7 +89,9 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
 # Flags that may change on --resume: they do not change what is optimised.
 RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every",
              "grade_every", "out", "resume", "resume_override", "dist_timeout", "micro_batch",
-             "rollout_batch", "grad_checkpointing", "offload_frozen"}
+             "rollout_batch", "grad_checkpointing", "offload_frozen", "report_to"}
+# --report-to's trackers: the module each needs, and the package that provides it.
+TRACKERS = {"wandb": ("wandb", "wandb"), "tensorboard": ("torch.utils.tensorboard", "tensorboard")}
 
 
 def parse_args(argv=None):
@@ -116,7 +122,10 @@ def parse_args(argv=None):
         help="Qwen3 thinking mode in the chat template (default: off, the paper's non-thinking)")
     add("--temperature", type=float, default=1.0,
         help="sampling temperature; 0 = greedy, for debugging (default: 1.0)")
-    add("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default: 1.0)")
+    add("--top-p", type=float, default=1.0,
+        help="nucleus sampling threshold: must be 1 (the default, the paper's), since the loss "
+             "scores the untruncated softmax; the in-training evaluation samples the same way, and "
+             "evaluate.py --top-p evaluates a checkpoint at any other")
     # optimisation
     add("--lr", type=float, help="AdamW peak learning rate" + default("lr"))
     add("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
@@ -153,6 +162,10 @@ def parse_args(argv=None):
     add("--log-samples-every", type=int, default=10,
         help="write a few decoded rollouts to samples.jsonl at step 1 and every N steps "
              "(default: 10; 0: never)")
+    add("--report-to", action="append", metavar="TRACKER",
+        help="also log each metrics.jsonl record to wandb or tensorboard (rank 0; repeatable or "
+             "comma-separated; the package must be installed; tensorboard writes to "
+             "OUT/tensorboard; default: none)")
     add("--grade-every", type=int,
         help="grade the rollouts of rows with an 'answer' or 'tests' with evaluate.check every N "
              "steps, logged as outcome_accuracy; code checks run sandboxed programs, so small "
@@ -173,6 +186,7 @@ def parse_args(argv=None):
             setattr(args, key, value)
     check_args(args)
     args.teachers = parse_teachers(args.teacher)
+    args.report_to = parse_trackers(args.report_to or [])
     return args
 
 
@@ -193,8 +207,11 @@ def check_args(args):
     if args.temperature != 0 and not 0.01 <= args.temperature <= 100:
         die(f"--temperature must be 0 (greedy) or in [0.01, 100] (got {args.temperature}); "
             f"the paper samples at 1")
-    if not 0 < args.top_p <= 1:
-        die(f"--top-p must be in (0, 1] (got {args.top_p})")
+    if args.top_p != 1:
+        die(f"--top-p {args.top_p}: sample with --top-p 1, as the paper does. The loss scores "
+            f"every sampled token under the untruncated softmax at the temperature (student, "
+            f"teacher and reference alike), so a nucleus-truncated sampling distribution would not "
+            f"be the one scored; evaluate a checkpoint at another top-p with evaluate.py --top-p")
     if not args.lr > 0:
         die(f"--lr must be > 0 (got {args.lr})")
     for name in ["weight_decay", "grad_clip", "warmup_steps", "save_every", "eval_every",
@@ -221,6 +238,22 @@ def parse_teachers(specs):
             die(f"two teachers for domain {domain!r}; pass one --teacher per domain")
         teachers[domain] = path
     return teachers
+
+
+def parse_trackers(specs):
+    """--report-to values (repeatable, comma-separated) -> sorted tracker names. Each tracker's
+    module is imported now, on every rank, so a missing package is one line before any model
+    loads and no rank waits in a collective for one that stopped."""
+    names = {name.strip() for spec in specs for name in spec.split(",")} - {"none", ""}
+    for name in sorted(names):
+        if name not in TRACKERS:
+            die(f"--report-to {name!r}: unknown tracker; choose from none, wandb, tensorboard")
+        module, package = TRACKERS[name]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            die(f"--report-to {name} needs the {package} package: pip install {package}")
+    return sorted(names)
 
 
 def die(msg):
@@ -566,7 +599,8 @@ def response_mask(responses, stop_ids):
 def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p):
     """Sample one response per prompt (lists of ids) with evaluate.sample, the one sampling rule of
     training and evaluation: softmax(logits / temperature) with top-p and nothing else, whatever the
-    checkpoint's generation_config says, so the sampled distribution is the one the loss scores.
+    checkpoint's generation_config says. Training samples at top-p 1 (check_args), so the sampled
+    distribution is the one the loss scores.
     Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R] and
     response mask [B, R]."""
     ids, attn = left_pad(prompts, pad_id)
@@ -808,15 +842,63 @@ def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global,
 # Checkpoints: save_pretrained folders, written atomically, with everything --resume needs
 
 
+@contextmanager
+def out_lock(out, rank, device):
+    """One run at a time in --out: rank 0 holds an OS lock on OUT/.gopd.lock for the whole run and
+    writes its pid and host there, for the line a second run stops with. The kernel frees the lock
+    when the process ends, however it ends (a kill -9 included), so a lock file left behind blocks
+    nothing; a POSIX lock (lockf), not flock, so that no forked child holds it. Every rank learns
+    the verdict in one collective and all stop with the same line, before any model loads."""
+    check_out_dir(out)
+    path = os.path.join(out, ".gopd.lock")
+    held, busy = None, None
+    if rank == 0:
+        held = open(path, "a+")
+        try:
+            fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.truncate(0)
+            held.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                   "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+            held.flush()
+        except OSError as e:
+            held.close()
+            held = None
+            if e.errno not in (errno.EACCES, errno.EAGAIN):  # a filesystem without locks
+                print(f"gopd: warning: cannot lock {path} ({e.strerror}): nothing stops a second "
+                      f"run from writing into {out}")
+            else:
+                busy = e
+    try:
+        if any_rank_failed(busy, device):
+            try:
+                with open(path) as f:
+                    owner = json.loads(f.read())
+                who = f"pid {int(owner['pid'])} on host {str(owner['host'])[:100]}"
+            except (OSError, ValueError, KeyError, TypeError):  # not written yet, or not gopd's
+                who = "a process whose pid is not written there"
+            die(f"{out} is in use by another gopd run ({who}, holding {path}); wait for it or stop "
+                f"it, or pass another --out. The lock dies with its process: if that process is "
+                f"gone and this persists (a network filesystem), delete {path}")
+        yield
+    finally:
+        if held is not None:
+            held.close()  # unlocks
+
+
 def rng_state():
+    """This rank's random streams as tensors and plain values, which torch.load reads back with
+    weights_only=True (numpy's own state holds an array, which it would refuse)."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, key.tolist(), pos, has_gauss, gauss],
             "torch": torch.get_rng_state(), "cuda": cuda}
 
 
 def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None:
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -845,10 +927,9 @@ def any_rank_failed(error, device):
 def save_sharded(model, optimizer, folder):
     """FSDP: every rank sends its weight shards to rank 0, which gets the whole state dict in CPU
     memory (for save_pretrained; the other ranks get {}), and writes its own optimizer shard to
-    folder/optimizer with torch.distributed.checkpoint. A collective: every rank calls it."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    folder/optimizer_rankR.pt as plain tensors (torch.distributed.checkpoint would unpickle its
+    metadata on load). A collective: every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     weights = get_model_state_dict(model, options=options)
     # a tied output layer arrives as a second copy of the embeddings: keep one name, as
@@ -857,26 +938,31 @@ def save_sharded(model, optimizer, folder):
     for name, param in model.state_dict(keep_vars=True).items():
         first.setdefault(id(param), name)
     weights = {name: w for name, w in weights.items() if name in set(first.values())}
-    optimizer_state = {"optimizer": get_optimizer_state_dict(model, optimizer)}
-    dcp.save(optimizer_state, checkpoint_id=os.path.join(folder, "optimizer"))
+    state = optimizer.state_dict()  # this rank's shards, as DTensors: keep their local parts
+    state["state"] = {i: {k: v.to_local() if isinstance(v, DTensor) else v for k, v in s.items()}
+                      for i, s in state["state"].items()}
+    torch.save(state, os.path.join(folder, f"optimizer_rank{dist.get_rank()}.pt"))
     return weights
 
 
-def load_sharded_optimizer(model, optimizer, folder):
-    """The mirror of save_sharded for the optimizer (the weights load with from_pretrained)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_optimizer_state_dict,
-                                                         set_optimizer_state_dict)
-    state = {"optimizer": get_optimizer_state_dict(model, optimizer)}  # the layout to fill
-    dcp.load(state, checkpoint_id=os.path.join(folder, "optimizer"))
-    set_optimizer_state_dict(model, optimizer, state["optimizer"])
+def load_sharded_optimizer(optimizer, state):
+    """The mirror of save_sharded for the optimizer (the weights load with from_pretrained): each
+    local shard becomes a DTensor laid out as its parameter is (the same ranks wrote it)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, s in state["state"].items():
+        p = params[i]
+        for k, v in s.items():
+            if v.shape == p.to_local().shape and v.dim() > 0:  # a moment, not AdamW's step count
+                s[k] = DTensor.from_local(v, p.device_mesh, p.placements, run_check=False,
+                                          shape=p.shape, stride=p.stride())
+    optimizer.load_state_dict(state)
 
 
 def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank, device):
     """Write step_N/ into a temp folder renamed when complete: a crash mid-save never leaves a half
     checkpoint. A failed write (a full disk) removes the temp folder and stops every rank with one
     line; the previous checkpoint stays intact. Under FSDP the weights are gathered to rank 0 (the
-    same save_pretrained folder) and the optimizer state is saved in shards (optimizer/)."""
+    same save_pretrained folder) and each rank saves its optimizer shard (optimizer_rankR.pt)."""
     final = os.path.join(out, f"step_{record['step']:06d}")
     tmp = final + ".tmp"
     sharded = isinstance(student, FSDPModule)
@@ -946,28 +1032,61 @@ def check_weights(folder):
             raise ValueError(f"{name} is truncated")
 
 
+def check_record(record, folder):
+    """Raise (naming the field) unless run.json holds, with the right types, what a resume reads.
+    The folder's name orders the checkpoints, so its step must be run.json's."""
+    if not isinstance(record, dict):
+        raise ValueError("run.json is not a JSON object")
+    for name, kind in [("step", int), ("world", int), ("args", dict), ("data", str)]:
+        if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
+            raise ValueError(f"run.json field {name!r} is missing or not a {kind.__name__}")
+    if record["step"] != int(os.path.basename(folder)[len("step_"):]):
+        raise ValueError(f"run.json field 'step' is {record['step']}, not the folder's")
+    if record["world"] < 1:
+        raise ValueError(f"run.json field 'world' is {record['world']}, not >= 1")
+    batch = record["args"].get("rollout_batch")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError("run.json field 'args.rollout_batch' is missing or not an integer >= 1")
+
+
 def read_checkpoint(folder, world, rank):
     """(run record, trainer state, this rank's random state) of a checkpoint; raises if any part
-    is missing or unreadable. A different number of ranks is refused outright."""
+    is missing, unreadable or not what gopd writes. Nothing here can run code: JSON, safetensors
+    headers, and torch.load with weights_only=True (tensors and plain values only); a pickle
+    weights file, which gopd never writes, is refused. A different number of ranks is refused
+    outright."""
     with open(os.path.join(folder, "run.json")) as f:
         record = json.load(f)
+    check_record(record, folder)
     if record["world"] != world:
         die(f"--resume: {folder} was written by {record['world']} rank(s) and this run has {world}; "
             f"each rank's sampling stream is saved apart, so resume with "
             f"--nproc_per_node={record['world']}")
     check_weights(folder)
-    state = torch.load(os.path.join(folder, "trainer_state.pt"), weights_only=False)
-    rng = torch.load(os.path.join(folder, f"rng_rank{rank}.pt"), weights_only=False)
-    shards = os.path.join(folder, "optimizer", ".metadata")
-    if state["optimizer"] is None and not os.path.exists(shards):
-        raise FileNotFoundError("no optimizer shards")
+    pickled = [f for f in os.listdir(folder) if f.endswith((".bin", ".pth", ".pkl", ".ckpt"))]
+    if pickled:
+        raise ValueError(f"{pickled[0]} is a pickle, which gopd never writes and loading could run")
+    # into CPU memory: saved from rank 0's GPU, the optimizer state would land on it for every rank
+    state = torch.load(os.path.join(folder, "trainer_state.pt"), map_location="cpu",
+                       weights_only=True)
+    rng = torch.load(os.path.join(folder, f"rng_rank{rank}.pt"), map_location="cpu",
+                     weights_only=True)
+    if state["step"] != record["step"]:
+        raise ValueError(f"trainer_state.pt is of step {state['step']}, run.json of another")
+    set_rng_state(rng)  # checks it; the run seeds, or sets it again, after the scan
+    if state["optimizer"] is None:  # --fsdp: this rank's shard of the optimizer state
+        state["shard"] = torch.load(os.path.join(folder, f"optimizer_rank{rank}.pt"),
+                                    map_location="cpu", weights_only=True)
     return record, state, rng
 
 
 def newest_intact_checkpoint(out, world, rank, device, log):
     """The newest checkpoint in out that is complete on every rank: (folder, record, state, rng).
-    Newer, incomplete ones are named and kept aside as step_N.incomplete-K, so the resumed run can
-    write its own; nothing is deleted."""
+    Newer ones that are incomplete or not gopd's (a run.json of the wrong shape, a pickle) are
+    named and kept aside as step_N.incomplete-K, so the resumed run can write its own; nothing is
+    deleted. Skipping is safer than stopping: such a folder cannot be resumed from in any case,
+    and moving it aside is what the user would do by hand (editing a run.json gopd cannot trust is
+    not a fix)."""
     skipped = []
     for folder in reversed(checkpoints(out)):
         error = None
@@ -985,8 +1104,8 @@ def newest_intact_checkpoint(out, world, rank, device, log):
                     os.rename(bad, f"{bad}.incomplete-{n}")
             barrier()
             return folder, record, state, rng
-        why = f"{type(error).__name__}: {str(error).strip()[:120]}" if error else "on another rank"
-        log(f"gopd: skipping {folder}: it is incomplete ({why.splitlines()[0]})")
+        why = f"{type(error).__name__}: {str(error).strip()[:150]}" if error else "on another rank"
+        log(f"gopd: skipping {folder}: incomplete or not gopd's ({why.splitlines()[0]})")
         skipped.append(folder)
     die(f"--resume: no intact checkpoint in {out}; drop --resume to start fresh (nothing was "
         f"deleted)")
@@ -1005,6 +1124,10 @@ def check_resume_flags(record, args, data_hash, folder, log):
             f"flags, or add --resume-override to continue with the new ones")
     if changed:
         log(f"gopd: --resume-override: continuing with {'; '.join(changed)}")
+    if args.rollout_batch not in (None, old["rollout_batch"]):
+        log(f"gopd: --rollout-batch {args.rollout_batch}, not the checkpoint's "
+            f"{old['rollout_batch']}: the resumed run samples other responses than an "
+            f"uninterrupted one would")
 
 
 def load_checkpoint(folder, state, rng, student, optimizer, scheduler, args):
@@ -1017,7 +1140,7 @@ def load_checkpoint(folder, state, rng, student, optimizer, scheduler, args):
         die(f"--resume: {folder} was written {how} --fsdp, and its optimizer state is stored that "
             f"way; resume {how} --fsdp")
     if state["optimizer"] is None:
-        load_sharded_optimizer(student, optimizer, folder)
+        load_sharded_optimizer(optimizer, state["shard"])
     else:
         optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -1186,6 +1309,45 @@ def write_samples(path, step, batches, rows, tokenizer, k=4):
     append_jsonl(path, *[{"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
                           "response": text} for row, text in list(zip(picked, texts))[:k]])
 
+
+def start_trackers(args, start):
+    """--report-to: the trackers of this run, by name (rank 0 only; the modules were imported at
+    parse time). A resumed TensorBoard log drops what an interrupted run logged after `start`, as
+    metrics.jsonl does."""
+    trackers = {}
+    if "wandb" in args.report_to:
+        import wandb
+        flags = {k: v for k, v in vars(args).items() if k != "teachers"}
+        trackers["wandb"] = wandb.init(name=os.path.basename(os.path.abspath(args.out)),
+                                       config=flags)
+    if "tensorboard" in args.report_to:
+        from torch.utils.tensorboard import SummaryWriter
+        trackers["tensorboard"] = SummaryWriter(os.path.join(args.out, "tensorboard"),
+                                                purge_step=start + 1 if start else None)
+    return trackers
+
+
+def report(trackers, record):
+    """Log one metrics.jsonl record to the trackers: its numbers, evaluations as eval/NAME, at its
+    step (non-finite values are None in the record, and left out here)."""
+    flat = {f"eval/{k}": v for k, v in record.get("eval", {}).items()}
+    flat.update({k: v for k, v in record.items() if k not in ("step", "eval")})
+    flat = {k: v for k, v in flat.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if "wandb" in trackers:
+        trackers["wandb"].log(flat, step=record["step"])
+    if "tensorboard" in trackers:
+        for name, value in flat.items():
+            trackers["tensorboard"].add_scalar(name, value, record["step"])
+        trackers["tensorboard"].flush()  # a killed run keeps what it logged
+
+
+def close_trackers(trackers):
+    if "wandb" in trackers:
+        trackers["wandb"].finish()
+    if "tensorboard" in trackers:
+        trackers["tensorboard"].close()
+
 # -----------------------------------------------------------------------------
 # Training loop
 
@@ -1257,7 +1419,8 @@ def main(argv=None):
     progress = {"step": None}  # where a Ctrl-C or SIGTERM found the run
     previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        train(args, rank, world, device, progress)
+        with out_lock(args.out, rank, device):
+            train(args, rank, world, device, progress)
     except KeyboardInterrupt as e:
         by = e.args[0] if e.args else "Ctrl-C"
         where = "before training"
@@ -1279,11 +1442,10 @@ def train(args, rank, world, device, progress):
     master = rank == 0
     log = print if master else (lambda *a, **k: None)
 
-    # Setup: the output folder and the checkpoint to resume, the data (cheap, and where most
-    # mistakes show), then the models and the optimizer
+    # Setup: the output folder (checked and locked by main) and the checkpoint to resume, the data
+    # (cheap, and where most mistakes show), then the models and the optimizer
     if args.prompts_per_step % world:
         die(f"--prompts-per-step {args.prompts_per_step} is not divisible by {world} ranks")
-    check_out_dir(args.out)
     if checkpoints(args.out) and not args.resume:
         die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
     if args.resume and not checkpoints(args.out):
@@ -1304,8 +1466,9 @@ def train(args, rank, world, device, progress):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args))
     start = 0
     if resume:
-        folder, _, state, rng = resume
+        folder, record, state, rng = resume
         start = load_checkpoint(folder, state, rng, student, optimizer, scheduler, args)
+        resume, state, rng = (folder, record), None, None  # free the loaded copy of the optimizer
         if start > args.steps:
             die(f"--steps {args.steps} is below the step of the checkpoint resumed ({start}); "
                 f"pass --steps >= {start}")
@@ -1314,6 +1477,10 @@ def train(args, rank, world, device, progress):
             for name in ["metrics.jsonl", "samples.jsonl"]:
                 truncate_log(os.path.join(args.out, name), start)
     model = DDP(student) if dist.is_initialized() and not args.fsdp else student  # FSDP: in place
+    if args.rollout_batch is None and resume:  # the same batches sample the same responses
+        args.rollout_batch = resume[1]["args"]["rollout_batch"]
+        log(f"gopd: rollout batch {args.rollout_batch} sequences, as in {resume[0]} (a resume is "
+            f"exact only with the same); --rollout-batch overrides")
     if args.rollout_batch is None:
         args.rollout_batch = choose_rollout_batch(student, optimizer, prompts, args, world, device,
                                                   log)
@@ -1327,12 +1494,14 @@ def train(args, rank, world, device, progress):
     if device.type == "cuda":
         autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     metrics_path = os.path.join(args.out, "metrics.jsonl")
+    trackers = start_trackers(args, start) if master else {}
     results = {}
     if eval_sets and start == 0:
         results["before"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
         log(f"gopd: before training {results['before']}")
         if master:
             append_jsonl(metrics_path, {"step": 0, "eval": results["before"]})
+            report(trackers, {"step": 0, "eval": results["before"]})
 
     try:
         for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start,
@@ -1388,6 +1557,7 @@ def train(args, rank, world, device, progress):
                     results["after"] = metrics["eval"]
             if master:
                 append_jsonl(metrics_path, metrics)
+                report(trackers, metrics)
                 every = args.log_samples_every
                 if every and (step == 0 or (step + 1) % every == 0):
                     write_samples(os.path.join(args.out, "samples.jsonl"), step + 1, batches, rows,
@@ -1401,6 +1571,7 @@ def train(args, rank, world, device, progress):
                                 tokenizer, optimizer, scheduler, rank, device)
     finally:
         grader.shutdown(wait=False, cancel_futures=True)
+        close_trackers(trackers)
 
     if eval_sets:
         if "after" not in results:  # resumed after the last step

@@ -165,7 +165,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(world, tmp_path, 
     msg = run_main(base_args(world, out, **{"--steps": "2", "--save-every": "1"}))
     assert "could not write checkpoint" in msg and "no space left on device" in msg
     assert "removed the partial folder" in msg and str(out / "step_000001") in msg
-    assert sorted(os.listdir(out)) == ["metrics.jsonl", "samples.jsonl", "step_000001"]
+    assert sorted(os.listdir(out)) == [".gopd.lock", "metrics.jsonl", "samples.jsonl", "step_000001"]
     monkeypatch.undo()
     gopd.main(base_args(world, out, **{"--steps": "2", "--save-every": "1", "--resume": ""}))
     assert logged_steps(out) == [1, 2]
@@ -234,3 +234,234 @@ def test_dist_timeout_reaches_init_process_group(monkeypatch):
     assert gopd.setup_distributed(90)[1] == 1
     assert seen == {"backend": "gloo", "timeout": timedelta(minutes=90)}
     assert gopd.parse_args(["--dist-timeout", "90"]).dist_timeout == 90
+
+
+def gopd_process(argv):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "gopd.py"), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lock(out, pid):
+    """Block until the process `pid` holds --out's lock (it writes its pid there once it does)."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if json.loads((out / ".gopd.lock").read_text())["pid"] == pid:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} never locked {out}")
+
+
+def test_a_second_run_into_the_same_out_stops_with_one_line(world, tmp_path):
+    """Two runs into one --out used to interleave their metrics and clean up each other's saves. The
+    second now stops before loading anything (its --student does not even exist), with one line naming
+    the first; the first, paused meanwhile, finishes untouched. A torchrun of 2 ranks stops on both. A
+    lock file left by a finished or killed (kill -9) run blocks nothing."""
+    import socket
+    out = tmp_path / "o"
+    first = gopd_process(base_args(world, out, **{"--steps": "6", "--save-every": "2"}))
+    wait_for_lock(out, first.pid)
+    os.kill(first.pid, signal.SIGSTOP)  # still holding the lock, at a point no later than step 6
+    try:
+        second = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"),
+                                 *base_args(world, out, **{"--student": str(tmp_path / "missing")})],
+                                capture_output=True, text=True, timeout=300)
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    os.path.join(ROOT, "gopd.py")]
+        cpu = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # two ranks even on a machine of one GPU
+        two = subprocess.run([*torchrun, *base_args(world, out)], capture_output=True, text=True, timeout=300,
+                             env=cpu)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    line = f"gopd: error: {out} is in use by another gopd run (pid {first.pid} on host {socket.gethostname()}"
+    assert second.returncode == 1 and second.stdout == ""
+    assert len(second.stderr.strip().splitlines()) == 1 and second.stderr.startswith(line), second.stderr
+    assert "pass another --out" in second.stderr and "delete" in second.stderr
+    assert two.returncode != 0 and two.stderr.count(line) == 2, two.stderr[-3000:]
+    _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr[-2000:]
+    assert logged_steps(out) == [1, 2, 3, 4, 5, 6]
+    assert [os.path.basename(c) for c in gopd.checkpoints(out)] == ["step_000002", "step_000004", "step_000006"]
+
+    # the lock file stays, naming a process that is gone: it blocks nothing; nor does a kill -9
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, torch; sys.path.insert(0, sys.argv[1]); "
+                               "import gopd\nwith gopd.out_lock(sys.argv[2], 0, torch.device('cpu')): time.sleep(600)",
+                               ROOT, str(out)])
+    wait_for_lock(out, holder.pid)
+    holder.kill()
+    holder.wait()
+    gopd.main(base_args(world, out, **{"--steps": "7", "--save-every": "2", "--resume": ""}))
+    assert logged_steps(out) == [1, 2, 3, 4, 5, 6, 7]
+
+
+class RunsCode:
+    """Unpickling this creates a folder: what any pickle can do with os.system instead."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def plant(src, dst, step=None, **files):
+    """A copy of checkpoint folder src as dst, its run.json saying `step` (default: dst's), with files
+    replaced: name -> object to torch.save, or for run.json the whole record, as given."""
+    shutil.copytree(src, dst)
+    record = json.loads((src / "run.json").read_text())
+    record["step"] = int(dst.name[len("step_"):]) if step is None else step
+    for name, obj in files.items():
+        if name == "run.json":
+            record = obj
+        else:
+            torch.save(obj, dst / name)
+    (dst / "run.json").write_text(json.dumps(record))
+
+
+def test_resume_never_unpickles_code_from_a_checkpoint_folder(world, tmp_path, capsys):
+    """--resume used to torch.load every checkpoint it scanned with weights_only=False: a planted
+    step_999999/trainer_state.pt ran its code. Now nothing in a checkpoint folder runs: a pickle in the
+    trainer state, the RNG state, an FSDP optimizer shard, or a pytorch_model.bin next to the weights
+    makes the folder one to skip (one line each), and the run resumes from the newest intact one."""
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--steps": "2", "--save-every": "1"}))
+    good, marker = out / "step_000002", tmp_path / "code_ran"
+    state = torch.load(good / "trainer_state.pt", weights_only=True)
+    plant(good, out / "step_999999", **{"trainer_state.pt": {**state, "step": RunsCode(marker)}})
+    plant(good, out / "step_999998", **{"rng_rank0.pt": [RunsCode(marker)]})
+    plant(good, out / "step_999997", **{"pytorch_model.bin": {"w": RunsCode(marker)}})
+    sharded = {**state, "step": 999996, "optimizer": None}
+    plant(good, out / "step_999996", **{"trainer_state.pt": sharded, "optimizer_rank0.pt": RunsCode(marker)})
+    capsys.readouterr()
+    gopd.main(base_args(world, out, **{"--steps": "3", "--resume": ""}))
+    printed = capsys.readouterr().out
+    assert not marker.exists()
+    skipped = [line for line in printed.splitlines() if line.startswith("gopd: skipping")]
+    assert len(skipped) == 4 and all("not gopd's" in line for line in skipped), printed
+    assert "step_999997: incomplete or not gopd's (ValueError: pytorch_model.bin is a pickle" in printed
+    assert f"resumed from {good} at step 2" in printed and logged_steps(out) == [1, 2, 3]
+    assert len([d for d in os.listdir(out) if ".incomplete-" in d]) == 4
+
+
+def test_a_tampered_run_json_is_one_line_naming_the_field(world, tmp_path, capsys):
+    """A foreign or tampered run.json used to give a KeyError deep in the resume or a nonsense line
+    ("written by 1 rank(s) and this run has 1" for "world": "1"). Now each field is checked, and the
+    folder is skipped like any incomplete checkpoint, with one line naming the field."""
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--steps": "1"}))
+    good = out / "step_000001"
+    record = json.loads((good / "run.json").read_text())
+    cases = {"'args'": {k: v for k, v in record.items() if k != "args"},
+             "'data'": {k: v for k, v in record.items() if k != "data"},
+             "'world'": {**record, "world": "1"},
+             "'step'": {**record, "step": 1.0},
+             "'args.rollout_batch'": {**record, "args": {**record["args"], "rollout_batch": "8"}},
+             "JSON object": [record]}
+    for field, bad in cases.items():
+        folder = tmp_path / "plant" / "step_000001"
+        shutil.rmtree(folder.parent, ignore_errors=True)
+        plant(good, folder, **{"run.json": bad})
+        with pytest.raises(ValueError, match=field):
+            gopd.read_checkpoint(str(folder), 1, 0)
+    plant(good, out / "step_000002", **{"run.json": {**record, "step": 2, "world": 0}})
+    plant(good, out / "step_000003", step=7)
+    capsys.readouterr()
+    gopd.main(base_args(world, out, **{"--steps": "2", "--resume": ""}))
+    printed = capsys.readouterr().out
+    assert (f"gopd: skipping {out / 'step_000003'}: incomplete or not gopd's (ValueError: run.json field "
+            f"'step' is 7, not the folder's)") in printed
+    assert f"skipping {out / 'step_000002'}: incomplete or not gopd's (ValueError: run.json field 'world'" in printed
+    assert f"resumed from {good} at step 1" in printed and logged_steps(out) == [1, 2]
+
+
+def test_resume_reuses_the_rollout_batch_whatever_memory_is_free(world, tmp_path, monkeypatch, capsys):
+    """The automatic rollout batch came from the memory free at start: a resume with less free memory
+    sampled in smaller batches, so other responses, and diverged. It is now the checkpoint's."""
+    auto = {"--rollout-batch": None, "--temperature": "1"}
+    gopd.main(base_args(world, tmp_path / "full", **auto, **{"--steps": "3"}))
+    gopd.main(base_args(world, tmp_path / "cut", **auto, **{"--steps": "2"}))
+    monkeypatch.setattr(gopd, "free_memory", lambda device: 1)  # room for one sequence, if asked
+    capsys.readouterr()
+    gopd.main(base_args(world, tmp_path / "cut", **auto, **{"--steps": "3", "--resume": ""}))
+    assert f"rollout batch 8 sequences, as in {tmp_path / 'cut' / 'step_000002'}" in capsys.readouterr().out
+    a, b = weights(tmp_path / "full" / "step_000003"), weights(tmp_path / "cut" / "step_000003")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_top_p_below_1_is_refused_for_training(world, tmp_path):
+    """At top-p < 1 the loss scored the untruncated softmax, not the distribution sampled from."""
+    for value in ["0.5", "0.999", "1.5"]:
+        msg = parse_error(base_args(world, tmp_path, **{"--top-p": value}))
+        assert msg.startswith(f"gopd: error: --top-p {float(value)}: sample with --top-p 1, as the paper does")
+        assert "untruncated softmax" in msg and "evaluate.py --top-p" in msg and "\n" not in msg
+    assert gopd.parse_args(base_args(world, tmp_path, **{"--top-p": "1"})).top_p == 1
+
+
+def test_report_to_a_missing_package_or_unknown_tracker_is_one_line(world, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    assert parse_error(base_args(world, tmp_path, **{"--report-to": "none,wandb"})) == \
+        "gopd: error: --report-to wandb needs the wandb package: pip install wandb"
+    assert parse_error(base_args(world, tmp_path, **{"--report-to": "tensorboard"})) == \
+        "gopd: error: --report-to tensorboard needs the tensorboard package: pip install tensorboard"
+    assert parse_error(base_args(world, tmp_path, **{"--report-to": "mlflow"})) == \
+        "gopd: error: --report-to 'mlflow': unknown tracker; choose from none, wandb, tensorboard"
+    assert gopd.parse_args(base_args(world, tmp_path, **{"--report-to": "none"})).report_to == []
+
+
+def flattened(record):
+    """A metrics.jsonl record as the trackers get it: numbers only, evaluations as eval/NAME."""
+    flat = {f"eval/{k}": v for k, v in record.get("eval", {}).items()}
+    flat.update({k: v for k, v in record.items() if k not in ("step", "eval") and isinstance(v, (int, float))})
+    return flat
+
+
+def test_report_to_wandb_logs_what_metrics_jsonl_holds(world, tmp_path, monkeypatch):
+    """A stand-in wandb module records what gopd sends: one log per metrics.jsonl record, at its step."""
+    import types
+    logged, runs = [], []
+    fake = types.ModuleType("wandb")
+
+    def init(name, config):
+        run = types.SimpleNamespace(log=lambda data, step: logged.append((step, data)),
+                                    finish=lambda: runs.append("finished"), name=name, config=config)
+        runs.append(run)
+        return run
+    fake.init = init
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    evals = tiny.write_jsonl(tmp_path / "eval.jsonl", [{"prompt": "add 1 and 2", "domain": "math", "answer": "3"}])
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--report-to": "wandb", "--eval-data": evals, "--eval-every": "1"}))
+    with open(out / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    assert [step for step, _ in logged] == [0, 1, 2] == [r["step"] for r in records]
+    assert [data for _, data in logged] == [flattened(r) for r in records]
+    assert "eval/math" in logged[0][1] and "loss" in logged[1][1] and "eval/math" in logged[2][1]
+    assert runs[0].name == "o" and runs[0].config["lam"] == 1.25 and runs[-1] == "finished"
+
+
+def test_report_to_tensorboard_logs_what_metrics_jsonl_holds(world, tmp_path):
+    """Every number of metrics.jsonl once, at its step, even after a resume that redoes a step the
+    interrupted run had logged (as metrics.jsonl drops its row, TensorBoard drops its events)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out = tmp_path / "o"
+    gopd.main(base_args(world, out, **{"--report-to": "tensorboard", "--steps": "3", "--save-every": "2"}))
+    shutil.rmtree(out / "step_000003")  # interrupted after logging step 3, before saving it
+    gopd.main(base_args(world, out, **{"--report-to": "tensorboard", "--steps": "3", "--resume": "",
+                                       "--save-every": "2"}))
+    with open(out / "metrics.jsonl") as f:
+        records = [json.loads(line) for line in f]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    logged = {}
+    for tag in events.Tags()["scalars"]:
+        steps = [e.step for e in events.Scalars(tag)]
+        assert len(steps) == len(set(steps)), (tag, steps)
+        for e in events.Scalars(tag):
+            logged.setdefault(e.step, {})[tag] = e.value
+    assert sorted(logged) == [r["step"] for r in records] == [1, 2, 3]
+    for r in records:
+        expected = flattened(r)
+        assert logged[r["step"]] == pytest.approx(expected, rel=1e-6) and len(expected) > 10

@@ -191,7 +191,7 @@ def test_fsdp_two_ranks_match_one_process_and_resume_bit_exact(world, tmp_path):
     assert sorted(full) == sorted(cut) and all(torch.equal(full[k], cut[k]) for k in full)
     middle = load_file(d / "full" / "step_000002" / "model.safetensors")
     assert any(not torch.equal(full[k], middle[k]) for k in full)
-    assert sorted(os.listdir(d / "full" / "step_000004" / "optimizer")) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert {"optimizer_rank0.pt", "optimizer_rank1.pt"} <= set(os.listdir(d / "full" / "step_000004"))
     from transformers import AutoModelForCausalLM
     loaded = AutoModelForCausalLM.from_pretrained(d / "cut" / "step_000004").state_dict()
     shards = [torch.load(d / "cut" / f"step_000004.shards{r}.pt") for r in range(2)]
