@@ -264,3 +264,14 @@ def test_requirements_state_the_tested_range():
         spec = allowed[package]
         assert f"{a}.{b}.0" in spec and f"{c}.{d}.0" in spec and f"{a}.{b}.0+cpu" in spec
         assert f"{a}.{b - 1}.9" not in spec and f"{c}.{d + 1}.0" not in spec
+
+
+def test_every_preset_fits_a_node_of_host_memory():
+    """tests/memory.py's host plan: every preset, in the mode it uses, fits a 512 GB node with its 8
+    ranks loading or saving at once; under --fsdp a rank's load passes an eighth of what DDP's does
+    through host memory (its rows of the largest tensor, not the whole tensor)."""
+    import memory
+    for name in memory.presets():
+        plans, used = memory.preset_plan(name)
+        assert memory.host_fits(plans[used]), (name, plans[used]["host"])
+        assert plans["fsdp"]["host"]["load"] * 7 < plans["ddp"]["host"]["load"], name
