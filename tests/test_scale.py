@@ -275,3 +275,39 @@ def test_every_preset_fits_a_node_of_host_memory():
         plans, used = memory.preset_plan(name)
         assert memory.host_fits(plans[used]), (name, plans[used]["host"])
         assert plans["fsdp"]["host"]["load"] * 7 < plans["ddp"]["host"]["load"], name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_sharded_load_equals_from_pretrained(models):
+    """On a GPU (an FSDP group of one, NCCL): the float32 student's shards on the GPU, bf16 frozen models
+    with --offload-frozen in pinned CPU memory, each equal to from_pretrained."""
+    rank, world, device = gopd.setup_distributed(fsdp=True)
+    try:
+        for path in models.values():
+            student = gopd.load_model(path, torch.float32, device, trainable=True, fsdp=True)
+            frozen = gopd.load_model(path, torch.bfloat16, device, fsdp=True, offload=True)
+            assert all(p.to_local().is_cuda for p in student.parameters())
+            assert all(p.to_local().is_pinned() for p in frozen.parameters())
+            assert all(b.is_cuda for b in [*student.buffers(), *frozen.buffers()])
+            for model, dtype in [(student, torch.float32), (frozen, torch.bfloat16)]:
+                state = {k: v.to_local().cpu() for k, v in model.state_dict().items()}  # one rank: all of it
+                buffers = {k: v.cpu() for k, v in model.named_buffers()}
+                assert_same(state, buffers, path, dtype)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_gpu_check_reports_the_real_error(tmp_path):
+    """tests/gpu_check.sh's JSON names a failed stage by the first line of the real exception in the
+    torchrun child's output, not torchrun's own ChildFailedError or its ==== banner; gopd's one-line
+    errors as they are."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import gpu_probe
+    script = tmp_path / "fail.py"
+    script.write_text("def f():\n    raise ValueError('the real cause')\nf()\n")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                          str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "====" in run.stderr
+    assert gpu_probe.error_line(run.stdout + run.stderr) == "ValueError: the real cause"
+    assert gpu_probe.error_line("x\ngopd: error: out of GPU memory during update; lower it\n[rank0]: y") \
+        == "gopd: error: out of GPU memory during update; lower it"
