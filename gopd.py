@@ -359,7 +359,7 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
         if fsdp:
             shard(model, device, trainable=trainable, offload=offload)
         model.to_empty(device="cpu" if offload else device)
-        if fsdp and offload:  # FSDP offloads the weights only: buffers go where fully_shard puts them
+        if fsdp and offload:  # FSDP offloads weights only: buffers go where fully_shard puts them
             for module in model.modules():
                 for name, buffer in module.named_buffers(recurse=False):
                     setattr(module, name, buffer.to(device))

@@ -55,10 +55,10 @@ import gopd  # noqa: E402
 
 GIB = 2**30
 GPU_GIB, RESERVED_GIB, N_GPUS = 80, 3, 8
-# Host memory: NODE_GIB, a node's RAM; PROCESS_GIB, an allowance for one rank's process (torch,
-# transformers, the CUDA runtime's host side; a CPU rank measures under 1 GiB here, the GPU check
+# Host memory: NODE_GB, a node's RAM (GB: 10^9 bytes); PROCESS_GIB, an allowance for one rank's process
+# (torch, transformers, the CUDA runtime's host side; a CPU rank measures under 1 GiB here, the GPU check
 # measures a real one: tests/gpu_check.sh).
-NODE_GIB, PROCESS_GIB = 512, 4
+NODE_GB, PROCESS_GIB = 512, 4
 
 # Published configurations (config.json on the hub; Qwen3-4B's fine-tunes share its shape).
 QWEN3_4B = dict(model_type="qwen3", hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
@@ -254,7 +254,7 @@ def fits(p):
 
 
 def host_fits(p):
-    return p["host"]["node"] <= NODE_GIB * GIB
+    return p["host"]["node"] <= NODE_GB * 10**9
 
 # -----------------------------------------------------------------------------
 # Measured peaks: gopd runs on small models built here, 2 ranks on CPU, peak RSS of each rank
