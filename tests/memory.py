@@ -4,10 +4,14 @@ preset uses, and whether it fits. The same arithmetic is checked against the mea
 gopd runs on small configurations (CPU peak RSS here; tests/gpu_probe.py compares it with
 torch.cuda.max_memory_allocated on a GPU).
 
-    python tests/memory.py                  # the table, then the check against measured peaks (8 min)
+    python tests/memory.py                  # the table, then the check against measured peaks (9 min)
     python tests/memory.py --no-measure     # the table only
-    python tests/memory.py --json           # last line: {"presets": {name: {"mode", "per_gpu_gb",
-                                            #   "fits"}}, "worst_ratio": measured / predicted}
+    python tests/memory.py --host           # only the host check: a 2-rank --fsdp load of Qwen3-0.6B's shape
+    python tests/memory.py --json           # last line: {"presets": {name: {"mode", "per_gpu_gb", "fits",
+                                            #   "host_gb_per_node", "host_fits"}}, "worst_ratio", "host_ratio"}
+
+Host memory (CPU RAM) per rank and per node of 8 ranks is planned too (host_plan), and checked against a
+measured load (measure_host).
 
 Not collected by pytest; tests/test_launch.py checks that every preset fits in the mode it uses.
 
