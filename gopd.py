@@ -38,7 +38,7 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import timedelta
 
 import numpy as np
@@ -264,9 +264,30 @@ def die(msg):
 # Setup: processes, devices, models
 
 
+# The oldest and newest releases the test suite passes on; requirements.txt states the same range.
+TESTED = {"torch": ((2, 11), (2, 13)), "transformers": ((5, 17), (5, 25))}
+
+
+def check_versions():
+    """Stop on a torch or transformers older than the oldest tested (calls gopd makes would be
+    missing); warn on one newer than the newest tested."""
+    import transformers
+    found_versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    for package, found in found_versions.items():
+        release = tuple(map(int, re.match(r"(\d+)\.(\d+)", found).groups()))  # 2.11.0a0+git: 2.11
+        oldest, newest = (".".join(map(str, v)) for v in TESTED[package])
+        if release < TESTED[package][0]:
+            die(f"{package} {found} is too old: gopd needs {package}>={oldest} (tested {oldest} to "
+                f"{newest}); pip install -r requirements.txt")
+        if release > TESTED[package][1] and os.environ.get("RANK", "0") == "0":
+            print(f"gopd: warning: {package} {found} is newer than the newest tested ({newest})",
+                  file=sys.stderr)
+
+
 def setup_distributed(timeout_minutes=60, fsdp=False):
     """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device.
     FSDP needs a process group even in one process: a group of one, with an in-memory store."""
+    check_versions()
     gpu = torch.cuda.is_available()
     if "RANK" not in os.environ and not fsdp:
         return 0, 1, torch.device("cuda" if gpu else "cpu")
@@ -350,45 +371,209 @@ def load_tokenizer(path):
     return tok
 
 
-def load_model(path, dtype, device, trainable=False):
-    from transformers import AutoModelForCausalLM
+def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
+               checkpointing=False):
+    """A causal LM from a folder of safetensors weights (or a downloaded hub id) in `dtype`, built
+    on the meta device (nothing allocated), sharded over the ranks with fsdp (`shard`), then each
+    rank allocates only its own part, on `device` (in CPU memory with offload), and fills it from
+    the files (`fill_weights`). So no rank holds a whole model in host memory: under DDP one tensor
+    at a time passes through it, under FSDP this rank's rows of one tensor. A collective: a rank
+    that fails (a missing shard file, an unreadable one) stops every rank with its line."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     check_model_path(path)
+    model, error = None, None
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        die(f"cannot load a causal LM from {path!r} ({type(e).__name__}: {reason}); pass a folder "
-            f"with config.json and complete weights, or a downloaded hub id")
+        folder = path if os.path.isdir(path) else snapshot(path)
+        config = AutoConfig.from_pretrained(folder)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        if checkpointing:
+            enable_checkpointing(model)
+        if fsdp:
+            shard(model, device, trainable=trainable, offload=offload)
+        model.to_empty(device="cpu" if offload else device)
+        if fsdp and offload:  # FSDP offloads weights only: buffers go where fully_shard puts them
+            for module in model.modules():
+                for name, buffer in module.named_buffers(recurse=False):
+                    setattr(module, name, buffer.to(device))
+        model.tie_weights()  # to_empty may give a tied output layer a tensor of its own
+        rebuild_buffers(model)
+        fill_weights(model, folder)
+        if os.path.exists(os.path.join(folder, "generation_config.json")):  # its stop tokens
+            model.generation_config = GenerationConfig.from_pretrained(folder)
+    except Exception as e:  # the library's errors are pages long: the first line names the cause
+        text = str(e).strip()
+        error = f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+    failed = first_error(error)
+    if failed:
+        die(f"cannot load a causal LM from {path!r} ({failed}); pass a folder with config.json and "
+            f"complete safetensors weights, readable on every rank, or a downloaded hub id")
+    model.eval()  # as from_pretrained returns it
     if not trainable:  # teacher and reference: frozen, no grads, no optimizer state
-        model.eval().requires_grad_(False)
+        model.requires_grad_(False)
     return model
+
+
+def snapshot(repo_id):
+    """The local folder of a hub model (downloaded first unless HF_HUB_OFFLINE)."""
+    from huggingface_hub import snapshot_download
+    return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"])
+
+
+def enable_checkpointing(model):
+    """--grad-checkpointing: each decoder layer recomputes its forward in the backward.
+    transformers 5.23 renamed the call (the old name still works there, with a warning)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def rebuild_buffers(model):
+    """to_empty leaves buffers uninitialised. Persistent ones come from the checkpoint; the others
+    (rotary frequencies) are computed by transformers' own initialisation, as from_pretrained
+    does. One it does not compute is an error, not garbage (it stays NaN)."""
+    for module in model.modules():
+        names = [n for n in module._non_persistent_buffers_set if getattr(module, n) is not None]
+        for name in names:
+            if not getattr(module, name).is_floating_point():
+                raise ValueError(f"cannot rebuild the buffer {name} of {type(module).__name__}")
+            getattr(module, name).fill_(float("nan"))
+        if names:
+            model._init_weights(module)
+        if any(getattr(module, n).isnan().any() for n in names):
+            raise ValueError(f"cannot rebuild the buffers {names} of {type(module).__name__}")
+
+
+# Mixture-of-experts layers that transformers 5 fuses into one [experts, ...] tensor, stored one
+# tensor per expert in the checkpoints (Qwen2/Qwen3-MoE, OLMoE, DeepSeek, GLM-MoE, ...).
+FUSED_EXPERTS = re.compile(r"(.+\.experts)\.(gate_up_proj|down_proj)")
+
+
+def fill_weights(model, folder):
+    """Copy every parameter and persistent buffer of `model` from the safetensors files in folder
+    (one file, or the shards of model.safetensors.index.json), this rank's rows only: FSDP2 keeps
+    rows start:end of dim 0 (split as torch.chunk does) on each rank. A tied output layer is the
+    embedding (read once). Raises on a missing file or tensor, or a shape that differs."""
+    from safetensors import safe_open
+    files = weight_files(folder)
+    state = model.state_dict(keep_vars=True)
+    first = {}
+    for name, tensor in state.items():
+        first.setdefault(id(tensor), name)  # a tied output layer: the embedding's name
+    for name, tensor in state.items():
+        if first[id(tensor)] != name:
+            continue
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        n = tensor.shape[0] if tensor.dim() else 1
+        ranks, rank = (tensor.device_mesh.size(), tensor.device_mesh.get_local_rank()) \
+            if hasattr(tensor, "device_mesh") else (1, 0)
+        chunk = -(-n // ranks)
+        start, end = min(n, rank * chunk), min(n, (rank + 1) * chunk)
+        if (local.shape[0] if local.dim() else 1) != end - start:
+            raise ValueError(f"{name}: unexpected shard shape {tuple(local.shape)}")
+        if end == start:
+            continue
+        with ExitStack() as stack:  # this tensor's files, mapped only while it is read
+            opened = {}
+
+            def read(key, rows=None):
+                if key not in files:
+                    raise KeyError(f"{name} is not in the checkpoint (no {key})")
+                if files[key] not in opened:
+                    opened[files[key]] = stack.enter_context(safe_open(files[key], "pt"))
+                if rows is None:
+                    return opened[files[key]].get_tensor(key)
+                return opened[files[key]].get_slice(key)[rows[0]:rows[1]]
+
+            rows = checkpoint_rows(read, name, start, end, n, files)
+            if rows.shape != local.shape:
+                raise ValueError(f"{name} has shape {tuple(rows.shape)} in the checkpoint, the "
+                                 f"model expects {tuple(local.shape)}")
+            with torch.no_grad():
+                local.copy_(rows)
+
+
+def checkpoint_rows(read, name, start, end, n, files):
+    """Rows start:end of the model's tensor `name` (n rows) as stored in the checkpoint: the
+    tensor of that name, or the experts start:end of a fused MoE layer, each expert's gate and up
+    projections concatenated (how transformers fuses them)."""
+    fused = FUSED_EXPERTS.fullmatch(name)
+    if name in files or not fused:
+        return read(name, (start, end) if (start, end) != (0, n) else None)
+    experts, part = fused.groups()
+    if part == "down_proj":
+        return torch.stack([read(f"{experts}.{e}.down_proj.weight") for e in range(start, end)])
+    return torch.stack([torch.cat([read(f"{experts}.{e}.gate_proj.weight"),
+                                   read(f"{experts}.{e}.up_proj.weight")])
+                        for e in range(start, end)])
+
+
+def weight_files(folder):
+    """{tensor name: file} of a folder's safetensors weights: model.safetensors, or the shard
+    files model.safetensors.index.json lists (every one must exist)."""
+    from safetensors import safe_open
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            files = {k: os.path.join(folder, v) for k, v in json.load(f)["weight_map"].items()}
+    else:
+        single = os.path.join(folder, "model.safetensors")
+        if not os.path.exists(single):
+            raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in "
+                                    f"{folder}")
+        with safe_open(single, "pt") as f:
+            files = dict.fromkeys(f.keys(), single)
+    missing = sorted({os.path.basename(f) for f in files.values() if not os.path.exists(f)})
+    if missing:
+        raise FileNotFoundError(f"shard file(s) {', '.join(missing)} listed in "
+                                f"model.safetensors.index.json are missing")
+    return files
+
+
+def first_error(error):
+    """A collective: every rank's error (a string, or None), and the first rank's that failed
+    (\"rank R: ...\" when several ranks run), on every rank: all stop together, none waits."""
+    if not dist.is_initialized():
+        return error
+    errors = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, error)
+    failed = [(rank, e) for rank, e in enumerate(errors) if e]
+    if not failed:
+        return None
+    return failed[0][1] if len(errors) == 1 else f"rank {failed[0][0]}: {failed[0][1]}"
+
+
+def peak_host_memory(device):
+    """(the largest peak resident memory, VmHWM, over the ranks in bytes, its rank)."""
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    peaks = all_gather_cat(torch.tensor([peak], dtype=torch.float64, device=device))
+    return int(peaks.max()), int(peaks.argmax())
 
 
 def load_models(args, device, weights=None):
     """The student (float32 master weights, from `weights` when resuming), the teachers by domain,
     and the reference (not loaded at lam = 1, where pi_ref cancels). Frozen models run in bf16 on
-    GPU. With --fsdp every model is sharded over the ranks (`shard`), after loading into CPU memory
-    so that no GPU ever holds a whole copy; with --offload-frozen the frozen ones stay in CPU memory
-    (see `resident`)."""
+    GPU. With --fsdp every model is sharded over the ranks (`shard`) before any weight is read;
+    with --offload-frozen the frozen ones stay in CPU memory (see `resident`). Logs the peak host
+    memory over the ranks."""
     frozen_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    cpu = torch.device("cpu")
-    student_home = cpu if args.fsdp else device
-    student = load_model(weights or args.student, torch.float32, student_home, trainable=True)
-    if args.grad_checkpointing:
-        student.activation_checkpointing_enable({"use_reentrant": False})
-    frozen_home = cpu if args.fsdp or args.offload_frozen else device
+    student = load_model(weights or args.student, torch.float32, device, trainable=True,
+                         fsdp=args.fsdp, checkpointing=args.grad_checkpointing)
     loaded = {}
     for path in args.teachers.values():  # one copy of a model that teaches several domains
         if path not in loaded:
-            loaded[path] = load_model(path, frozen_dtype, frozen_home)
+            loaded[path] = load_model(path, frozen_dtype, device, fsdp=args.fsdp,
+                                      offload=args.offload_frozen)
     teachers = {domain: loaded[path] for domain, path in args.teachers.items()}
     ref = None
     if args.lam != 1:
-        ref = load_model(args.ref or args.student, frozen_dtype, frozen_home)
-    if args.fsdp:
-        shard(student, device, trainable=True)
-        for model in dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]):
-            shard(model, device, offload=args.offload_frozen)
+        ref = load_model(args.ref or args.student, frozen_dtype, device, fsdp=args.fsdp,
+                         offload=args.offload_frozen)
+    peak, rank = peak_host_memory(device)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"gopd: models loaded: peak host RSS {peak / 2**30:.2f} GiB (rank {rank})")
     return student, teachers, ref
 
 

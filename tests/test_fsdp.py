@@ -33,7 +33,9 @@ import transformers.generation.utils
 sys.path.insert(0, sys.argv[2])
 import gopd
 counts, inside = {"all_gathers": 0, "in_generate": 0}, [False]
-all_gather, generate = dist.all_gather_single, transformers.generation.utils.GenerationMixin.generate
+# FSDP2's all-gather: all_gather_single from torch 2.13, all_gather_into_tensor before
+GATHER = "all_gather_single" if hasattr(dist, "all_gather_single") else "all_gather_into_tensor"
+all_gather, generate = getattr(dist, GATHER), transformers.generation.utils.GenerationMixin.generate
 def counted(*args, **kwargs):
     counts["all_gathers"] += 1
     counts["in_generate"] += inside[0]
@@ -44,7 +46,8 @@ def spied(*args, **kwargs):
         return generate(*args, **kwargs)
     finally:
         inside[0] = False
-dist.all_gather_single, transformers.generation.utils.GenerationMixin.generate = counted, spied
+setattr(dist, GATHER, counted)
+transformers.generation.utils.GenerationMixin.generate = spied
 dist.init_process_group("gloo", timeout=datetime.timedelta(minutes=2))
 rank, world = dist.get_rank(), dist.get_world_size()
 gopd.setup_distributed = lambda *args: (rank, world, torch.device("cpu"))
