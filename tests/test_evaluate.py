@@ -276,11 +276,13 @@ ATTACKS = {   # each program's f is wrong, and tries to pass anyway
 
 def test_hostile_programs_cannot_pass(clean_host):
     """Each known attack: always-equal objects and plain-type subclasses, reading
-    the tests from disk, frames or memory, replaced builtins, tracers, threads, forks, a stolen token."""
+    the tests from disk, frames or memory, replaced builtins, tracers, threads, forks, a stolen token.
+    HumanEval-style: the tests take only the entry point from the program."""
     tests = attack_tests()
     correct = fenced(f"def f(x):\n    return {HIDDEN} + x")
     names = list(ATTACKS)
-    results = check_many([{"domain": "code", "tests": tests, "timeout": 5}] * (len(names) + 1),
+    row = {"domain": "code", "tests": tests, "timeout": 5, "entry_point": "f"}
+    results = check_many([row] * (len(names) + 1),
                          [fenced(ATTACKS[n]) for n in names] + [correct], workers=8)
     assert results[-1] is True                        # the tests themselves pass a correct program
     assert [n for n, passed in zip(names, results) if passed] == []
