@@ -52,7 +52,9 @@ from typing import NamedTuple
 # -----------------------------------------------------------------------------
 # Math: is the last \boxed answer of a response the gold answer?
 
-MATH_TIMEOUT = 3.0    # seconds: one check_math call's bound (a sympy helper's start excluded)
+MATH_TIMEOUT = 3.0    # CPU seconds: one check_math call's budget (waiting excluded, see _clock)
+MATH_WALL = 3         # a sympy helper that spends MATH_WALL * its budget + 1 s of wall clock dies
+MAX_RESPONSE = 1 << 20  # characters: a longer response is wrong unread (no model writes one)
 MAX_ANSWER = 2000     # characters: a longer answer is compared as normalized text only
 MAX_BITS = 12_000     # in-process exact arithmetic leaves larger numbers unevaluated (10^10^10)
 MAX_DEPTH = 50        # nesting levels the answer parser accepts
@@ -77,30 +79,44 @@ def check_math(response, gold, timeout=MATH_TIMEOUT):
       - `x = 5` equals 5, `x > 3` equals (3, \\infty), equations are equal up to rearrangement and
         a nonzero factor, and the assignments `a=2, b=3` equal the point (2, 3);
       - multiple-choice letters as letters, anything unparsable as normalized text.
-    Ignored: units in \\text/\\mathrm (with exponents), degrees, %, $, thousands separators
-    (1{,}000), spacing; but spacing never joins numbers (1\\quad 5 is not 15, 2 \\text{ or } 3 is
-    not 23). An empty box, a response without one, or a bad argument is simply wrong: there is no
-    "last number in the text" fallback (it rewards guessing), and it never raises.
+    Ignored: units after a number, from the list _UNITS (in \\text/\\mathrm or not, with
+    exponents: 5\\text{ cm}^2, 12 square feet), degrees, %, $, thousands separators (1{,}000),
+    spacing. Magnitude words are applied: 2\\text{ million} is 2000000, not 2. Any other words stay
+    part of the answer (3\\text{ to 5} is not 3), and spacing never joins numbers (1\\quad 5 is
+    not 15, 2 \\text{ or } 3 is not 23). An empty box, a response without one, one over
+    MAX_RESPONSE characters, or a bad argument is simply wrong: there is no "last number in the
+    text" fallback (it rewards guessing), and it never raises.
 
-    Bounded: it returns within `timeout` seconds on any input (1 MB, 50k nested braces, power
-    towers): in-process arithmetic never handles numbers over MAX_BITS bits, and a sympy comparison
-    still running at the deadline is interrupted (an alarm in its helper) or its helper killed.
+    Bounded: each call gets `timeout` seconds of CPU, extraction included, counted by its own
+    thread and by the sympy helper that works for it (_clock); waiting (for a CPU, for a free
+    helper, for a helper to start) is not counted, so a verdict does not depend on the machine's
+    load or on what else is checked at the same time. In-process arithmetic never handles numbers
+    over MAX_BITS bits; a sympy comparison that spends the CPU left is interrupted by an alarm in
+    its helper, and a helper silent for MATH_WALL times that (+1 s) of wall clock is killed. On an
+    idle machine a call returns within about `timeout` seconds whatever its input (1 MB, 50k
+    nested braces, power towers).
 
     Copying it: the first comparison that needs sympy starts a helper process (`python -I` loading
     this file by path and running _sympy_helper, so keep the file's top level free of side
-    effects); up to SYMPY_HELPERS of them, about a second each to start, not counted in `timeout`.
-    A helper past its deadline is killed, idle ones at exit. Safe in threads: no signals here.
+    effects); up to SYMPY_HELPERS of them, about a second each to start. Idle helpers are killed at
+    exit. Safe in threads: no signals here.
     """
-    deadline = time.monotonic() + timeout
+    deadline = _clock() + timeout
     try:
         if isinstance(gold, (int, float)) and not isinstance(gold, bool):
             gold = str(gold)
+        if not (isinstance(response, str) and isinstance(gold, str)):
+            return False
+        if max(len(response), len(gold)) > MAX_RESPONSE:
+            return False
         pred = extract_boxed(response)
-        if pred is None or not isinstance(gold, str):
+        if pred is None:
             return False
         boxed_gold = extract_boxed(gold)
         if boxed_gold is not None:
             gold = boxed_gold
+        if _clock() > deadline:
+            return False
         return _answers_equal(pred, gold, deadline)
     except (Exception, _Timeout):  # malformed input of any kind, or out of time: not equal
         return False
@@ -181,8 +197,18 @@ def _plain_text(s):
 
 # Normalization: LaTeX presentation that never changes the value.
 
-_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*"
-                   r"\{\s*(?![eid]\s*\})[a-zA-Z][^{}]*\}(?:\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*\{\s*([a-zA-Z][^{}]*)\}"
+                   r"(\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+# Words after a number that are dropped: units (and ordinal suffixes). Any other word stays.
+_UNITS = set("""
+    mm cm m km in inch inches ft foot feet yd yard yards mi mile miles meter meters metre metres
+    millimeter millimeters centimeter centimeters kilometer kilometers unit units square sq cubic cu
+    mg g gram grams kg kilogram kilograms lb lbs pound pounds oz ounce ounces ton tons
+    ml l liter liters litre litres milliliter milliliters gal gallon gallons quart quarts pint
+    pints cup cups s sec secs second seconds min mins minute minutes h hr hrs hour hours day days
+    week weeks month months year years mph kph per degree degrees deg radian radians rad
+    dollar dollars cent cents euro euros percent st nd rd th""".split())
+_MAGNITUDES = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)"
                       r"\s*\{([^{}]*)\}")
 _SPACING = re.compile(r"\\\\|\\(?:[,;:! ]|q?quad(?![a-zA-Z])|displaystyle|textstyle)|~")
@@ -196,7 +222,7 @@ def _normalize(s):
     s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()
     s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", "", s)          # 1{,}000 and 1\,000
     s = re.sub(r"\\text\s*\{\s*(?:or|and)\s*\}|(?<![\\a-zA-Z])(?:or|and)(?![a-zA-Z])", ",", s)
-    s = _UNIT.sub("", s)                                                # 5\mathrm{cm}^2 -> 5
+    s = _UNIT.sub(_unit_words, s)                 # 5\mathrm{cm}^2 -> 5, 2\text{ million} -> 2e6
     s = _WRAPPER.sub(r"\1", s)
     s = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s)   # a row break stays
     s = _SIZING.sub("", s)
@@ -209,10 +235,33 @@ def _normalize(s):
     # 1.5e3 -> 1.5\times10^{3}
     s = re.sub(r"(?<![\w.\\])(\d+(?:\.\d*)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times10^{\2}", s)
     s = _mixed_number(s) or s
-    words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*)(?:\s*\^\s*\d)?", s)
-    if words and not set(words.group(2).split()) & _FUNCTION_NAMES:    # 5 cm, 12 square feet
-        s = words.group(1)
+    words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:[\s/.]+[a-zA-Z]+)*)(\s*\^\s*\d)?", s)
+    power = words and _power_of(words.group(2), words.group(3))
+    if power is not None:                                                # 5 cm, 2 million
+        s = words.group(1) + _scaled(power)
     return s
+
+
+def _power_of(words, exponent=None):
+    """The power of ten that words after a number stand for: 0 for units (5 cm^2, 12 square feet,
+    m/s), k for magnitude words (2 million: 6, 3 thousand dollars: 3); None for any other words."""
+    words = re.split(r"[\s/.]+", words.strip(" .").lower())
+    power = 0
+    while words and words[0] in _MAGNITUDES:
+        power += _MAGNITUDES[words.pop(0)]
+    if not all(w in _UNITS for w in words) or (power and exponent):
+        return None
+    return power
+
+
+def _scaled(power):
+    return f"\\times10^{{{power}}}" if power else ""
+
+
+def _unit_words(m):
+    """_UNIT's replacement: nothing for units, \\times10^{k} for magnitude words, else unchanged."""
+    power = _power_of(m.group(1), m.group(2))
+    return m.group(0) if power is None else _scaled(power)
 
 
 def _mixed_number(s):
@@ -579,14 +628,14 @@ def _variants(node, limit=4):
     return combos
 
 
-# Comparison by kind. Every comparison gets the call's deadline (time.monotonic() seconds).
+# Comparison by kind. Every comparison gets the call's deadline, in _clock() seconds.
 
 class _Timeout(BaseException):  # out of time: raised past except-Exception clauses (sympy's too)
     pass
 
 
 def _equal(p, g, deadline):
-    if time.monotonic() > deadline:
+    if _clock() > deadline:
         raise _Timeout
     if p == g:
         return True
@@ -1101,38 +1150,50 @@ def _sympy_compare(op, args, sp):
     return False
 
 
-# Sympy runs in helper processes: it cannot be interrupted from a thread without signals, so a
-# comparison still running at the deadline is ended by killing its helper.
+# Sympy runs in helper processes: it cannot be interrupted from a thread without signals. A helper
+# interrupts itself when the comparison has used the CPU seconds it was given, and reports what it
+# used; one that stays silent is killed.
 
 _helpers_idle = []
 _helpers_lock = threading.Lock()
 _helper_slots = threading.BoundedSemaphore(SYMPY_HELPERS)
+_charged = threading.local()      # CPU seconds helpers spent on this thread's comparisons
+
+
+def _clock():
+    """The math budget's clock: CPU seconds this thread has used, plus those its sympy helpers
+    used for it. Time spent waiting (for a CPU, a helper, a helper's start) does not advance it."""
+    return time.thread_time() + getattr(_charged, "seconds", 0.0)
+
+
+def _charge(seconds):
+    _charged.seconds = getattr(_charged, "seconds", 0.0) + seconds
 
 
 def _ask_sympy(request, deadline):
-    """One comparison by an idle (or new) helper; False on error or at the deadline."""
-    if not _helper_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+    """One comparison by an idle (or new) helper, within the CPU seconds left before `deadline`;
+    False on error or when they run out. The wait for a free helper is not counted."""
+    left = deadline - _clock()
+    if left <= 0:
         return False
     proc = None
+    _helper_slots.acquire()
     try:
         with _helpers_lock:
             proc = _helpers_idle.pop() if _helpers_idle else None
         if proc is None or proc.poll() is not None:
-            started = time.monotonic()
             proc = _start_helper()
-            deadline += time.monotonic() - started      # a helper's start is not the answer's time
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
         proc.stdin.write(json.dumps(request + [left]) + "\n")
         proc.stdin.flush()
-        # the helper's own alarm fires at `left`; the grace covers a helper that does not answer
-        if select.select([proc.stdout], [], [], left + 0.5)[0]:
+        if select.select([proc.stdout], [], [], MATH_WALL * left + 1.0)[0]:
             line = proc.stdout.readline()
             if line:
-                return json.loads(line) is True
-        _kill_helper(proc)
+                answer, used = json.loads(line)
+                _charge(used)
+                return answer is True
+        _kill_helper(proc)           # silent: a stuck helper (its alarm counts CPU time only)
         proc = None
+        _charge(left)
         return False
     except (OSError, ValueError):
         if proc is not None:
@@ -1177,8 +1238,9 @@ def _stop_helpers():
 
 
 def _sympy_helper():
-    """The helper's loop: read [op, args, seconds] lines, answer true/false lines. A comparison that
-    runs past its seconds is interrupted by an alarm (this process's own main thread)."""
+    """The helper's loop: read [op, args, seconds] lines, answer [true/false, CPU seconds used]
+    lines. A comparison that uses more than its seconds of CPU is interrupted by an alarm
+    (SIGPROF, in this process's own main thread)."""
     import resource
     import sympy
     if hasattr(sys, "set_int_max_str_digits"):
@@ -1189,22 +1251,23 @@ def _sympy_helper():
     def alarm(*_):
         raise _Timeout
 
-    signal.signal(signal.SIGALRM, alarm)
+    signal.signal(signal.SIGPROF, alarm)
     # (x+1)^2 = x^2+2x+1: load simplify's lazy imports before the first deadline
     x, one, two = ["s", "x"], ["n", 1, 1], ["n", 2, 1]
     _sympy_compare("equal", [["^", ["+", [x, one]], two],
                              ["+", [["^", x, two], ["*", [two, x]], one]]], sympy)
     print("ready", flush=True)
     for line in sys.stdin:
+        start = time.process_time()
         try:
             op, args, seconds = json.loads(line)
-            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+            signal.setitimer(signal.ITIMER_PROF, max(seconds, 0.001))   # CPU time, not wall clock
             answer = _sympy_compare(op, args, sympy) is True
         except BaseException:
             answer = False
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        print(json.dumps(answer), flush=True)
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        print(json.dumps([answer, time.process_time() - start]), flush=True)
 
 
 # -----------------------------------------------------------------------------
