@@ -1340,8 +1340,10 @@ def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, t
         (a sleeping program), counted by this process and by the supervisor. At most SANDBOX_SLOTS
         runs execute at once (one per CPU); the others wait for a slot first;
       - nothing outlives this process: the supervisor ends the run as soon as this process dies,
-        however it dies (a pipe only this process holds closes), the processes it starts get a
-        parent-death signal, and a later run removes the directory a dead host left.
+        however it dies (a pipe only this process holds reads end-of-file; should a forked child of
+        this process hold it too, the supervisor's wall clock ends the run), the processes it
+        starts die with it (parent-death signal), and a later run removes the directory a dead
+        host left.
     With `tests`:
       - the tests run in a process of their own: the test code and the pass token are never in the
         program's process (whose open files are stdin, stdout, stderr and its end of a socket), so
@@ -1350,11 +1352,12 @@ def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, t
         bytes, bytearray, complex, big ints, non-finite floats and dicts with any keys; no pickle. A
         call sends its arguments and gets back the result, reduced in the program's process: plain
         data as itself; a subclass of dict, list, tuple, set, frozenset, str, int, float, complex or
-        bytes as its base type (a Counter equals a dict; an int subclass loses its __eq__); a
-        standard-library module by name, imported by the tests from the standard library's own
-        directories; anything else as a handle the tests can call, take attributes of and test for
-        truth (bool() runs in the program's process), which equals nothing and cannot be hashed,
-        ordered, iterated or converted. The program's process holds its end of the socket, so it
+        bytes as its base type's value (a Counter equals a dict, a str Enum its string; an int
+        subclass loses its __eq__); a standard-library module by name, imported by the tests from
+        the standard library's own directories; anything else (or a value that cannot be sent, a
+        cyclic list) as a handle the tests can call, take attributes of and test for truth (bool()
+        runs in the program's process), which equals nothing and cannot be hashed, ordered,
+        iterated or converted. The program's process holds its end of the socket, so it
         can write frames itself: that chooses a return value, nothing more. The tests' process
         reads one numbered frame per request; a malformed, unasked-for or over-MAX_FRAME frame or a
         closed socket fails the tests, a partial one runs into the wall clock;
@@ -1377,9 +1380,9 @@ def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, t
         network is open, host processes are visible, and host files are writable where any user
         may write (/tmp, world-writable files).
       - "basic" (not root, or root where a fresh uid cannot run this interpreter): the program runs
-        as you: it can read and change your files, read your processes' memory (as root:
-        everything), use the network, and a setsid daemon survives. It still cannot forge a pass:
-        the verdict is the tests' process's exit status and token.
+        as you: it can read and change your files, read your other processes' memory, use the
+        network, and a setsid daemon survives. Not as root, it still cannot read or change the
+        tests' process (not dumpable; killing it fails the run); as root it can do anything.
     Not covered in any mode: world-readable host files stay readable; memory and CPU are bounded per
     process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
     socket elsewhere on the host with a world-writable mode is reachable.
@@ -1837,7 +1840,11 @@ import types
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
-REDUCED = (dict, list, tuple, set, frozenset, str, int, float, complex, bytes)
+BASES = {   # a subclass instance's value, read from its base type's own storage
+    dict: lambda x: dict(dict.items(x)), list: list.copy, set: set.copy,
+    tuple: lambda x: tuple.__getitem__(x, slice(None)), frozenset: frozenset.copy,
+    str: str.__str__, int: int.__int__, float: float.__float__, complex: complex,
+    bytes: lambda x: bytes.__getitem__(x, slice(None))}
 SIDE_EFFECTS = {"antigravity", "this", "idlelib", "turtledemo", "__hello__", "__phello__"}
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -2160,46 +2167,55 @@ def serve_program(program_fd, sock_fd, cfg):
         traceback.print_exc()
     objects = []
 
-    def reduce(x):
-        if type(x) is types.ModuleType and is_stdlib(x.__name__):
-            return {"$": "module", "v": x.__name__}
-        for base in REDUCED:
-            if issubclass(type(x), base):    # Counter, namedtuple, IntEnum: the base type's value
-                value = base(x)
-                if type(value) is not base:
-                    raise TypeError(f"a {type(x).__name__} that gives no {base.__name__}")
-                return encode(value, reduce)
+    def handle(x):
         objects.append(x)
         return {"$": "ref", "v": len(objects) - 1}
 
-    def handle(tag, ref):
+    def reduce(x):
+        if type(x) is types.ModuleType and is_stdlib(x.__name__):
+            return {"$": "module", "v": x.__name__}
+        base = next((b for b in BASES if issubclass(type(x), b)), None)
+        try:                              # Counter, namedtuple, IntEnum, a str Enum: their base
+            value = BASES[base](x) if base else None      # type's value, as its == compares it
+        except Exception:
+            value = None
+        return encode(value, reduce) if base and type(value) is base else handle(x)
+
+    def sendable(x):
+        try:
+            return encode(x, reduce)
+        except Exception:                 # a cycle, a bad subclass: usable as a handle still
+            return handle(x)
+
+    def program_object(tag, ref):
         if tag == "ref" and type(ref) is int and 0 <= ref < len(objects):
             return objects[ref]
         raise ValueError("a bad handle")
 
     def answer(request):
         op, names = request["op"], vars(module)
-        if op == "names":
-            return {k: v for k, v in names.items() if not (k.startswith("__") and k.endswith("__"))}
+        if op == "names":                 # each name alone: one that cannot be sent is a handle
+            return {"$": "dict", "v": [[k, sendable(v)] for k, v in names.items()
+                                       if not (k.startswith("__") and k.endswith("__"))]}
         if op == "name":
             if request["name"] not in names:
                 raise NameError(f"name {request['name']!r} is not defined")
-            return names[request["name"]]
-        target = handle("ref", request["ref"]) if op != "end" else None
-        if op == "call":
-            return target(*decode(request["args"], handle), **decode(request["kwargs"], handle))
-        if op == "getattr":
-            return getattr(target, request["name"])
-        if op == "bool":
-            return bool(target)
+            return sendable(names[request["name"]])
         if op == "end":
             return None
+        target = program_object("ref", request["ref"])
+        if op == "call":
+            args, kwargs = (decode(request[k], program_object) for k in ("args", "kwargs"))
+            return encode(target(*args, **kwargs), reduce)
+        if op == "getattr":
+            return encode(getattr(target, request["name"]), reduce)
+        if op == "bool":
+            return bool(target)
         raise ValueError(f"unknown request {op!r}")
 
     while (request := receive(sock, 1 << 31)) is not None:
         try:
-            reply = frame({"id": request["id"], "ok": encode(answer(request), reduce)},
-                          limit=cfg["max_frame"])
+            reply = frame({"id": request["id"], "ok": answer(request)}, limit=cfg["max_frame"])
         except BaseException as e:
             try:
                 text = str(e)[:2000]

@@ -172,6 +172,10 @@ CORRECT = {   # program, tests: each passes when run together in one plain proce
                            "math.isinf(r[5]) and math.copysign(1, r[6]) == -1\n"
                            "assert r[7:] == [1j, b'\\x00', bytearray(b'a'), (1, [2]), {(1, 2): frozenset({3})}, {'\\ud800'}]\n"
                            "assert type(r[8]) is bytes and type(r[9]) is bytearray"),
+    "a str Enum, a cyclic global, a list subclass that iterates otherwise":
+        ("import enum\nclass Color(str, enum.Enum):\n    RED = 'red'\nloop = []\nloop.append(loop)\n"
+         "class L(list):\n    def __iter__(self):\n        return iter([])\n"
+         "def f():\n    return [Color.RED, L([1, 2])]", "assert f() == ['red', [1, 2]] and loop"),
     "nan": ("def f():\n    return float('nan')", "import math\nassert math.isnan(f())"),
     "methods of a returned object": ("class Box:\n    def __init__(self, v):\n        self.v = v\n"
                                      "    def get(self):\n        return self.v\ndef make(v):\n    return Box(v)",
