@@ -1938,8 +1938,8 @@ def supervise(pid, alive_fd, deadline):
 
 def finish(cfg, pids, early):
     """Kill every process the run started, then reap our children (their CPU time counts in
-    ours)."""
-    for pid in pids:
+    ours). The last of `pids` was reaped unless the run ended early: its pid may be reused."""
+    for pid in pids if early else pids[:-1]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
