@@ -1363,9 +1363,9 @@ def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, t
         closed socket fails the tests, a partial one runs into the wall clock;
       - names: with `entry_point` (HumanEval) the tests take only that name from the program, so a
         program's own `abs` or `math` changes nothing of theirs. Without it (MBPP's raw asserts)
-        they see every name the program defines, builtin names included (`def sum`), as in a
-        single-process harness: such tests trust a name they take from the program. Arguments go
-        by value (an in-place mutation is not seen).
+        every name they mention that the program defines is the program's, builtin names
+        included (`def sum`), as in a single-process harness: such tests trust a name they take
+        from the program. Arguments go by value (an in-place mutation is not seen).
     Modes:
       - "isolated" (root with util-linux `unshare`): new PID, mount, IPC and network namespaces: no
         network (not even the host's 127.0.0.1 or abstract unix sockets), no view of host
@@ -2195,8 +2195,9 @@ def serve_program(program_fd, sock_fd, cfg):
     def answer(request):
         op, names = request["op"], vars(module)
         if op == "names":                 # each name alone: one that cannot be sent is a handle
-            return {"$": "dict", "v": [[k, sendable(v)] for k, v in names.items()
-                                       if not (k.startswith("__") and k.endswith("__"))]}
+            wanted = [k for k in request["only"]
+                      if k in names and not (k.startswith("__") and k.endswith("__"))]
+            return {"$": "dict", "v": [[k, sendable(names[k])] for k in wanted]}
         if op == "name":
             if request["name"] not in names:
                 raise NameError(f"name {request['name']!r} is not defined")
@@ -2229,6 +2230,7 @@ def run_tests(secret_fd, sock_fd, done_fd, cfg):
     """The tests' process: the test code with its own builtins and modules, and the program's names
     (all, or the entry point only) as data and handles. Whatever the program's process sends is
     read as data, one numbered reply per request, and never run."""
+    import ast
     import builtins
     import importlib
     secret = json.loads(read_all(secret_fd))
@@ -2319,11 +2321,12 @@ def run_tests(secret_fd, sock_fd, done_fd, cfg):
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     if cfg["entry_point"] is not None:
         namespace[cfg["entry_point"]] = rpc("name", name=cfg["entry_point"])
-    else:
-        names = rpc("names")
+    else:                                 # the names the test code mentions, the program's
+        mentioned = {n.id for n in ast.walk(ast.parse(secret["tests"])) if type(n) is ast.Name}
+        names = rpc("names", only=sorted(mentioned))
         if type(names) is not dict:
             raise RuntimeError("a bad reply from the program's process")
-        namespace.update((k, v) for k, v in names.items() if type(k) is str and k.isidentifier()
+        namespace.update((k, v) for k, v in names.items() if k in mentioned
                          and not (k.startswith("__") and k.endswith("__")))
     exec(compile(secret["tests"], "tests.py", "exec"), namespace)
     rpc("end")      # one more numbered reply: a frame the program added shows up at the latest here

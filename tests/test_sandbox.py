@@ -65,7 +65,7 @@ def path_payload():
 """
 # The issue's payloads, for the pickle channel the sandbox had: persistent_load imports a module and
 # BUILD sets its attributes; one sets os._exit = complex (the failure path then does nothing), the
-# other puts the program's /tmp first on sys.path and imports a module the program wrote there.
+# other puts the program's cwd first on sys.path and imports a module the program wrote there.
 EXIT_PAYLOAD = (b"\x80\x04\x8c\x06module\x8c\x02os\x86Q}\x8c\x05_exit\x8c\x08builtins\x8c\x07complex"
                 b"\x93sb0\x8c\x02ok}\x86.")
 EVIL_MODULE = "import os\nos._exit = complex\n"
@@ -170,7 +170,8 @@ CORRECT = {   # program, tests: each passes when run together in one plain proce
                            " b'\\x00', bytearray(b'a'), (1, [2]), {(1, 2): frozenset({3})}, {'\\ud800'}]",
                            "import math\nr = f()\nassert r[:5] == [None, True, 2**100, -2**70, 0.1] and "
                            "math.isinf(r[5]) and math.copysign(1, r[6]) == -1\n"
-                           "assert r[7:] == [1j, b'\\x00', bytearray(b'a'), (1, [2]), {(1, 2): frozenset({3})}, {'\\ud800'}]\n"
+                           "assert r[7:] == [1j, b'\\x00', bytearray(b'a'), (1, [2]),"
+                           " {(1, 2): frozenset({3})}, {'\\ud800'}]\n"
                            "assert type(r[8]) is bytes and type(r[9]) is bytearray"),
     "a str Enum, a cyclic global, a list subclass that iterates otherwise":
         ("import enum\nclass Color(str, enum.Enum):\n    RED = 'red'\nloop = []\nloop.append(loop)\n"
