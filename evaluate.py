@@ -7,7 +7,8 @@ Five sections, each led by its public entry point; math, code and sampling each 
 and the driver build on them:
   - math: check_math(response, gold) -> bool, time-bounded, never raising; extract_boxed;
   - code: check_code(response, tests) -> bool; run_python(program, ...) -> RunResult, the sandbox,
-    whose docstring lists what it guarantees and what it does not; sandbox_mode, extract_code;
+    whose docstring lists what each mode guarantees and what it does not; sandbox_mode,
+    sandbox_status, extract_code;
   - rows: load_rows, read_rows, validate_prompt, validate_row, benchmark_of, check, check_many,
     pass_at_k;
   - sampling: sample, the one sampling rule of gopd and evaluate.py; prompt_ids, render_prompt,
@@ -15,7 +16,8 @@ and the driver build on them:
   - driver: evaluate_model, format_table, main.
 
 A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
-"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional
+"tests": str | [{"input", "output"}] (code), "entry_point": optional name (the one name assert
+tests take from the program), "benchmark": optional name, "timeout": optional
 seconds}. The driver samples n responses per problem, checks each, prints avg@n (mean accuracy
 over all samples) and unbiased pass@k per benchmark, and appends one JSONL record per sample as it
 is checked. gopd.py imports this file, never the reverse; torch and transformers are imported
@@ -25,6 +27,7 @@ inside the functions that need them.
 import argparse
 import ast
 import atexit
+import fcntl
 import functools
 import json
 import math
@@ -49,7 +52,9 @@ from typing import NamedTuple
 # -----------------------------------------------------------------------------
 # Math: is the last \boxed answer of a response the gold answer?
 
-MATH_TIMEOUT = 3.0    # seconds: one check_math call's bound (a sympy helper's start excluded)
+MATH_TIMEOUT = 3.0    # CPU seconds: one check_math call's budget (waiting excluded, see _clock)
+MATH_WALL = 3         # a sympy helper that spends MATH_WALL * its budget + 1 s of wall clock dies
+MAX_RESPONSE = 1 << 20  # characters: a longer response is wrong unread (no model writes one)
 MAX_ANSWER = 2000     # characters: a longer answer is compared as normalized text only
 MAX_BITS = 12_000     # in-process exact arithmetic leaves larger numbers unevaluated (10^10^10)
 MAX_DEPTH = 50        # nesting levels the answer parser accepts
@@ -74,30 +79,44 @@ def check_math(response, gold, timeout=MATH_TIMEOUT):
       - `x = 5` equals 5, `x > 3` equals (3, \\infty), equations are equal up to rearrangement and
         a nonzero factor, and the assignments `a=2, b=3` equal the point (2, 3);
       - multiple-choice letters as letters, anything unparsable as normalized text.
-    Ignored: units in \\text/\\mathrm (with exponents), degrees, %, $, thousands separators
-    (1{,}000), spacing; but spacing never joins numbers (1\\quad 5 is not 15, 2 \\text{ or } 3 is
-    not 23). An empty box, a response without one, or a bad argument is simply wrong: there is no
-    "last number in the text" fallback (it rewards guessing), and it never raises.
+    Ignored: units after a number, from the list _UNITS (in \\text/\\mathrm or not, with
+    exponents: 5\\text{ cm}^2, 12 square feet), degrees, %, $, thousands separators (1{,}000),
+    spacing. Magnitude words are applied: 2\\text{ million} is 2000000, not 2. Any other words stay
+    part of the answer (3\\text{ to 5} is not 3), and spacing never joins numbers (1\\quad 5 is
+    not 15, 2 \\text{ or } 3 is not 23). An empty box, a response without one, one over
+    MAX_RESPONSE characters, or a bad argument is simply wrong: there is no "last number in the
+    text" fallback (it rewards guessing), and it never raises.
 
-    Bounded: it returns within `timeout` seconds on any input (1 MB, 50k nested braces, power
-    towers): in-process arithmetic never handles numbers over MAX_BITS bits, and a sympy comparison
-    still running at the deadline is interrupted (an alarm in its helper) or its helper killed.
+    Bounded: each call gets `timeout` seconds of CPU, extraction included, counted by its own
+    thread and by the sympy helper that works for it (_clock); waiting (for a CPU, for a free
+    helper, for a helper to start) is not counted, so a verdict does not depend on the machine's
+    load or on what else is checked at the same time. In-process arithmetic never handles numbers
+    over MAX_BITS bits; a sympy comparison that spends the CPU left is interrupted by an alarm in
+    its helper, and a helper silent for MATH_WALL times that (+1 s) of wall clock is killed. On an
+    idle machine a call returns within about `timeout` seconds whatever its input (1 MB, 50k
+    nested braces, power towers).
 
     Copying it: the first comparison that needs sympy starts a helper process (`python -I` loading
     this file by path and running _sympy_helper, so keep the file's top level free of side
-    effects); up to SYMPY_HELPERS of them, about a second each to start, not counted in `timeout`.
-    A helper past its deadline is killed, idle ones at exit. Safe in threads: no signals here.
+    effects); up to SYMPY_HELPERS of them, about a second each to start. Idle helpers are killed at
+    exit. Safe in threads: no signals here.
     """
-    deadline = time.monotonic() + timeout
+    deadline = _clock() + timeout
     try:
         if isinstance(gold, (int, float)) and not isinstance(gold, bool):
             gold = str(gold)
+        if not (isinstance(response, str) and isinstance(gold, str)):
+            return False
+        if max(len(response), len(gold)) > MAX_RESPONSE:
+            return False
         pred = extract_boxed(response)
-        if pred is None or not isinstance(gold, str):
+        if pred is None:
             return False
         boxed_gold = extract_boxed(gold)
         if boxed_gold is not None:
             gold = boxed_gold
+        if _clock() > deadline:
+            return False
         return _answers_equal(pred, gold, deadline)
     except (Exception, _Timeout):  # malformed input of any kind, or out of time: not equal
         return False
@@ -178,8 +197,18 @@ def _plain_text(s):
 
 # Normalization: LaTeX presentation that never changes the value.
 
-_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*"
-                   r"\{\s*(?![eid]\s*\})[a-zA-Z][^{}]*\}(?:\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+_UNIT = re.compile(r"(?<=[\d}).])\s*\\(?:text|mathrm|mbox|textrm)\s*\{\s*([a-zA-Z][^{}]*)\}"
+                   r"(\s*\^\s*(?:\{\s*-?\d+\s*\}|-?\d))?")
+# Words after a number that are dropped: units (and ordinal suffixes). Any other word stays.
+_UNITS = set("""
+    mm cm m km in inch inches ft foot feet yd yard yards mi mile miles meter meters metre metres
+    millimeter millimeters centimeter centimeters kilometer kilometers unit units square sq cubic cu
+    mg g gram grams kg kilogram kilograms lb lbs pound pounds oz ounce ounces ton tons
+    ml l liter liters litre litres milliliter milliliters gal gallon gallons quart quarts pint
+    pints cup cups s sec secs second seconds min mins minute minutes h hr hrs hour hours day days
+    week weeks month months year years mph kph per degree degrees deg radian radians rad
+    dollar dollars cent cents euro euros percent st nd rd th""".split())
+_MAGNITUDES = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)"
                       r"\s*\{([^{}]*)\}")
 _SPACING = re.compile(r"\\\\|\\(?:[,;:! ]|q?quad(?![a-zA-Z])|displaystyle|textstyle)|~")
@@ -193,7 +222,7 @@ def _normalize(s):
     s = re.sub(r"^\\[(\[]|\\[)\]]$", "", s).strip()
     s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))", "", s)          # 1{,}000 and 1\,000
     s = re.sub(r"\\text\s*\{\s*(?:or|and)\s*\}|(?<![\\a-zA-Z])(?:or|and)(?![a-zA-Z])", ",", s)
-    s = _UNIT.sub("", s)                                                # 5\mathrm{cm}^2 -> 5
+    s = _UNIT.sub(_unit_words, s)                 # 5\mathrm{cm}^2 -> 5, 2\text{ million} -> 2e6
     s = _WRAPPER.sub(r"\1", s)
     s = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s)   # a row break stays
     s = _SIZING.sub("", s)
@@ -206,10 +235,33 @@ def _normalize(s):
     # 1.5e3 -> 1.5\times10^{3}
     s = re.sub(r"(?<![\w.\\])(\d+(?:\.\d*)?)[eE]([-+]?\d+)(?![\w.])", r"\1\\times10^{\2}", s)
     s = _mixed_number(s) or s
-    words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*)(?:\s*\^\s*\d)?", s)
-    if words and not set(words.group(2).split()) & _FUNCTION_NAMES:    # 5 cm, 12 square feet
-        s = words.group(1)
+    words = re.fullmatch(r"(.*[\d}])\s+([a-zA-Z]{2,}(?:[\s/.]+[a-zA-Z]+)*)(\s*\^\s*\d)?", s)
+    power = words and _power_of(words.group(2), words.group(3))
+    if power is not None:                                                # 5 cm, 2 million
+        s = words.group(1) + _scaled(power)
     return s
+
+
+def _power_of(words, exponent=None):
+    """The power of ten that words after a number stand for: 0 for units (5 cm^2, 12 square feet,
+    m/s), k for magnitude words (2 million: 6, 3 thousand dollars: 3); None for any other words."""
+    words = re.split(r"[\s/.]+", words.strip(" .").lower())
+    power = 0
+    while words and words[0] in _MAGNITUDES:
+        power += _MAGNITUDES[words.pop(0)]
+    if not all(w in _UNITS for w in words) or (power and exponent):
+        return None
+    return power
+
+
+def _scaled(power):
+    return f"\\times10^{{{power}}}" if power else ""
+
+
+def _unit_words(m):
+    """_UNIT's replacement: nothing for units, \\times10^{k} for magnitude words, else unchanged."""
+    power = _power_of(m.group(1), m.group(2))
+    return m.group(0) if power is None else _scaled(power)
 
 
 def _mixed_number(s):
@@ -576,14 +628,14 @@ def _variants(node, limit=4):
     return combos
 
 
-# Comparison by kind. Every comparison gets the call's deadline (time.monotonic() seconds).
+# Comparison by kind. Every comparison gets the call's deadline, in _clock() seconds.
 
 class _Timeout(BaseException):  # out of time: raised past except-Exception clauses (sympy's too)
     pass
 
 
 def _equal(p, g, deadline):
-    if time.monotonic() > deadline:
+    if _clock() > deadline:
         raise _Timeout
     if p == g:
         return True
@@ -1098,38 +1150,50 @@ def _sympy_compare(op, args, sp):
     return False
 
 
-# Sympy runs in helper processes: it cannot be interrupted from a thread without signals, so a
-# comparison still running at the deadline is ended by killing its helper.
+# Sympy runs in helper processes: it cannot be interrupted from a thread without signals. A helper
+# interrupts itself when the comparison has used the CPU seconds it was given, and reports what it
+# used; one that stays silent is killed.
 
 _helpers_idle = []
 _helpers_lock = threading.Lock()
 _helper_slots = threading.BoundedSemaphore(SYMPY_HELPERS)
+_charged = threading.local()      # CPU seconds helpers spent on this thread's comparisons
+
+
+def _clock():
+    """The math budget's clock: CPU seconds this thread has used, plus those its sympy helpers
+    used for it. Time spent waiting (for a CPU, a helper, a helper's start) does not advance it."""
+    return time.thread_time() + getattr(_charged, "seconds", 0.0)
+
+
+def _charge(seconds):
+    _charged.seconds = getattr(_charged, "seconds", 0.0) + seconds
 
 
 def _ask_sympy(request, deadline):
-    """One comparison by an idle (or new) helper; False on error or at the deadline."""
-    if not _helper_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+    """One comparison by an idle (or new) helper, within the CPU seconds left before `deadline`;
+    False on error or when they run out. The wait for a free helper is not counted."""
+    left = deadline - _clock()
+    if left <= 0:
         return False
     proc = None
+    _helper_slots.acquire()
     try:
         with _helpers_lock:
             proc = _helpers_idle.pop() if _helpers_idle else None
         if proc is None or proc.poll() is not None:
-            started = time.monotonic()
             proc = _start_helper()
-            deadline += time.monotonic() - started      # a helper's start is not the answer's time
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
         proc.stdin.write(json.dumps(request + [left]) + "\n")
         proc.stdin.flush()
-        # the helper's own alarm fires at `left`; the grace covers a helper that does not answer
-        if select.select([proc.stdout], [], [], left + 0.5)[0]:
+        if select.select([proc.stdout], [], [], MATH_WALL * left + 1.0)[0]:
             line = proc.stdout.readline()
             if line:
-                return json.loads(line) is True
-        _kill_helper(proc)
+                answer, used = json.loads(line)
+                _charge(used)
+                return answer is True
+        _kill_helper(proc)           # silent: a stuck helper (its alarm counts CPU time only)
         proc = None
+        _charge(left)
         return False
     except (OSError, ValueError):
         if proc is not None:
@@ -1174,8 +1238,9 @@ def _stop_helpers():
 
 
 def _sympy_helper():
-    """The helper's loop: read [op, args, seconds] lines, answer true/false lines. A comparison that
-    runs past its seconds is interrupted by an alarm (this process's own main thread)."""
+    """The helper's loop: read [op, args, seconds] lines, answer [true/false, CPU seconds used]
+    lines. A comparison that uses more than its seconds of CPU is interrupted by an alarm
+    (SIGPROF, in this process's own main thread)."""
     import resource
     import sympy
     if hasattr(sys, "set_int_max_str_digits"):
@@ -1186,28 +1251,30 @@ def _sympy_helper():
     def alarm(*_):
         raise _Timeout
 
-    signal.signal(signal.SIGALRM, alarm)
+    signal.signal(signal.SIGPROF, alarm)
     # (x+1)^2 = x^2+2x+1: load simplify's lazy imports before the first deadline
     x, one, two = ["s", "x"], ["n", 1, 1], ["n", 2, 1]
     _sympy_compare("equal", [["^", ["+", [x, one]], two],
                              ["+", [["^", x, two], ["*", [two, x]], one]]], sympy)
     print("ready", flush=True)
     for line in sys.stdin:
+        start = time.process_time()
         try:
             op, args, seconds = json.loads(line)
-            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001))
+            signal.setitimer(signal.ITIMER_PROF, max(seconds, 0.001))   # CPU time, not wall clock
             answer = _sympy_compare(op, args, sympy) is True
         except BaseException:
             answer = False
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        print(json.dumps(answer), flush=True)
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        print(json.dumps([answer, time.process_time() - start]), flush=True)
 
 
 # -----------------------------------------------------------------------------
 # Code: does the response's program pass the tests? (sandboxed)
 
 MAX_OUTPUT = 1 << 20      # bytes kept of a program's stdout and of its stderr
+MAX_FRAME = 64 << 20      # bytes: the largest message the tests' process takes from the program's
 FILE_SIZE_MB = 64         # RLIMIT_FSIZE: the largest file a program may write
 TMPFS_MB = 64             # isolated mode: the private /tmp (/var/tmp, /dev/shm, /run: 8 MiB each)
 MAX_PROCS = 128           # RLIMIT_NPROC (processes + threads) under the fresh uid
@@ -1218,31 +1285,32 @@ SANDBOX_SLOTS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity"
                  else os.cpu_count() or 1)   # runs at once: one per CPU this process may use
 
 
-def check_code(response, tests, timeout=10.0):
+def check_code(response, tests, timeout=10.0, entry_point=None):
     """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
 
     `tests` is assert-style code (HumanEval, MBPP), or [{"input", "output"}] stdin/stdout pairs
     (LiveCodeBench, APPS; output compared line by line, surrounding whitespace ignored), maybe as a
-    JSON string. Bad tests (empty, only comments, no assert or call, not Python) or a bad timeout
-    (CPU seconds) are the caller's error: ValueError. A bad program (not text, crashes, wrong) is
-    False.
+    JSON string. `entry_point`, for assert tests: the one name the tests take from the program
+    (HumanEval's); without it they see all its names (run_python). Bad tests (empty, only comments,
+    no assert or call, not Python), a bad entry point or a bad timeout (CPU seconds) are the
+    caller's error: ValueError. A bad program (not text, crashes, wrong) is False.
 
     Against assert tests the program is imported as a module named "solution": its `if __name__
     == "__main__":` blocks are skipped, as in HumanEval's harness, and an error or exit in its
     top-level code (a usage block, unittest.main()) is printed but does not fail the check: the
-    tests decide. They run in a process of their own and see the program's results as plain data.
+    tests decide. They run in a process of their own and see the program's results as data.
 
-    Copying it: it needs run_python and Linux. The sandbox is isolated as root with util-linux
-    `unshare`, else basic: the program runs as you, with your files and network (run_python lists
-    both). One sandbox run per stdin/stdout pair, one for all assert tests.
+    Copying it: it needs run_python and Linux; run_python says what each sandbox mode guarantees.
+    One sandbox run per stdin/stdout pair, one for all assert tests.
     """
     tests = _parse_tests(tests)
-    _check_run_args(timeout=timeout)
+    _check_run_args(timeout=timeout, tests=tests if isinstance(tests, str) else None,
+                    entry_point=entry_point)
     program = extract_code(response) if isinstance(response, str) else None
     if program is None or not _is_utf8(program):
         return False
     if isinstance(tests, str):
-        return run_python(program, tests=tests, timeout=timeout).ok
+        return run_python(program, tests=tests, timeout=timeout, entry_point=entry_point).ok
     for stdin, expected in tests:
         result = run_python(program, stdin=stdin, timeout=timeout)
         if not result.ok or _output_lines(result.stdout) != _output_lines(expected):
@@ -1250,70 +1318,88 @@ def check_code(response, tests, timeout=10.0):
     return True
 
 
-def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None):
+def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None,
+               entry_point=None):
     """Run `program` in the sandbox, as a script reading `stdin`, or, with assert-style `tests`, as
-    a module the tests call from another process. Returns a RunResult. isolated=None: the isolated
-    mode where this machine allows it (sandbox_mode()); False: basic mode; True: require it.
+    a module the tests call from another process. Returns a RunResult.
 
-    Copying it: Linux only. It runs this interpreter (`sys.executable -I`) under _HARNESS; the
-    isolated mode needs root and util-linux `unshare`, else it is the basic mode (below). With
-    `tests` the harness forks: the program runs in one process, the tests in the other.
+    isolated=None: the strongest mode this machine gives (sandbox_status()); True: the isolated
+    mode, else RuntimeError; False: no namespaces (the uid mode where root can use it, else basic).
+    With GOPD_REQUIRE_ISOLATION=1 in the environment any mode but isolated is a RuntimeError. The
+    first run prints the mode and its reason to stderr, unless sandbox_status() was called first.
+
+    Copying it: Linux only. It runs this interpreter (`sys.executable -I`) under _HARNESS, a
+    supervisor that starts the program's process (and the tests'), waits, and kills the rest.
 
     Every run:
-      - a fresh `python -I` in its own process group, an empty environment (PATH, HOME, TMPDIR,
-        LANG and thread counts set, nothing inherited: no tokens or keys), the whole group
-        SIGKILLed at the end, and its temporary directory removed, however deep the program
-        nested it;
-      - rlimits per process on address space (`memory_mb`), CPU time, file size, open files and
-        core dumps; stdout and stderr capped at MAX_OUTPUT bytes each;
-      - `timeout` is CPU time, enforced per process by RLIMIT_CPU (whole seconds, rounded up), so
-        a loaded machine does not fail correct code; a run is also killed after WALL_FACTOR *
-        timeout + 2 s of wall clock (a sleeping program). At most SANDBOX_SLOTS runs execute at
-        once (one per CPU); the others wait for a slot first.
-    With `tests`: the tests never run in the program's process. They reach the program's names
-    (builtins excepted: a program's `abs` never replaces the tests') through a pipe: a call sends
-    the arguments and gets back the result as plain data (None, bool, int, float, complex, str,
-    bytes, bytearray, list, tuple, dict, set, frozenset, nested; a restricted unpickler rebuilds
-    nothing else). Any other object comes back as a handle the tests can call or take attributes
-    of, but that cannot be compared, hashed, iterated or used as a truth value: a result with an
-    always-true __eq__, a subclass of int or str, or a dict subclass fails. The test code and the
-    pass token are never in the program's process, so the program cannot read them (from disk,
-    frames, gc or memory), and its builtins, trace hooks, threads, forks and monkeypatches cannot
-    change how the tests run.
-    Isolated mode adds (sandbox_mode() == "isolated"):
-      - new PID, mount, IPC and network namespaces: no view of host processes, no network (not
-        even the host's 127.0.0.1 or abstract unix sockets), and every process it started, setsid
-        daemons included, dies with it;
-      - fresh unprivileged uids (one for the program, one for the tests; no groups, no_new_privs):
-        RLIMIT_NPROC bounds fork bombs, the program cannot signal or read the tests' process, and
-        host files are only as open to it as to any other user (nothing private is readable);
-      - the whole host file system read-only, and private tmpfs mounts on /tmp (TMPFS_MB),
-        /var/tmp, /dev/shm and /run (8 MiB each): what the program writes is bounded and vanishes
-        with it, and no host unix socket under those directories is reachable. A directory the
-        fresh uid cannot enter but the interpreter lives under (e.g. /root/.pyenv) is replaced by
-        a tmpfs showing just that tree.
-    Not covered even then: world-readable host files stay readable; memory and CPU are bounded per
+      - a fresh `python -I` with an empty environment (PATH, HOME, TMPDIR, LANG and thread counts
+        set: no tokens or keys); rlimits per process on address space (`memory_mb`), CPU time, file
+        size, open files and core dumps; stdout and stderr capped at MAX_OUTPUT bytes each;
+      - `timeout` is CPU time per process (RLIMIT_CPU, whole seconds rounded up), so a loaded
+        machine does not fail correct code; WALL_FACTOR * timeout + 2 s of wall clock ends a run
+        (a sleeping program), counted by this process and by the supervisor. At most SANDBOX_SLOTS
+        runs execute at once (one per CPU); the others wait for a slot first;
+      - nothing outlives this process: the supervisor ends the run as soon as this process dies,
+        however it dies (a pipe only this process holds reads end-of-file; should a forked child of
+        this process hold it too, the supervisor's wall clock ends the run), the processes it
+        starts die with it (parent-death signal), and a later run removes the directory a dead
+        host left.
+    With `tests`:
+      - the tests run in a process of their own: the test code and the pass token are never in the
+        program's process (whose open files are stdin, stdout, stderr and its end of a socket), so
+        it cannot read them, and its builtins, tracers, threads and forks cannot change the tests;
+      - the socket carries data only: length-framed JSON, with tags for tuple, set, frozenset,
+        bytes, bytearray, complex, big ints, non-finite floats and dicts with any keys; no pickle. A
+        call sends its arguments and gets back the result, reduced in the program's process: plain
+        data as itself; a subclass of dict, list, tuple, set, frozenset, str, int, float, complex or
+        bytes as its base type's value (a Counter equals a dict, a str Enum its string; an int
+        subclass loses its __eq__); a standard-library module by name, imported by the tests from
+        the standard library's own directories; anything else (or a value that cannot be sent, a
+        cyclic list) as a handle the tests can call, take attributes of and test for truth (bool()
+        runs in the program's process), which equals nothing and cannot be hashed, ordered,
+        iterated or converted. The program's process holds its end of the socket, so it
+        can write frames itself: that chooses a return value, nothing more. The tests' process
+        reads one numbered frame per request; a malformed, unasked-for or over-MAX_FRAME frame or a
+        closed socket fails the tests, a partial one runs into the wall clock;
+      - names: with `entry_point` (HumanEval) the tests take only that name from the program, so a
+        program's own `abs` or `math` changes nothing of theirs. Without it (MBPP's raw asserts)
+        every name they mention that the program defines is the program's, builtin names
+        included (`def sum`), as in a single-process harness: such tests trust a name they take
+        from the program. Arguments go by value (an in-place mutation is not seen).
+    Modes:
+      - "isolated" (root with util-linux `unshare`): new PID, mount, IPC and network namespaces: no
+        network (not even the host's 127.0.0.1 or abstract unix sockets), no view of host
+        processes, every process of the run (setsid daemons too) dies with it; fresh unprivileged
+        uids (one for the program, one for the tests; no groups, no_new_privs): RLIMIT_NPROC
+        bounds fork bombs, the program cannot signal or read the tests' process, and host files
+        are only as open to it as to any other user; the whole host file system read-only, private
+        tmpfs mounts on /tmp (TMPFS_MB), /var/tmp, /dev/shm and /run (8 MiB each). A directory the
+        fresh uid cannot enter but the interpreter lives under (/root/.pyenv) shows just that tree.
+      - "uid" (root where namespaces are refused, as in a Docker container without CAP_SYS_ADMIN):
+        the same fresh uids, and every process of the program's uid killed at the end; but the
+        network is open, host processes are visible, and host files are writable where any user
+        may write (/tmp, world-writable files).
+      - "basic" (not root, or root where a fresh uid cannot run this interpreter): the program runs
+        as you: it can read and change your files, read your other processes' memory, use the
+        network, and a setsid daemon survives. Not as root, it still cannot read or change the
+        tests' process (not dumpable; killing it fails the run); as root it can do anything.
+    Not covered in any mode: world-readable host files stay readable; memory and CPU are bounded per
     process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
-    socket elsewhere on the host with a world-writable mode is reachable; tests trust a helper the
-    program defines (it runs in the program's process: HumanEval's prompt helpers are therefore
-    copied into its tests); arguments go by value (an in-place mutation is not seen).
-    Basic mode (no root or no `unshare`): only the process group, rlimits, empty environment,
-    temporary directory and the tests' separate process remain. The program runs as you: it can
-    read and change your files, read your processes' memory (the host's tests included), use the
-    network, and a setsid daemon survives.
+    socket elsewhere on the host with a world-writable mode is reachable.
     """
-    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout, memory_mb=memory_mb)
-    isolation = _isolation_config() if isolated is not False else None
-    if isolated and isolation is None:
-        raise RuntimeError("isolated sandbox unavailable: run as root on Linux with util-linux "
-                           "`unshare`")
+    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout,
+                    memory_mb=memory_mb, entry_point=entry_point)
+    config = _sandbox_config(namespaces=isolated is not False)
+    if (isolated or _isolation_required()) and config["mode"] != "isolated":
+        raise RuntimeError(_refusal(config))
+    _announce(config)
     with _run_slots:
-        return _run_sandbox(program, stdin, tests, timeout, memory_mb, isolation)
+        return _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point)
 
 
 class RunResult(NamedTuple):
     ok: bool              # ran to its end: exit status 0 and the harness's pass token seen
-    returncode: int       # exit status of the sandbox (negative: killed by that signal)
+    returncode: int       # the deciding process's exit status (128 + N: killed by signal N)
     stdout: str
     stderr: str
     timed_out: bool       # CPU or wall-clock limit reached
@@ -1321,8 +1407,20 @@ class RunResult(NamedTuple):
 
 
 def sandbox_mode():
-    """'isolated' or 'basic': which guarantees run_python gives on this machine."""
-    return "isolated" if _isolation_config() else "basic"
+    """'isolated', 'uid' or 'basic': the guarantees run_python gives here (it lists them)."""
+    return _sandbox_config()["mode"]
+
+
+def sandbox_status(require=False):
+    """(mode, reason): sandbox_mode() and one line saying why, for a caller to log once (run_python
+    then does not print it). `require`, or GOPD_REQUIRE_ISOLATION=1 in the environment, makes any
+    mode but "isolated" a RuntimeError with one line naming the reason and the fix."""
+    config = _sandbox_config()
+    if (require or _isolation_required()) and config["mode"] != "isolated":
+        raise RuntimeError(_refusal(config))
+    with _announce_lock:
+        _announced.add(config["mode"])
+    return config["mode"], config["reason"]
 
 
 def extract_code(response):
@@ -1397,7 +1495,8 @@ def _is_timeout(value):
     return is_number and 0 < value <= MAX_TIMEOUT
 
 
-def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024):
+def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024,
+                    entry_point=None):
     """The caller's arguments: a bad one is a ValueError, never a silently disabled limit."""
     texts = {"program": program, "stdin": stdin, "tests": "" if tests is None else tests}
     for name, value in texts.items():
@@ -1411,69 +1510,140 @@ def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=10
     is_whole = isinstance(memory_mb, int) and not isinstance(memory_mb, bool)
     if not is_whole or not 64 <= memory_mb <= 1 << 20:
         raise ValueError(f"memory_mb must be a whole number of MiB, at least 64, got {memory_mb!r}")
+    if entry_point is not None and tests is None:
+        raise ValueError("entry_point goes with assert-style tests only")
+    if entry_point is not None and not (isinstance(entry_point, str)
+                                        and entry_point.isidentifier()):
+        raise ValueError(f"entry_point must be a Python name, got {entry_point!r}")
 
 
 _run_slots = threading.BoundedSemaphore(SANDBOX_SLOTS)
+_announced = set()            # the modes whose reason was printed (or logged by a caller)
+_announce_lock = threading.Lock()
+_swept = set()                # temp dirs already cleared of dead hosts' sandboxes
+
+
+def _isolation_required():
+    return os.environ.get("GOPD_REQUIRE_ISOLATION", "") not in ("", "0")
+
+
+def _refusal(config):
+    return (f"the code sandbox would run in {config['mode']} mode ({config['reason']}), and "
+            f"isolation is required (GOPD_REQUIRE_ISOLATION=1 or --require-isolation): run as root "
+            f"with util-linux `unshare` where namespaces are allowed (Docker: --cap-add "
+            f"SYS_ADMIN), or drop the requirement")
+
+
+def _announce(config):
+    """Print the mode and its reason to stderr, once per process and mode."""
+    with _announce_lock:
+        if config["mode"] in _announced:
+            return
+        _announced.add(config["mode"])
+    print(f"evaluate.py: code sandbox: {config['mode']} mode ({config['reason']})", file=sys.stderr)
 
 
 @functools.cache
-def _isolation_config():
-    """Probe once for the isolated mode: {"prefix": the unshare command, "expose": directories to
-    show the fresh uids}, or None where it does not work."""
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("unshare") is None:
-        return None
-    prefix = [shutil.which("unshare"), "--net", "--pid", "--ipc", "--mount", "--mount-proc",
-              "--fork", "--kill-child"]
+def _sandbox_config(namespaces=True):
+    """The strongest mode that works here, probed once: {"mode", "reason", "prefix": the unshare
+    command or [], "expose": directories to show the fresh uids}. namespaces=False: the strongest
+    without them."""
+    basic = {"mode": "basic", "prefix": [], "expose": []}
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return dict(basic, reason=f"not root: programs run as you (uid {os.geteuid()}), with your "
+                                  f"files and network")
+    refused = "namespaces were not asked for"
+    if namespaces and shutil.which("unshare") is None:
+        refused = "there is no util-linux `unshare`"
+    elif namespaces:
+        prefix = [shutil.which("unshare"), "--net", "--pid", "--ipc", "--mount", "--mount-proc",
+                  "--fork", "--kill-child"]
+        config = {"mode": "isolated", "prefix": prefix, "expose": _closed_ancestors(),
+                  "reason": "root with util-linux unshare: namespaces, fresh uids, a read-only "
+                            "host file system, no network"}
+        failure = _probe(config)
+        if failure is None:
+            return config
+        refused = f"namespaces are refused ({failure})"
+    config = {"mode": "uid", "prefix": [], "expose": [],
+              "reason": f"root, but {refused}: fresh uids, but the network, host processes and "
+                        f"world-writable host files stay reachable"}
+    failure = _probe(config)
+    if failure is None:
+        return config
+    return dict(basic, reason=f"root, but {refused} and a fresh uid cannot run this interpreter "
+                              f"({failure}): programs run as root and can change any host file")
+
+
+def _closed_ancestors():
+    """{the first ancestor another uid cannot enter: its children on the interpreter's paths}, as
+    sorted pairs: what the isolated mode shows the fresh uids."""
     paths = sysconfig.get_paths()
     needed = {os.path.realpath(sys.executable), sys.prefix, sys.base_prefix, paths["purelib"],
               paths["platlib"], paths["stdlib"]}
     expose = {}
-    for path in needed:        # the first ancestor another uid cannot enter, and its child
+    for path in needed:
         parts = os.path.realpath(path).split(os.sep)
         for i in range(2, len(parts)):
             closed = os.sep.join(parts[:i]) or os.sep
             if not os.stat(closed).st_mode & stat.S_IXOTH:
                 expose.setdefault(closed, set()).add(parts[i])
                 break
-    isolation = {"prefix": prefix, "expose": sorted((k, sorted(v)) for k, v in expose.items())}
-    try:                       # does it really work here (namespaces, mounts, uid drop)?
-        result = _run_sandbox("import os\nprint(os.getuid())", "", None, 20.0, 1024, isolation)
-    except OSError:
+    return sorted((k, sorted(v)) for k, v in expose.items())
+
+
+def _probe(config):
+    """None when a run in this mode works here (as a fresh uid that can import a module), else the
+    reason it does not, in one line."""
+    try:
+        result = _run_sandbox("import fractions, os\nprint(os.getuid())", "", None, 20.0, 1024,
+                              config)
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    if result.ok and result.stdout.strip() not in ("", "0"):
         return None
-    return isolation if result.ok and result.stdout.strip() not in ("", "0") else None
+    lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+    return lines[-1][:200]
 
 
-def _run_sandbox(program, stdin, tests, timeout, memory_mb, isolation):
-    workdir = tempfile.mkdtemp(prefix="gopd-sandbox-")
-    done_r, done_w = os.pipe()
+def _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point=None):
+    base = tempfile.gettempdir()
+    _remove_dead_sandboxes(base)
+    workdir = tempfile.mkdtemp(prefix=f"gopd-sandbox-{os.getpid()}-", dir=base)
+    lock = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX)   # held while this process lives: no sweep removes it
+    done_r, done_w = os.pipe()         # the tests' process (or a finished script) writes the token
+    alive_r, alive_w = os.pipe()       # the lifeline: the supervisor reads EOF when we die
     proc = None
     try:
-        os.chmod(workdir, 0o700)   # root's in the isolated mode: the fresh uids cannot enter it
+        mode = config["mode"]
+        uid = None if mode == "basic" else 2_000_000_000 + 2 * secrets.randbelow(50_000_000)
         token = secrets.token_hex(16)
         secret = json.dumps({"token": token, "tests": tests})
         for name, text in (("program.py", program), ("secret.json", secret)):
-            with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+            fd = os.open(os.path.join(workdir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-        cwd = "/tmp" if isolation else os.path.join(workdir, "work")
-        if not isolation:
-            os.mkdir(cwd)
+        cwd = "/tmp" if mode == "isolated" else os.path.join(workdir, "work")
+        if mode != "isolated":
+            os.mkdir(cwd, 0o700)
+        if mode == "uid":              # the fresh uid's own directory, reached through workdir
+            os.chown(cwd, uid, uid)
+            os.chmod(workdir, 0o711)
         limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout),
                   "RLIMIT_FSIZE": FILE_SIZE_MB << 20, "RLIMIT_NOFILE": MAX_OPEN_FILES,
                   "RLIMIT_CORE": 0}
-        uid = None
-        if isolation:
+        if uid is not None:
             limits["RLIMIT_NPROC"] = MAX_PROCS
-            uid = 2_000_000_000 + 2 * secrets.randbelow(50_000_000)   # outside usual uid ranges
         elif os.geteuid() != 0:    # the limit counts all your processes (it does not bind root)
             limits["RLIMIT_NPROC"] = _count_user_tasks() + MAX_PROCS
         cfg = {"program": os.path.join(workdir, "program.py"),
                "secret": os.path.join(workdir, "secret.json"), "tests": tests is not None,
-               "limits": limits, "uid": uid, "tests_uid": uid and uid + 1, "cwd": cwd,
-               "done_fd": done_w, "isolate": isolation is not None, "tmpfs_mb": TMPFS_MB,
-               "expose": isolation["expose"] if isolation else []}
-        cmd = [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
-        if isolation:
-            cmd = isolation["prefix"] + cmd
+               "entry_point": entry_point, "limits": limits, "uid": uid,
+               "tests_uid": uid and uid + 1, "cwd": cwd, "done_fd": done_w, "alive_fd": alive_r,
+               "wall": WALL_FACTOR * timeout + 2.0, "mode": mode, "max_frame": MAX_FRAME,
+               "tmpfs_mb": TMPFS_MB, "expose": config["expose"]}
+        cmd = config["prefix"] + [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd,
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1"}
@@ -1483,9 +1653,10 @@ def _run_sandbox(program, stdin, tests, timeout, memory_mb, isolation):
             stdin_file.seek(0)
             proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=stdin_file,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=(done_w,), start_new_session=True)
-        os.close(done_w)
-        done_w = None
+                                    pass_fds=(done_w, alive_r), start_new_session=True)
+        for fd in (done_w, alive_r):
+            os.close(fd)
+        done_w = alive_r = None
         wall_deadline = time.monotonic() + WALL_FACTOR * timeout + 2.0
         out, err, marker, wall_out, truncated = _read_outputs(proc, done_r, wall_deadline)
         cpu = _kill_group(proc)
@@ -1496,10 +1667,49 @@ def _run_sandbox(program, stdin, tests, timeout, memory_mb, isolation):
     finally:
         if proc is not None and proc.returncode is None:
             _kill_group(proc)
-        for fd in (done_r, done_w):
+        for fd in (done_r, done_w, alive_r, alive_w):
             if fd is not None:
                 os.close(fd)
         _remove_tree(workdir)
+        os.close(lock)
+
+
+def _remove_dead_sandboxes(base):
+    """Once per process and temp dir: remove the sandbox directories that a host killed mid-run
+    left in `base` (each is named with its host's pid, and locked while that host lives)."""
+    if base in _swept:
+        return
+    _swept.add(base)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(r"gopd-sandbox-(\d+)-\w+", name)
+        if m is None or _is_alive(int(m.group(1))):
+            continue
+        path = os.path.join(base, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # fails while its host still holds it
+            _remove_tree(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _is_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:            # another user's
+        pass
+    return True
 
 
 def _count_user_tasks():
@@ -1623,45 +1833,146 @@ def _remove_tree(path):
 
 
 # The harness: runs in the sandbox's interpreter (python -I -c), as root until it drops privileges.
+# Its first process is the supervisor; the program and the tests each run in a process it forks.
 _HARNESS = r'''
-import ctypes, io, json, os, pickle, re, resource, socket, struct, sys, traceback, types
+import ctypes, json, math, os, re, resource, select, signal, socket, struct, sys, time, traceback
+import types
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
-PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
-PLAIN = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set,
-         frozenset)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+BASES = {   # a subclass instance's value, read from its base type's own storage
+    dict: lambda x: dict(dict.items(x)), list: list.copy, set: set.copy,
+    tuple: lambda x: tuple.__getitem__(x, slice(None)), frozenset: frozenset.copy,
+    str: str.__str__, int: int.__int__, float: float.__float__, complex: complex,
+    bytes: lambda x: bytes.__getitem__(x, slice(None))}
+SIDE_EFFECTS = {"antigravity", "this", "idlelib", "turtledemo", "__hello__", "__phello__"}
 libc = ctypes.CDLL(None, use_errno=True)
 
 
 def main(cfg):
-    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # no other process of our uid reads our memory or fds
+    """The supervisor: fork the program's process (and the tests'), wait for the one whose exit
+    decides (the tests', else the program's), then kill everything the run started. The run also
+    ends at the wall clock, or as soon as the host dies: the lifeline pipe, whose other end only
+    the host holds, then reads end-of-file."""
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)   # no process of our uid reads our memory or fds
+    deadline = time.monotonic() + cfg["wall"]
     secret_fd = os.open(cfg["secret"], os.O_RDONLY)
     os.unlink(cfg["secret"])
     program_fd = os.open(cfg["program"], os.O_RDONLY)
-    if cfg["isolate"]:
+    if cfg["mode"] == "isolated":
         isolate(cfg)
-    for name, value in cfg["limits"].items():
-        resource.setrlimit(getattr(resource, name), (value, value))
     done_fd = cfg["done_fd"]
-    os.set_inheritable(done_fd, False)
-    if not cfg["tests"]:                  # a script: stdin in, stdout out, the token if it ends
-        token = json.loads(read_all(secret_fd))["token"]
-        drop_privileges(cfg["uid"], cfg["cwd"])
-        run_script(read_all(program_fd), token, done_fd)
-        return
-    tests_end, program_end = socket.socketpair()
-    if os.fork() == 0:                    # the program's process: it never holds tests or token
-        os.close(secret_fd)
-        os.close(done_fd)
-        tests_end.close()
-        drop_privileges(cfg["uid"], cfg["cwd"])
-        serve_program(read_all(program_fd), program_end)
-        os._exit(0)
-    os.close(program_fd)
-    program_end.close()
-    drop_privileges(cfg["tests_uid"], "/")
-    secret = json.loads(read_all(secret_fd))
-    run_tests(secret["tests"], secret["token"], tests_end, done_fd)
+    if not cfg["tests"]:
+        pids = [start(cfg, cfg["uid"], cfg["cwd"], (program_fd, secret_fd, done_fd),
+                      lambda: run_script(program_fd, secret_fd, done_fd))]
+    else:
+        tests_end, program_end = (s.detach() for s in socket.socketpair())
+        # the program's process first: it must not inherit anything read from the secret
+        pids = [start(cfg, cfg["uid"], cfg["cwd"], (program_fd, program_end),
+                      lambda: serve_program(program_fd, program_end, cfg)),
+                start(cfg, cfg["tests_uid"], "/", (secret_fd, tests_end, done_fd),
+                      lambda: run_tests(secret_fd, tests_end, done_fd, cfg))]
+        os.close(tests_end)
+        os.close(program_end)
+    for fd in (secret_fd, program_fd, done_fd):
+        os.close(fd)
+    status = supervise(pids[-1], cfg["alive_fd"], deadline)
+    finish(cfg, pids, early=status is None)
+    os._exit(status if status >= 0 else 128 - status)
+
+
+def start(cfg, uid, cwd, keep, run):
+    """Fork a process that holds only stdin, stdout, stderr and the descriptors `keep`, runs run()
+    under the run's rlimits as `uid` in `cwd`, and dies with this supervisor."""
+    supervisor = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:           # the listing's own descriptor, already closed
+                    pass
+        for name, value in cfg["limits"].items():
+            resource.setrlimit(getattr(resource, name), (value, value))
+        drop_privileges(uid, cwd)
+        # after the uid change, which resets both
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != supervisor:    # it died before that
+            os._exit(1)
+        run()
+    except SystemExit as e:               # a script's sys.exit(n)
+        code = e.code if type(e.code) is int and 0 <= e.code < 256 else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(code)
+
+
+def supervise(pid, alive_fd, deadline):
+    """`pid`'s exit status once it exits; None at the deadline or when the host dies."""
+    try:
+        watch = [alive_fd, os.pidfd_open(pid)]
+    except (AttributeError, OSError):     # before Linux 5.3: poll
+        watch = [alive_fd]
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        wait = min(left, 0.05) if len(watch) == 1 else left
+        if alive_fd in select.select(watch, [], [], wait)[0]:
+            return None
+
+
+def finish(cfg, pids, early):
+    """Kill every process the run started, then reap our children (their CPU time counts in
+    ours). The last of `pids` was reaped unless the run ended early: its pid may be reused."""
+    for pid in pids if early else pids[:-1]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        if cfg["mode"] == "isolated":     # we are its PID namespace's init: all of it
+            os.kill(-1, signal.SIGKILL)
+        elif cfg["mode"] == "uid":        # no PID namespace: find the rest by their uid
+            kill_uid(cfg["uid"])
+        elif early:                       # the host may be gone: take our process group down
+            os.killpg(0, signal.SIGKILL)
+    except ProcessLookupError:            # nothing left
+        pass
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.002)
+        except ChildProcessError:
+            break
+
+
+def kill_uid(uid):
+    """SIGKILL every process of `uid`, setsid daemons included: a child takes the uid and signals
+    -1, which reaches exactly the processes of its uid (and not itself)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
 
 
 def read_all(fd):
@@ -1718,7 +2029,10 @@ def isolate(cfg):
             pass
 
 
-def run_script(source, token, done_fd):
+def run_script(program_fd, secret_fd, done_fd):
+    """A script: stdin in, stdout out, the pass token written if it runs to its end."""
+    source = read_all(program_fd)
+    token = json.loads(read_all(secret_fd))["token"]
     main = types.ModuleType("__main__")
     sys.modules["__main__"] = main
     sys.argv = ["main.py"]
@@ -1732,80 +2046,199 @@ def run_script(source, token, done_fd):
     os.write(done_fd, token.encode())
 
 
-def send(sock, data):
-    sock.sendall(struct.pack("<Q", len(data)) + data)
+# The channel between the program's process and the tests': frames of a 4-byte length and JSON.
+# JSON's scalars and lists stand for themselves; every other value is tagged {"$": kind, "v": ...}.
+
+def frame(obj, limit=None):
+    data = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+    if limit is not None and len(data) > limit:
+        raise ValueError(f"a {len(data)}-byte result (the limit is {limit})")
+    return struct.pack("!I", len(data)) + data
 
 
 def receive(sock, limit):
-    head = sock.recv(8, socket.MSG_WAITALL)
-    if len(head) < 8:
+    """The next frame's JSON value; None when the socket closes first. ValueError for a frame over
+    `limit` bytes or one that is not JSON."""
+    head = read_exactly(sock, 4)
+    if head is None:
         return None
-    size = struct.unpack("<Q", head)[0]
+    size = struct.unpack("!I", head)[0]
     if size > limit:
-        raise ValueError(f"a message of {size} bytes")
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(min(size - len(data), 1 << 20))
-        if not chunk:
+        raise ValueError(f"a {size}-byte message (the limit is {limit})")
+    data = read_exactly(sock, size)
+    return None if data is None else json.loads(data, parse_constant=not_json)
+
+
+def read_exactly(sock, n):
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
             return None
-        data += chunk
-    return bytes(data)
+        got += k
+    return bytes(buf)
 
 
-def serve_program(source, sock):
-    """The program's process: run the program as a module, then answer the tests' calls. Results
-    go back by value when they are plain data, as numbered handles otherwise."""
+def not_json(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def unasked(sock):
+    """Is a message waiting that nobody asked for? (The socket's end is not one.)"""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return False
+
+
+def encode(x, other):
+    """x as JSON, other(x) for what is not plain data."""
+    t = type(x)
+    if x is None or t in (bool, str) or (t is int and -2**63 <= x < 2**63) or (
+            t is float and math.isfinite(x)):
+        return x
+    if t is int:
+        return {"$": "int", "v": hex(x)}
+    if t is float:
+        return {"$": "float", "v": str(x)}
+    if t is list:
+        return [encode(v, other) for v in x]
+    if t in (tuple, set, frozenset):
+        return {"$": t.__name__, "v": [encode(v, other) for v in x]}
+    if t is dict:
+        return {"$": "dict", "v": [[encode(k, other), encode(v, other)] for k, v in x.items()]}
+    if t is complex:
+        return {"$": "complex", "v": [encode(x.real, other), encode(x.imag, other)]}
+    if t in (bytes, bytearray):
+        return {"$": t.__name__, "v": x.hex()}
+    return other(x)
+
+
+def decode(v, special):
+    """The value encode() wrote, checked as it is rebuilt (ValueError for anything else);
+    special(tag, value) rebuilds the "ref" and "module" tags."""
+    t = type(v)
+    if v is None or t in (bool, int, float, str):
+        return v
+    if t is list:
+        return [decode(x, special) for x in v]
+    if t is not dict or set(v) != {"$", "v"}:
+        raise ValueError("a malformed value")
+    tag, x = v["$"], v["v"]
+    kinds = {"tuple": tuple, "set": set, "frozenset": frozenset}
+    if tag in kinds and type(x) is list:
+        return kinds[tag](decode(item, special) for item in x)
+    if tag == "dict" and type(x) is list and all(type(p) is list and len(p) == 2 for p in x):
+        return {decode(k, special): decode(w, special) for k, w in x}
+    if tag == "complex" and type(x) is list and len(x) == 2:
+        parts = [decode(p, special) for p in x]
+        if all(type(p) is float for p in parts):
+            return complex(*parts)
+    if tag in ("bytes", "bytearray") and type(x) is str:
+        return (bytes if tag == "bytes" else bytearray).fromhex(x)
+    if tag == "float" and x in ("nan", "inf", "-inf"):
+        return float(x)
+    if tag == "int" and type(x) is str and re.fullmatch(r"-?0x[0-9a-f]+", x):
+        return int(x, 16)
+    if tag in ("ref", "module"):
+        return special(tag, x)
+    raise ValueError("a malformed value")
+
+
+def is_stdlib(name):
+    """Is `name` a standard-library module whose import does nothing but define it?"""
+    if type(name) is not str or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name, re.ASCII):
+        return False
+    parts = name.split(".")
+    return (parts[0] in sys.stdlib_module_names and parts[0] not in SIDE_EFFECTS
+            and "__main__" not in parts)
+
+
+def serve_program(program_fd, sock_fd, cfg):
+    """The program's process: run the program as a module, then answer the tests' requests. Each
+    reply is data: the result reduced (run_python says how), or the error's name and message."""
+    sock = socket.socket(fileno=sock_fd)
     module = types.ModuleType("solution")  # not __main__: `if __name__ == "__main__":` is skipped
     sys.modules["solution"] = module
     try:
-        exec(compile(source, "solution.py", "exec"), module.__dict__)
+        exec(compile(read_all(program_fd), "solution.py", "exec"), module.__dict__)
     except BaseException:                 # a failing usage block, unittest.main(): the tests decide
         traceback.print_exc()
     objects = []
 
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            if type(obj) in PLAIN or any(obj is c for c in (complex, set, frozenset, bytearray)):
-                return None
-            if type(obj) is types.ModuleType:
-                return ("module", obj.__name__)
-            objects.append(obj)
-            return ("ref", len(objects) - 1)
+    def handle(x):
+        objects.append(x)
+        return {"$": "ref", "v": len(objects) - 1}
 
-    class Unpickler(pickle.Unpickler):
-        def persistent_load(self, pid):
-            return objects[pid]
+    def reduce(x):
+        if type(x) is types.ModuleType and is_stdlib(x.__name__):
+            return {"$": "module", "v": x.__name__}
+        base = next((b for b in BASES if issubclass(type(x), b)), None)
+        try:                              # Counter, namedtuple, IntEnum, a str Enum: their base
+            value = BASES[base](x) if base else None      # type's value, as its == compares it
+        except Exception:
+            value = None
+        return encode(value, reduce) if base and type(value) is base else handle(x)
 
-    def reply(message):
-        buffer = io.BytesIO()
+    def sendable(x):
         try:
-            Pickler(buffer, protocol=5).dump(message)
-        except BaseException as e:
-            buffer = io.BytesIO()
-            refusal = ("raise", "TypeError", f"unsendable result ({type(e).__name__})")
-            Pickler(buffer, protocol=5).dump(refusal)
-        send(sock, buffer.getvalue())
+            return encode(x, reduce)
+        except Exception:                 # a cycle, a bad subclass: usable as a handle still
+            return handle(x)
 
-    names = {k: v for k, v in vars(module).items() if not (k.startswith("__") and k.endswith("__"))}
-    reply(("ok", names))
-    while (request := receive(sock, 1 << 62)) is not None:
-        op, ref, arg, kwargs = Unpickler(io.BytesIO(request)).load()
+    def program_object(tag, ref):
+        if tag == "ref" and type(ref) is int and 0 <= ref < len(objects):
+            return objects[ref]
+        raise ValueError("a bad handle")
+
+    def answer(request):
+        op, names = request["op"], vars(module)
+        if op == "names":                 # each name alone: one that cannot be sent is a handle
+            wanted = [k for k in request["only"]
+                      if k in names and not (k.startswith("__") and k.endswith("__"))]
+            return {"$": "dict", "v": [[k, sendable(names[k])] for k in wanted]}
+        if op == "name":
+            if request["name"] not in names:
+                raise NameError(f"name {request['name']!r} is not defined")
+            return sendable(names[request["name"]])
+        if op == "end":
+            return None
+        target = program_object("ref", request["ref"])
+        if op == "call":
+            args, kwargs = (decode(request[k], program_object) for k in ("args", "kwargs"))
+            return encode(target(*args, **kwargs), reduce)
+        if op == "getattr":
+            return encode(getattr(target, request["name"]), reduce)
+        if op == "bool":
+            return bool(target)
+        raise ValueError(f"unknown request {op!r}")
+
+    while (request := receive(sock, 1 << 31)) is not None:
         try:
-            target = objects[ref]
-            reply(("ok", target(*arg, **kwargs) if op == "call" else getattr(target, arg)))
+            reply = frame({"id": request["id"], "ok": answer(request)}, limit=cfg["max_frame"])
         except BaseException as e:
             try:
-                message = str(e)[:2000]
+                text = str(e)[:2000]
             except BaseException:
-                message = ""
-            reply(("raise", type(e).__name__, message))
+                text = ""
+            reply = frame({"id": request["id"], "raise": [type(e).__name__, text]})
+        sock.sendall(reply)
 
 
-def run_tests(tests, token, sock, done_fd):
-    """The tests' process: real builtins and modules, program objects as remote handles."""
+def run_tests(secret_fd, sock_fd, done_fd, cfg):
+    """The tests' process: the test code with its own builtins and modules, and the program's names
+    (all, or the entry point only) as data and handles. Whatever the program's process sends is
+    read as data, one numbered reply per request, and never run."""
+    import ast
     import builtins
     import importlib
-    not_plain = "a program object that is not plain data: it can be called, not compared or tested"
+    secret = json.loads(read_all(secret_fd))
+    sock = socket.socket(fileno=sock_fd)
+    stdlib_path = [p for p in sys.path if p and "-packages" not in p]
+    asked = [0]
+    not_data = ("a program object, not data: it can be called, its attributes read and its truth "
+                "tested, not compared, hashed, iterated or converted")
 
     class Remote:
         __slots__ = ("ref",)
@@ -1814,79 +2247,91 @@ def run_tests(tests, token, sock, done_fd):
             self.ref = ref
 
         def __call__(self, *args, **kwargs):
-            return rpc("call", self.ref, args, kwargs)
+            return rpc("call", self.ref, args=encode(list(args), ref_of),
+                       kwargs=encode(kwargs, ref_of))
 
         def __getattr__(self, name):
             if name.startswith("__") and name.endswith("__"):
                 raise AttributeError(name)
-            return rpc("getattr", self.ref, name, None)
+            return rpc("getattr", self.ref, name=name)
+
+        def __bool__(self):
+            value = rpc("bool", self.ref)
+            if type(value) is not bool:
+                raise TypeError("bool() of a program object gave no bool")
+            return value
+
+        def __eq__(self, other):
+            return False
+
+        def __ne__(self, other):
+            return True
 
         def __repr__(self):
             return f"<program object {self.ref}>"
 
         def refuse(self, *args):
-            raise TypeError(not_plain)
+            raise TypeError(not_data)
 
-        __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = __len__ = refuse
-        __iter__ = __contains__ = __index__ = __int__ = __float__ = __complex__ = refuse
-        __str__ = __format__ = refuse
+        __hash__ = None
+        __lt__ = __le__ = __gt__ = __ge__ = __len__ = __iter__ = __contains__ = refuse
+        __index__ = __int__ = __float__ = __complex__ = __str__ = __format__ = __bytes__ = refuse
 
-    class Pickler(pickle.Pickler):
-        def persistent_id(self, obj):
-            return obj.ref if type(obj) is Remote else None
+    def ref_of(x):
+        if type(x) is Remote:
+            return {"$": "ref", "v": x.ref}
+        raise TypeError(f"a {type(x).__name__} cannot be passed to the program: only data and "
+                        f"program objects can")
 
-    class Unpickler(pickle.Unpickler):    # plain data and handles only: no code the program chose
-        def find_class(self, module, name):
-            if module == "builtins" and name in ("complex", "set", "frozenset", "bytearray"):
-                return getattr(builtins, name)
-            raise pickle.UnpicklingError(f"{module}.{name} is not plain data")
-
-        def persistent_load(self, pid):
-            kind, value = pid
-            if kind == "ref" and type(value) is int:
-                return Remote(value)
-            if kind == "module" and type(value) is str and re.fullmatch(r"[A-Za-z_][\w.]*", value):
+    def program_object(tag, value):
+        if tag == "ref" and type(value) is int and value >= 0:
+            return Remote(value)
+        if tag == "module" and is_stdlib(value):
+            saved = sys.path[:]
+            sys.path[:] = stdlib_path     # never the sandbox's cwd or tmpfs, nor site-packages
+            try:
                 return importlib.import_module(value)
-            raise pickle.UnpicklingError("bad handle")
+            finally:
+                sys.path[:] = saved
+        raise ValueError(f"a program object the tests do not take ({str(tag)[:20]})")
 
-    def rpc(op, ref, arg, kwargs):
-        buffer = io.BytesIO()
-        Pickler(buffer, protocol=5).dump((op, ref, arg, kwargs))
-        send(sock, buffer.getvalue())
-        data = receive(sock, 256 << 20)
-        if data is None:
+    def rpc(op, ref=None, **fields):
+        if unasked(sock):
+            raise RuntimeError("the program's process sent a message nobody asked for")
+        asked[0] += 1
+        sock.sendall(frame(dict(fields, id=asked[0], op=op, ref=ref)))
+        reply = receive(sock, cfg["max_frame"])
+        if reply is None:
             raise RuntimeError("the program's process ended (crashed, exited or out of time)")
-        message = Unpickler(io.BytesIO(data)).load()
-        if type(message) is not tuple or not message or message[0] not in ("ok", "raise"):
-            raise RuntimeError("bad reply from the program's process")
-        if message[0] == "ok" and len(message) == 2:
-            return message[1]
-        if len(message) == 3:
-            name, text = message[1:]
-        else:
-            name, text = "RuntimeError", "bad reply"
-        error = getattr(builtins, name, None) if type(name) is str else None
-        if not (isinstance(error, type) and issubclass(error, Exception)):
-            error, text = RuntimeError, f"{name}: {text}"
-        raise error(text if type(text) is str else "")
+        if (unasked(sock) or type(reply) is not dict or type(reply.get("id")) is not int
+                or reply["id"] != asked[0]):
+            raise RuntimeError("a bad or unasked-for reply from the program's process")
+        if set(reply) == {"id", "ok"}:
+            return decode(reply["ok"], program_object)
+        error = reply.get("raise")
+        if (set(reply) != {"id", "raise"} or type(error) is not list or len(error) != 2
+                or not all(type(s) is str for s in error)):
+            raise RuntimeError("a bad reply from the program's process")
+        name, text = error
+        kind = getattr(builtins, name, None)
+        if not (isinstance(kind, type) and issubclass(kind, Exception)):
+            kind, text = RuntimeError, f"{name}: {text}"
+        raise kind(text)
 
-    try:
-        data = receive(sock, 256 << 20)
-        if data is None:
-            raise RuntimeError("the program's process ended before the tests ran")
-        message = Unpickler(io.BytesIO(data)).load()
-        namespace = {"__name__": "__main__", "__builtins__": builtins}
-        if type(message) is tuple and len(message) == 2 and type(message[1]) is dict:
-            namespace.update({k: v for k, v in message[1].items()
-                              if type(k) is str and k.isidentifier() and not hasattr(builtins, k)})
-        exec(compile(tests, "tests.py", "exec"), namespace)
-    except BaseException:
-        traceback.print_exc()
-        sys.stderr.flush()
-        os._exit(1)
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    if cfg["entry_point"] is not None:
+        namespace[cfg["entry_point"]] = rpc("name", name=cfg["entry_point"])
+    else:                                 # the names the test code mentions, the program's
+        mentioned = {n.id for n in ast.walk(ast.parse(secret["tests"])) if type(n) is ast.Name}
+        names = rpc("names", only=sorted(mentioned))
+        if type(names) is not dict:
+            raise RuntimeError("a bad reply from the program's process")
+        namespace.update((k, v) for k, v in names.items() if k in mentioned
+                         and not (k.startswith("__") and k.endswith("__")))
+    exec(compile(secret["tests"], "tests.py", "exec"), namespace)
+    rpc("end")      # one more numbered reply: a frame the program added shows up at the latest here
     sys.stdout.flush()
-    os.write(done_fd, token.encode())
-    os._exit(0)
+    os.write(done_fd, secret["token"].encode())
 
 
 main(json.loads(sys.argv[1]))
@@ -1931,7 +2376,8 @@ def _humaneval_rows():
         helpers.body = [s for s in helpers.body if getattr(s, "name", None) != p["entry_point"]]
         tests = ast.unparse(helpers) + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
         rows.append({"prompt": prompt, "domain": "code", "benchmark": "humaneval", "id": task_id,
-                     "tests": tests, "solution": p["prompt"] + p["canonical_solution"]})
+                     "tests": tests, "entry_point": p["entry_point"],
+                     "solution": p["prompt"] + p["canonical_solution"]})
     return rows
 
 
@@ -2037,7 +2483,8 @@ def _is_message(m):
 
 def validate_row(row):
     """ValueError with one line unless `row` can be checked: a prompt, a domain, a non-empty answer
-    (math: string or number) or valid tests (code, see check_code), and a valid timeout if given."""
+    (math: string or number) or valid tests (code, see check_code), and a valid timeout and entry
+    point if given."""
     if not isinstance(row, dict):
         raise ValueError(f"a {type(row).__name__}, not a row object")
     if "prompt" not in row:
@@ -2053,8 +2500,10 @@ def validate_row(row):
     else:
         if "tests" not in row:
             raise ValueError("a code row without 'tests'")
-        _parse_tests(row["tests"])
+        tests = _parse_tests(row["tests"])
         _row_timeout(row)
+        _check_run_args(tests=tests if isinstance(tests, str) else None,
+                        entry_point=row.get("entry_point"))
 
 
 def _domain_of(row):
@@ -2083,11 +2532,12 @@ def benchmark_of(row):
 
 def check(row, response):
     """Check one response against its row: math needs row['answer'], code needs row['tests'] (and
-    an optional row['timeout'], CPU seconds). A bad row raises ValueError; validate_row finds it
-    first."""
+    an optional row['timeout'], CPU seconds, and row['entry_point'], the one name assert tests take
+    from the program). A bad row raises ValueError; validate_row finds it first."""
     if _domain_of(row) == "math":
         return check_math(response, row["answer"])
-    return check_code(response, row["tests"], timeout=_row_timeout(row))
+    return check_code(response, row["tests"], timeout=_row_timeout(row),
+                      entry_point=row.get("entry_point"))
 
 
 def check_many(rows, responses, workers=None):

@@ -89,7 +89,8 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
 # Flags that may change on --resume: they do not change what is optimised.
 RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every",
              "grade_every", "out", "resume", "resume_override", "dist_timeout", "micro_batch",
-             "rollout_batch", "grad_checkpointing", "offload_frozen", "report_to"}
+             "rollout_batch", "grad_checkpointing", "offload_frozen", "report_to",
+             "require_isolation"}
 # --report-to's trackers: the module each needs, and the package that provides it.
 TRACKERS = {"wandb": ("wandb", "wandb"), "tensorboard": ("torch.utils.tensorboard", "tensorboard")}
 
@@ -170,6 +171,9 @@ def parse_args(argv=None):
         help="grade the rollouts of rows with an 'answer' or 'tests' with evaluate.check every N "
              "steps, logged as outcome_accuracy; code checks run sandboxed programs, so small "
              "machines grade less often (0: never)" + default("grade_every"))
+    add("--require-isolation", action="store_true",
+        help="refuse to run model code (graded code rollouts, code evaluation) in a sandbox weaker "
+             "than evaluate.py's isolated mode (also: GOPD_REQUIRE_ISOLATION=1)")
     # output and resuming
     add("--out", help="output folder: metrics.jsonl, checkpoints, eval.json" + default("out"))
     add("--save-every", type=int, default=0,
@@ -1640,6 +1644,13 @@ def train(args, rank, world, device, progress):
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
+    graded = (rows if args.grade_every else []) + [r for s in eval_sets.values() for r in s]
+    if any("tests" in row for row in graded):  # model code will run: say how it is contained
+        try:
+            log("gopd: code checks run in the sandbox's %s mode (%s)"
+                % evaluate.sandbox_status(require=args.require_isolation))
+        except RuntimeError as e:
+            die(str(e))
     data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode())
     data_hash = data_hash.hexdigest()
     if resume:

@@ -276,11 +276,13 @@ ATTACKS = {   # each program's f is wrong, and tries to pass anyway
 
 def test_hostile_programs_cannot_pass(clean_host):
     """Each known attack: always-equal objects and plain-type subclasses, reading
-    the tests from disk, frames or memory, replaced builtins, tracers, threads, forks, a stolen token."""
+    the tests from disk, frames or memory, replaced builtins, tracers, threads, forks, a stolen token.
+    HumanEval-style: the tests take only the entry point from the program."""
     tests = attack_tests()
     correct = fenced(f"def f(x):\n    return {HIDDEN} + x")
     names = list(ATTACKS)
-    results = check_many([{"domain": "code", "tests": tests, "timeout": 5}] * (len(names) + 1),
+    row = {"domain": "code", "tests": tests, "timeout": 5, "entry_point": "f"}
+    results = check_many([row] * (len(names) + 1),
                          [fenced(ATTACKS[n]) for n in names] + [correct], workers=8)
     assert results[-1] is True                        # the tests themselves pass a correct program
     assert [n for n, passed in zip(names, results) if passed] == []
@@ -867,3 +869,47 @@ def test_driver_errors_are_one_line_before_generating(driver_world, tmp_path):
             evaluate.main(argv)
         assert message in str(e.value) and "\n" not in str(e.value), (extra, e.value)
         assert not (tmp_path / "o.jsonl").exists() or "--model" in extra   # nothing written before the model loads
+
+
+# -----------------------------------------------------------------------------
+# Math under attack (issue 19): words after a number, batch dependence, huge responses
+
+WORD_CASES = [  # (predicted, gold, equal): only units are dropped, magnitude words are applied
+    ("2 \\text{ million}", "2", False), ("2 \\text{ million}", "2000000", True), ("10 \\text{ thousand}", "10", False),
+    ("10\\text{ thousand}", "10000", True), ("2 million", "2", False), ("2.5 million", "2500000", True),
+    ("4 \\text{ hundred}", "400", True), ("3 \\text{ thousand dollars}", "3000", True), ("1 \\text{ billion}", "1000", False),
+    ("3 \\text{ to 5}", "3", False), ("3 \\text{ possibly 4}", "3", False), ("3 \\text{ is wrong}", "3", False),
+    ("3 \\text{ or more}", "3", False), ("5 apples", "5", False), ("5 \\text{ times } 2", "5", False),
+    ("12 \\text{ sq. ft}", "12", True), ("60 \\text{ km/h}", "60", True), ("7\\text{th}", "7", True),
+    ("9 \\text{ meters per second}", "9", True), ("3 \\mathrm{cm}^{3}", "3", True), ("20 percent", "20", True),
+]
+
+
+@pytest.mark.parametrize("pred,gold,equal", WORD_CASES)
+def test_words_after_a_number_are_units_or_part_of_the_answer(pred, gold, equal):
+    assert check_math(boxed(pred), gold) is equal
+
+
+def test_a_verdict_does_not_depend_on_the_batch(monkeypatch):
+    """The issue's case: a correct answer that needs sympy, checked (check_many) after two slow wrong
+    ones while only two sympy helpers exist, was wrong in 3 runs of 3: waiting for a helper spent its
+    budget. The budget is CPU time now, which waiting does not use."""
+    monkeypatch.setattr(evaluate, "_helper_slots", evaluate.threading.BoundedSemaphore(2))
+    slow, correct = "\\sin(x)^{30}+\\cos(x)^{30}", "\\sin^2 x+\\cos^2 x"
+    rows = [{"domain": "math", "answer": "\\sin(2x)^{15}"}] * 2 + [{"domain": "math", "answer": "1"}]
+    for _ in range(3):
+        assert check_many(rows, [boxed(slow), boxed(slow), boxed(correct)], workers=3) == [False, False, True]
+
+
+def test_a_huge_response_is_wrong_unread():
+    """A 10 MB response took 3.4 s and 524 MB before its box was even compared; over MAX_RESPONSE
+    characters it is wrong at once, and one just under still counts."""
+    import tracemalloc
+    braces, boxes = "{" * 5_000_000 + "}" * 5_000_000 + "\\boxed{1}", "\\boxed{1}" * 1_200_000
+    tracemalloc.start()
+    try:
+        assert check_math(braces, "1") is False and check_math(boxes, "1") is False
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20
+    finally:
+        tracemalloc.stop()
+    assert check_math("x" * (evaluate.MAX_RESPONSE - 20) + "\\boxed{1}", "1")
