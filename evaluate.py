@@ -207,7 +207,12 @@ _UNITS = set("""
     ml l liter liters litre litres milliliter milliliters gal gallon gallons quart quarts pint
     pints cup cups s sec secs second seconds min mins minute minutes h hr hrs hour hours day days
     week weeks month months year years mph kph per degree degrees deg radian radians rad
-    dollar dollars cent cents euro euros percent st nd rd th""".split())
+    dollar dollars cent cents euro euros percent st nd rd th
+    way ways person persons people student students time times point points number numbers
+    integer integers solution solutions pair pairs triangle triangles digit digits term terms
+    game games ball balls coin coins card cards book books apple apples item items step steps
+    move moves path paths arrangement arrangements outcome outcomes subset subsets value values
+    tile tiles box boxes marble marbles""".split())  # count nouns: "10 ways" is the number 10
 _MAGNITUDES = {"hundred": 2, "thousand": 3, "million": 6, "billion": 9, "trillion": 12}
 _WRAPPER = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mathit|mbox|operatorname|boxed)"
                       r"\s*\{([^{}]*)\}")

@@ -879,7 +879,7 @@ WORD_CASES = [  # (predicted, gold, equal): only units are dropped, magnitude wo
     ("10\\text{ thousand}", "10000", True), ("2 million", "2", False), ("2.5 million", "2500000", True),
     ("4 \\text{ hundred}", "400", True), ("3 \\text{ thousand dollars}", "3000", True), ("1 \\text{ billion}", "1000", False),
     ("3 \\text{ to 5}", "3", False), ("3 \\text{ possibly 4}", "3", False), ("3 \\text{ is wrong}", "3", False),
-    ("3 \\text{ or more}", "3", False), ("5 apples", "5", False), ("5 \\text{ times } 2", "5", False),
+    ("3 \\text{ or more}", "3", False), ("5 apples", "5", True), ("10 \\text{ ways}", "10", True), ("5 \\text{ times } 2", "5", False),
     ("12 \\text{ sq. ft}", "12", True), ("60 \\text{ km/h}", "60", True), ("7\\text{th}", "7", True),
     ("9 \\text{ meters per second}", "9", True), ("3 \\mathrm{cm}^{3}", "3", True), ("20 percent", "20", True),
 ]
