@@ -78,7 +78,8 @@ MBPP_PLUS_ROWS = [  # EvalPlus's MbppPlus.jsonl schema
      "assertion": "\nassert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n",
      "prompt": '"""\nWrite a function to find the shared elements from the given two lists.\n'
                'assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))\n"""\n',
-     "canonical_solution": "\ndef similar_elements(test_tup1, test_tup2):\n  return tuple(set(test_tup1) & set(test_tup2))\n",
+     "canonical_solution": "\ndef similar_elements(test_tup1, test_tup2):\n"
+                           "  return tuple(set(test_tup1) & set(test_tup2))\n",
      "base_input": [[[3, 4, 5, 6], [5, 7, 4, 10]], [[1, 2, 3, 4], [5, 4, 3, 7]]],
      "plus_input": [[[], []], [[1, 2, 2, 3], [3, 2, 9]]]},
     {"task_id": "Mbpp/787", "entry_point": "text_match_three", "atol": 0, "contract": "", "assertion": "",
@@ -333,7 +334,8 @@ def verl_rows():
 
 def test_the_release_s_ground_truths_become_answers_and_tests():
     rows = evaluate.as_rows(verl_rows(), "train", "train.parquet")
-    assert [r.get("answer") for r in rows[:2]] == ["3", "4"] and [r["domain"] for r in rows] == ["math"] * 2 + ["code"] * 3
+    assert [r.get("answer") for r in rows[:2]] == ["3", "4"]
+    assert [r["domain"] for r in rows] == ["math"] * 2 + ["code"] * 3
     assert [r["benchmark"] for r in rows] == ["DeepMath-103K"] * 2 + ["codecontests", "apps", "apps"]
     assert "tests" not in rows[4]                                  # unparsable tests: trained on, not graded
     stdin_right = "a, b = map(int, input().split())\nprint(a + b)"
@@ -372,7 +374,7 @@ def test_gopd_grades_and_evaluates_on_the_release_s_parquets(world, tmp_path, mo
 
 
 def run_evaluate(*argv):
-    """evaluate.main(argv) in this process; (exit message or None, stdout) via capsys-free capture."""
+    """evaluate.main(argv) in this process: its exit message, or None when it ran through."""
     try:
         evaluate.main([str(a) for a in argv])
     except SystemExit as e:
@@ -422,7 +424,8 @@ def constant_model(tmp_path_factory):
 def test_responses_give_the_same_table_as_the_model(constant_model, tmp_path):
     model, data = constant_model
     first = ["--data", data, "--n", "3", "--k", "1", "2", "--max-new-tokens", "2"]
-    assert run_evaluate(*first, "--model", model, "--out", tmp_path / "a.jsonl", "--summary", tmp_path / "a.json") is None
+    assert run_evaluate(*first, "--model", model, "--out", tmp_path / "a.jsonl",
+                        "--summary", tmp_path / "a.json") is None
     records = [json.loads(line) for line in open(tmp_path / "a.jsonl")]
     assert [r["correct"] for r in records] == [True] * 3 + [False] * 6 and records[0]["tokens"] == 2
     by_id = {}
