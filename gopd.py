@@ -156,7 +156,9 @@ def parse_args(argv=None):
         help="minutes a collective may wait for the other ranks (default: 60)")
     # evaluation and logging
     add("--eval-data", action="append",
-        help="file to evaluate on before and after training (repeatable)")
+        help="evaluate on this before and after training (repeatable): a file (gopd's rows, the "
+             "release's validation parquets, a benchmark's own file) or a benchmark name "
+             f"({', '.join(evaluate.BENCHMARKS)})")
     add("--eval-n", type=int, default=1, help="samples per evaluation problem, avg@n (default: 1)")
     add("--eval-every", type=int, default=0,
         help="also evaluate every N steps, logged in metrics.jsonl (default: 0, never)")
@@ -651,9 +653,12 @@ def check_same_tokenizer(student_tok, other_tok, name):
 
 
 def load_rows(data):
-    """Rows {'prompt': str or chat messages, 'domain': optional str} from a file or the hub."""
+    """Rows {'prompt': str or chat messages, 'domain': optional str, and 'answer' or 'tests' for
+    the outcome metric} from a file or the hub: gopd's own rows, or any schema evaluate.py knows
+    (the release's parquets: gold in reward_model.ground_truth, the domain in
+    extra_info.opd_teacher)."""
     try:
-        rows = evaluate.read_rows(data, split="train")
+        rows = evaluate.as_rows(evaluate.read_rows(data, split="train"), "train", data)
     except ValueError as e:
         die(f"--data: {e}")
     if not rows:
@@ -666,9 +671,6 @@ def load_rows(data):
             evaluate.validate_prompt(row["prompt"])
         except ValueError as e:
             die(f"row {i} of {data!r}: {e}")
-        extra = row.get("extra_info")
-        if "domain" not in row and isinstance(extra, dict) and "opd_teacher" in extra:
-            row["domain"] = extra["opd_teacher"]  # how the G-OPD release's data names it
         if not isinstance(row.get("domain", ""), (str, type(None))):
             die(f"row {i} of {data!r}: domain {row['domain']!r} is not a string; name it like its "
                 f"--teacher DOMAIN=PATH")

@@ -33,6 +33,10 @@ CODE_DATA="$DATA_DIR/Eurus/code_train.parquet"                     # Eurus-RL-Co
                                                                    # code single-teacher script: the code presets mirror the math one)
 MULTI_DATA="$DATA_DIR/math_and_code/train.parquet"                 # both domains, rows tagged math/code (G-OPD release, README multi-teacher example;
                                                                    # paper Sec. 4.1.1: DeepMath down-sampled to the size of Eurus-RL-Code)
+# Validation sets of the same download, evaluated before training and every 10 steps (--eval-every 10: the release's
+# trainer.test_freq=10 and val_before_train); gold answers and tests are read from reward_model.ground_truth
+MATH_EVAL=(--eval-data "$DATA_DIR/AIME2024/test.parquet" --eval-data "$DATA_DIR/AIME2025/test.parquet")
+CODE_EVAL=(--eval-data "$DATA_DIR/Eurus/code_validation.parquet")
 
 # Models (hub ids; set these variables to local copies if you have them).
 STUDENT_4B="${STUDENT_4B:-Qwen/Qwen3-4B}"                                         # same-size student, non-thinking mode (paper Sec. 4.1.1)
@@ -51,6 +55,7 @@ COMMON=(
                             # preset on 80 GB; python tests/memory.py has the arithmetic
   --seed 42                 # data.seed=42
   --save-every 50           # trainer.save_freq=50
+  --eval-every 10           # trainer.test_freq=10
 )
 
 usage() {
@@ -117,13 +122,18 @@ case "$PRESET" in
   *) die "unknown preset '$PRESET'; run with --help for the list" ;;
 esac
 case "$PRESET" in
+  *-multi) EVAL=("${MATH_EVAL[@]}" "${CODE_EVAL[@]}") ;;
+  *-code) EVAL=("${CODE_EVAL[@]}") ;;
+  *) EVAL=("${MATH_EVAL[@]}") ;;
+esac
+case "$PRESET" in
   exopd-*) LAM=1.25 ;;  # actor.policy_loss.lambda_vals=1.25 (G-OPD release, README; paper Sec. 4.1.1)
   *) LAM=1.0 ;;         # standard OPD
 esac
 
 CMD=(torchrun --nnodes="$NNODES" --nproc_per_node="$NPROC_PER_NODE" --node_rank="$NODE_RANK"
      --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT"
-     "$HERE/gopd.py" "${RECIPE[@]}" --lam "$LAM" "${COMMON[@]}" --out "${OUT:-runs/$PRESET}" "$@")
+     "$HERE/gopd.py" "${RECIPE[@]}" --lam "$LAM" "${EVAL[@]}" "${COMMON[@]}" --out "${OUT:-runs/$PRESET}" "$@")
 
 if [[ "$DRY_RUN" == 1 ]]; then
   printf '%q ' "${CMD[@]}"; echo

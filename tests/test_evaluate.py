@@ -824,9 +824,14 @@ def test_driver_end_to_end(driver_world, tmp_path):
     for i, r in enumerate(records):
         assert r["correct"] == check(DRIVER_ROWS[i // 2], r["response"])
     assert [r["correct"] for r in records] == [True, True, False, False, False, False]
-    assert "toy-math" in proc.stdout and "code" in proc.stdout and "pass@2" in proc.stdout
-    table_line = next(line for line in proc.stdout.splitlines() if line.startswith("toy-math"))
-    assert table_line.split()[1:] == ["2", "50.0", "50.0", "50.0"]
+    lines = proc.stdout.splitlines()
+    assert lines[1].split() == ["accuracy", "%", "toy-math", "math", "avg", "code", "code", "avg"]
+    assert next(line for line in lines if line.startswith(str(driver_world / "model"))).split()[1:] == [
+        "50.0", "50.0", "0.0", "0.0"]
+    details = lines[lines.index("") + 1].split()
+    assert details == ["benchmark", "problems", "n", "accuracy", "pass@1", "pass@2", "tokens"]
+    assert next(line for line in lines if line.startswith("toy-math")).split()[1:] == ["2", "2", "50.0", "50.0",
+                                                                                      "50.0", "3.0"]
 
 
 def test_records_are_written_as_they_are_checked(driver_world, tmp_path, monkeypatch):
@@ -862,13 +867,13 @@ def test_driver_errors_are_one_line_before_generating(driver_world, tmp_path):
              (["--top-p", "0"], "--top-p"), (["--n", "2", "--k", "3"], "--k"), (["--out", str(tmp_path)], "is a directory"),
              (["--data", str(bad_rows)], "bad.jsonl row 1: a code row without 'tests'"),
              (["--data", str(tmp_path / "rows.txt")], "neither a file"),
-             (["--model", str(truncated)], "cannot load --model")]
+             (["--model", str(truncated)], "--model: cannot load")]
     for extra, message in cases:
         argv = ["--model", model, "--data", data, "--out", str(tmp_path / "o.jsonl")] + extra
         with pytest.raises(SystemExit) as e:
             evaluate.main(argv)
         assert message in str(e.value) and "\n" not in str(e.value), (extra, e.value)
-        assert not (tmp_path / "o.jsonl").exists() or "--model" in extra   # nothing written before the model loads
+        assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.partial").exists()   # nothing written
 
 
 # -----------------------------------------------------------------------------
