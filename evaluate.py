@@ -1388,6 +1388,10 @@ def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, t
         every name they mention that the program defines is the program's, builtin names
         included (`def sum`), as in a single-process harness: such tests trust a name they take
         from the program. Arguments go by value (an in-place mutation is not seen).
+      - big results: tests that mention `gopd_digest` get gopd_digest(f, *args), the sha256 of
+        f(*args)'s canonical JSON (evaluate.py's _digest), computed in the program's process so
+        that a result of GBs never crosses; a program that tampers with it can only choose the
+        string, as it chooses any return value.
     Modes:
       - "isolated" (root with util-linux `unshare`): new PID, mount, IPC and network namespaces: no
         network (not even the host's 127.0.0.1 or abstract unix sockets), no view of host
@@ -1682,7 +1686,8 @@ def _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point=
                "entry_point": entry_point, "limits": limits, "uid": uid,
                "tests_uid": uid and uid + 1, "cwd": cwd, "done_fd": done_w, "alive_fd": alive_r,
                "wall": WALL_FACTOR * timeout + 2.0, "mode": mode, "max_frame": MAX_FRAME,
-               "tmpfs_mb": TMPFS_MB, "expose": config["expose"]}
+               "tmpfs_mb": TMPFS_MB, "expose": config["expose"],
+               "digest": _digest_source() if tests and "gopd_digest" in tests else None}
         cmd = config["prefix"] + [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cwd, "TMPDIR": cwd,
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
@@ -2199,6 +2204,11 @@ def serve_program(program_fd, sock_fd, cfg):
     """The program's process: run the program as a module, then answer the tests' requests. Each
     reply is data: the result reduced (run_python says how), or the error's name and message."""
     sock = socket.socket(fileno=sock_fd)
+    digest = None
+    if cfg["digest"] is not None:         # evaluate.py's _digest, defined before the program runs
+        helpers = {}
+        exec(cfg["digest"], helpers)
+        digest = helpers["_digest"]
     module = types.ModuleType("solution")  # not __main__: `if __name__ == "__main__":` is skipped
     sys.modules["solution"] = module
     try:
@@ -2252,6 +2262,9 @@ def serve_program(program_fd, sock_fd, cfg):
             return encode(getattr(target, request["name"]), reduce)
         if op == "bool":
             return bool(target)
+        if op == "digest" and digest is not None:   # a result too big to cross: its digest
+            args, kwargs = (decode(request[k], program_object) for k in ("args", "kwargs"))
+            return digest(target(*args, **kwargs))
         raise ValueError(f"unknown request {op!r}")
 
     while (request := receive(sock, 1 << 31)) is not None:
@@ -2368,6 +2381,17 @@ def run_tests(secret_fd, sock_fd, done_fd, cfg):
             raise RuntimeError("a bad reply from the program's process")
         namespace.update((k, v) for k, v in names.items() if k in mentioned
                          and not (k.startswith("__") and k.endswith("__")))
+    if cfg["digest"] is not None:
+
+        def gopd_digest(function, *args, **kwargs):
+            if type(function) is not Remote:
+                raise TypeError("gopd_digest(f, ...) takes a program function")
+            value = rpc("digest", function.ref, args=encode(list(args), ref_of),
+                        kwargs=encode(kwargs, ref_of))
+            if type(value) is not str:
+                raise TypeError("a digest that is not a string")
+            return value
+        namespace["gopd_digest"] = gopd_digest
     exec(compile(secret["tests"], "tests.py", "exec"), namespace)
     rpc("end")      # one more numbered reply: a frame the program added shows up at the latest here
     sys.stdout.flush()
@@ -2397,8 +2421,7 @@ LCB_STARTER = ("You will use the following starter code to write the solution to
 _LCB_MODULES = ["string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math",
                 "random", "statistics", "itertools", "functools", "operator", "io", "sys", "json"]
 LCB_PRELUDE = ("".join(f"from {m} import *\n" for m in _LCB_MODULES + ["builtins", "typing"])
-               + f"import {', '.join(_LCB_MODULES)}\nsys.setrecursionlimit(50000)\n"
-               + "del modules   # sys.modules (from sys import *): modules, not data\n")
+               + f"import {', '.join(_LCB_MODULES)}\nsys.setrecursionlimit(50000)\n")
 LCB_TIMEOUT = 60.0          # seconds per test: the release's run_lcb_gen.sh passes --timeout 60
 MAX_TESTS_BYTES = 1 << 30   # a compressed LiveCodeBench test list may expand to this much
 # EvalPlus's time limits in the release (run_evalplus.sh): each input gets max(10 s, 8 x the
@@ -2868,13 +2891,14 @@ sys.stdout.write(json.dumps({{"outputs": _outputs, "digests": _digests, "seconds
 def differential_tests(entry_point, inputs, outputs, digests, atol, oracle="exact"):
     """Assert tests that call `entry_point` on each input (a list of arguments) and compare its
     result with the expected output by EvalPlus's rule (_outputs_agree, under `oracle`), or, where
-    a digest is given instead, by _digest. The program is reached only through the entry point's
-    name; the comparison runs in the tests' process, on plain data."""
+    a digest is given instead (an output too big to cross the sandbox's channel), by the digest
+    run_python's gopd_digest computes in the program's process. The program is reached only through
+    the entry point's name; the comparison runs in the tests' process, on plain data."""
     if not entry_point.isidentifier():
         raise ValueError(f"entry point {entry_point!r} is not a Python name")
     cases = [[_to_json(a), _to_json(o), d] for a, o, d in zip(inputs, outputs, digests)]
-    helpers = [_to_json, _from_json, _digest, _json_pieces, _is_floats, _allclose, _poly,
-               _surface_area, _digit_distance, _outputs_agree]
+    helpers = [_to_json, _from_json, _is_floats, _allclose, _poly, _surface_area, _digit_distance,
+               _outputs_agree]
     return "\n".join([
         f"candidate = {entry_point}",
         "import hashlib, json, math",
@@ -2882,11 +2906,11 @@ def differential_tests(entry_point, inputs, outputs, digests, atol, oracle="exac
         f"CASES = json.loads({json.dumps(cases)!r})",
         "for number, (args, expected, digest) in enumerate(CASES):",
         "    args, expected = _from_json(args), _from_json(expected)",
-        "    out = candidate(*args)",
         "    if digest is not None:",
-        "        assert _digest(out) == digest, f'input {number}: wrong output'",
-        "    else:",
-        f"        assert _outputs_agree(out, expected, args, {float(atol)!r}, {oracle!r}), "
+        "        assert gopd_digest(candidate, *args) == digest, f'input {number}: wrong output'",
+        "        continue",
+        "    out = candidate(*args)",
+        f"    assert _outputs_agree(out, expected, args, {float(atol)!r}, {oracle!r}), "
         "f'input {number}: wrong output'", ""])
 
 
@@ -2954,6 +2978,13 @@ def _digest(x):
     for piece in _json_pieces(x, True):
         digest.update(piece.encode())
     return digest.hexdigest()
+
+
+def _digest_source():
+    """The source of _digest and what it calls, which run_python runs in the program's process
+    for gopd_digest: a big result's digest, so that the result itself never crosses."""
+    helpers = [_to_json, _json_pieces, _digest]
+    return "\n".join(["import hashlib, json, math", *map(_source, helpers)])
 
 
 def _json_pieces(x, canonical=False):

@@ -210,6 +210,20 @@ def test_handles_equal_nothing(clean_host, isolated):
     assert passes(program, "assert f(1)\nassert f(1) != 2", isolated)
 
 
+def test_a_big_result_is_compared_by_its_digest_computed_where_it_is(clean_host):
+    """gopd_digest(f, *args) brings back only the digest of f(*args) (MBPP+ has a result of 955 MB
+    of JSON, over the channel's frame limit): right for the right value, and a program that tampers
+    with the digest's own tools only chooses a string, which cannot be the expected one."""
+    value = [("a", i) for i in range(300_000)]          # 4.5 MB of JSON, and as big as asked
+    program = "def f(n):\n    return [('a', i) for i in range(n)]\n"
+    tests = f"assert gopd_digest(f, 300000) == {evaluate._digest(value)!r}\n"
+    assert passes(program, tests, entry_point="f")
+    assert not passes(program, tests.replace("300000", "299999"), entry_point="f")
+    tamper = "import hashlib\nclass H:\n    def update(self, b): pass\n    def hexdigest(self): return 'x'\n"
+    assert not passes(tamper + "hashlib.sha256 = H\n" + program, tests, entry_point="f")
+    assert not passes(program, "assert gopd_digest(len, [1]) == 'x'\n", entry_point="f")
+
+
 def test_entry_point_takes_one_name_and_raw_asserts_take_all(clean_host):
     """With an entry point (HumanEval), a program's own `abs` does not reach the tests' `abs(...) <
     1e-6`; raw asserts (MBPP) trust every name the program defines, as one process would."""
