@@ -10,8 +10,9 @@ and the driver build on them:
     whose docstring lists what it guarantees and what it does not; sandbox_mode, extract_code;
   - rows: load_rows, read_rows, validate_prompt, validate_row, benchmark_of, check, check_many,
     pass_at_k;
-  - sampling: sample, the one sampling rule of gopd and evaluate.py; prompt_ids, render_prompt,
-    stop_ids, generate;
+  - sampling: sample, the one sampling rule of gopd and evaluate.py, and sample_staged, which runs
+    it on a pool of rows that leave the batch as they finish; prompt_ids, render_prompt, stop_ids,
+    generate;
   - driver: evaluate_model, format_table, main.
 
 A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
@@ -2207,7 +2208,7 @@ def sample_staged(model, prompts, *, max_new_tokens, temperature, top_p, stop_id
                 break
             todo = max(left[k] for k in going) - steps
             room = max(1, rows_per_call(seq.shape[1], max(1, min(seq.shape[1], todo))))
-            if waiting and len(going) <= room // 2:  # re-pack: the batch is half empty
+            if waiting and len(going) <= room // 2:  # half empty: re-pack with the waiting rows
                 waiting += [rows[k] for k in going]
                 break
             going.sort(key=lambda k: len(responses[rows[k]]), reverse=True)
@@ -2325,7 +2326,8 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.
                 stop_ids=stops, pad_id=pad_id)
     if staged:
         budget = batch_size * (max(map(len, ids), default=0) + max_new_tokens)
-        def rows_per_call(width, new):
+
+        def rows_per_call(width, new):  # batch_size full-length rows' worth of tokens
             return max(1, budget // (width + new))
         responses, _ = sample_staged(model, ids, **rule, rows_per_call=rows_per_call,
                                      progress=progress)

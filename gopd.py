@@ -591,9 +591,9 @@ def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args, stage
     indices), domains, row_steps (the decode steps its rows held a slot in generate)}.
     staged (the default): evaluate.sample_staged over all of them, finished rows leaving the batch,
     each call sized by the memory of --rollout-batch sequences of prompt + --max-new-tokens (see
-    stage_rows); else one evaluate.sample call per --rollout-batch rows (rollout). Either way the
-    micro-batches hold the same rows in the same layout, so every rank has as many (update and the
-    frozen models' passes are collectives under DDP and FSDP)."""
+    stage_rows); else one evaluate.sample call per --rollout-batch rows (rollout). Either way a
+    micro-batch is --micro-batch consecutive rows (for the one-call path, of one call) in rollout's
+    layout, and every rank has as many: update and the frozen models' passes are collectives."""
     if not staged:
         batches = []
         for s in range(0, len(prompts), args.rollout_batch):
@@ -645,11 +645,11 @@ def stage_rows(config, batch, prompt_len, new_tokens, dtype_bytes):
 def useful_fraction(batches):
     """Real response tokens / the row-steps generate computed for them, over all ranks: 1 when no
     row ever waited for another to finish."""
-    mask = batches[0]["mask"]
-    totals = all_reduce_sum(torch.stack([sum(b["mask"].sum() for b in batches).float(),
-                                         mask.new_tensor(sum(b["row_steps"] for b in batches),
-                                                         dtype=torch.float)]))
-    return (totals[0] / totals[1].clamp(min=1)).item()
+    tokens = sum(b["mask"].sum().item() for b in batches)
+    steps = sum(b["row_steps"] for b in batches)
+    totals = torch.tensor([tokens, steps], dtype=torch.float, device=batches[0]["mask"].device)
+    tokens, steps = all_reduce_sum(totals).tolist()
+    return tokens / max(steps, 1)
 
 
 def kv_bytes_per_token(config, dtype_bytes):
