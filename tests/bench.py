@@ -313,7 +313,7 @@ ROLLOUT_SHAPES = {  # model shape, and a workload that takes a minute or two on 
     "qwen3-1.7b": dict(model=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
                                   num_attention_heads=16, num_key_value_heads=8, head_dim=128,
                                   vocab_size=151936, tie_word_embeddings=True),
-                       rows=64, prompt_len=256, max_new_tokens=512, mean_len=128,
+                       rows=64, prompt_len=64, max_new_tokens=512, mean_len=128,
                        rollout_batch=16, rounds=1),
 }
 
@@ -377,7 +377,8 @@ def rollout_paths(model, prompts, a, device, seed):
 def rollout_bench(argv):
     p = argparse.ArgumentParser(description="the one-call rollout path next to the staged one")
     p.add_argument("--rollout", action="store_true", help="this mode")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   choices=["cpu", "cuda"])
     p.add_argument("--shape", default="tiny", choices=sorted(ROLLOUT_SHAPES),
                    help="tiny (CPU, float32) or qwen3-1.7b (random-init Qwen3-1.7B, bf16: a GPU)")
     p.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
