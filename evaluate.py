@@ -13,8 +13,9 @@ and the driver build on them:
     release's schemas: SCHEMAS, as_rows), read_rows, validate_prompt, validate_row, benchmark_of,
     check, check_many, pass_at_k; EvalPlus's differential tests (canonical_outputs,
     differential_tests) and call-based tests (call_tests);
-  - sampling: sample, the one sampling rule of gopd and evaluate.py; prompt_ids, render_prompt,
-    stop_ids, generate;
+  - sampling: sample, the one sampling rule of gopd and evaluate.py, and sample_staged, which runs
+    it on a pool of rows that leave the batch as they finish; prompt_ids, render_prompt, stop_ids,
+    generate;
   - driver: evaluate_model, summarize, paper_table (the paper's table, Avg per domain),
     format_table, read_responses (grading responses sampled elsewhere), main (torchrun-aware).
 
@@ -3268,7 +3269,9 @@ def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top
     [B, P+R] (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop
     token). temperature 0 is greedy; otherwise each token is drawn from softmax(logits /
     temperature) with top-p (nucleus) filtering and nothing else; at top-p 1, the only value gopd
-    trains with, the sampled distribution is the one gopd scores.
+    trains with, the sampled distribution is the one gopd scores. One generate call: it runs until
+    its longest response ends, and a row that stopped keeps computing padding until then;
+    sample_staged drops it.
 
     transformers fills every generation setting left unset from the checkpoint's
     generation_config.json (top_k, min_p, repetition_penalty, ...), any of which would change what
@@ -3279,21 +3282,147 @@ def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top
     .module); its generation_config is swapped for a blank one during the call and put back after,
     so no other thread may use that model meanwhile.
     """
+    config = _sampling_config(max_new_tokens, temperature, top_p, stop_ids, pad_id)
+    return _generate(model, config, input_ids=input_ids, attention_mask=attention_mask)
+
+
+def sample_staged(model, prompts, *, max_new_tokens, temperature, top_p, stop_ids, pad_id,
+                  rows_per_call, keep=0.9, progress=False):
+    """sample's rule on a pool of rows, with finished rows leaving the batch: prompts (lists of
+    ids) -> (responses, stats). Each response is a list of ids ending at its first stop token, or
+    max_new_tokens long; stats["row_steps"][i] counts the decode steps row i held a slot in a
+    batch (its real tokens and, while it waited for a call to end, padding), stats["prefill"] the
+    tokens prefilled (prompts, prefixes computed again, padding), stats["calls"] the generate calls.
+
+    A batch is the longest waiting rows, as many as rows_per_call(width, new) allows for a call
+    that starts at `width` columns (left padding included) and generates up to `new` tokens:
+    the caller's memory budget. Each call may at most double its rows' length (so the batch is
+    sized by the KV cache of this stage, not of max_new_tokens), and ends early once fewer than
+    `keep` of its rows are still going. Then the finished rows leave, dropped from the sequences
+    and from generate's KV cache, and the others continue from that cache, with nothing
+    recomputed. Rows the next stage's budget cannot hold wait (the shortest ones), and when the
+    batch has shrunk to half what its budget holds while rows wait, its rows join them and the
+    longest waiting rows form a new, full batch. A row that waited starts again from its prefix,
+    prompt + response so far, prefilled anew. Exact: a continuation sampled after a prefix, with
+    the same positions and attention, has the distribution of an uninterrupted one, and greedy
+    rows are the same tokens (up to floating-point ties).
+
+    Copying it: as for sample, plus the model's cache must support batch_select_indices
+    (transformers' DynamicCache does)."""
     import torch
+    from tqdm import tqdm
+    from transformers import StoppingCriteriaList
+    device = next(model.parameters()).device
+    stops = set(stop_ids)
+    cache_name = _cache_name()
+    responses = [[] for _ in prompts]
+    row_steps, prefill, calls = [0] * len(prompts), 0, 0
+    waiting = list(range(len(prompts)))
+    bar = tqdm(total=len(prompts), desc="generate", disable=not progress)
+
+    def prefix(i):
+        return len(prompts[i]) + len(responses[i])
+    while waiting:
+        waiting.sort(key=prefix, reverse=True)
+        width = prefix(waiting[0])
+        todo = max(max_new_tokens - len(responses[i]) for i in waiting)
+        take = max(1, rows_per_call(width, max(1, min(width, todo))))
+        rows, waiting = waiting[:take], waiting[take:]
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, i in enumerate(rows):
+            ids[k, width - prefix(i):] = torch.tensor(prompts[i] + responses[i])
+            attn[k, width - prefix(i):] = 1
+        ids, attn, cache = ids.to(device), attn.to(device), None
+        prefill += ids.numel()
+        while rows:
+            width = ids.shape[1]
+            left = [max_new_tokens - len(responses[i]) for i in rows]
+            new = max(1, min(width, max(left)))
+            config = _sampling_config(new, temperature, top_p, stop_ids, pad_id,
+                                      return_dict_in_generate=True)
+            stop = _stop_when_sparse(torch.tensor(left, device=device), width,
+                                     torch.tensor(sorted(stops), device=device), keep)
+            out = _generate(model, config, input_ids=ids, attention_mask=attn,
+                            stopping_criteria=StoppingCriteriaList([stop]),
+                            **{cache_name: cache})
+            seq, cache, calls = out.sequences, out[cache_name], calls + 1
+            steps = seq.shape[1] - width
+            going = []
+            for k, (i, tokens) in enumerate(zip(rows, seq[:, width:].tolist())):
+                row_steps[i] += steps
+                tokens = tokens[:left[k]]
+                end = next((j + 1 for j, t in enumerate(tokens) if t in stops), None)
+                responses[i] += tokens[:end]
+                if end is None and len(responses[i]) < max_new_tokens:
+                    going.append(k)
+            bar.update(len(rows) - len(going))
+            if not going:
+                break
+            todo = max(left[k] for k in going) - steps
+            room = max(1, rows_per_call(seq.shape[1], max(1, min(seq.shape[1], todo))))
+            if waiting and len(going) <= room // 2:  # half empty: re-pack with the waiting rows
+                waiting += [rows[k] for k in going]
+                break
+            going.sort(key=lambda k: len(responses[rows[k]]), reverse=True)
+            waiting += [rows[k] for k in going[room:]]  # the next stage holds fewer rows
+            going = going[:room]
+            index = torch.tensor(going, device=device)
+            ids = seq[index]
+            attn = torch.cat([attn, attn.new_ones(len(rows), steps)], 1)[index]
+            cache.batch_select_indices(index)
+            rows = [rows[k] for k in going]
+    bar.close()
+    return responses, {"row_steps": row_steps, "prefill": prefill, "calls": calls}
+
+
+def _stop_when_sparse(left, width, stops, keep):
+    """A generate stopping criterion: a row is done at a stop token or after its `left` tokens,
+    and every row is, so that the call ends, once fewer than `keep` of them are still going.
+    Tensors only, so it adds no host-device sync to the step."""
+    import torch
+    done = torch.zeros_like(left, dtype=torch.bool)
+
+    def criterion(input_ids, scores, **kwargs):
+        nonlocal done
+        done = done | torch.isin(input_ids[:, -1], stops) | (left <= input_ids.shape[1] - width)
+        return done | ((~done).sum() < keep * len(done))
+    return criterion
+
+
+def _sampling_config(max_new_tokens, temperature, top_p, stop_ids, pad_id, **extra):
+    """sample's rule as a GenerationConfig: greedy at temperature 0, else softmax(logits / T) with
+    top-p; top_k=0 and every other processor neutral, whatever the checkpoint says."""
     from transformers import GenerationConfig
     greedy = temperature == 0
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
-                              top_k=0, temperature=1.0 if greedy else float(temperature),
-                              top_p=1.0 if greedy else float(top_p), pad_token_id=pad_id,
-                              eos_token_id=list(stop_ids) or None, use_cache=True)
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
+                            top_k=0, temperature=1.0 if greedy else float(temperature),
+                            top_p=1.0 if greedy else float(top_p), pad_token_id=pad_id,
+                            eos_token_id=list(stop_ids) or None, use_cache=True, **extra)
+
+
+def _generate(model, config, **kwargs):
+    """model.generate with `config` alone: the model's own generation_config is swapped for a blank
+    one during the call (transformers would fill unset settings from it) and put back after. The
+    model is whole on this process (gopd gathers an FSDP student first), so no step waits for other
+    ranks (transformers would, for an FSDP module): ranks may make different numbers of calls."""
+    import torch
+    from transformers import GenerationConfig
     saved = model.generation_config
     model.generation_config = GenerationConfig()
     try:
         with torch.no_grad():
-            return model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                  generation_config=config)
+            return model.generate(generation_config=config, synced_gpus=False, **kwargs)
     finally:
         model.generation_config = saved
+
+
+def _cache_name():
+    """generate's KV-cache argument and output: transformers 5.2x renamed past_key_values to cache
+    (the old name warns, and goes in 6.0)."""
+    from transformers.generation import GenerateDecoderOnlyOutput
+    fields = GenerateDecoderOnlyOutput.__dataclass_fields__
+    return "cache" if "cache" in fields else "past_key_values"
 
 
 def prompt_ids(tokenizer, prompt, enable_thinking=False):
@@ -3334,9 +3463,11 @@ def stop_ids(tokenizer, model):
 
 
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
-             batch_size=16, progress=False, enable_thinking=False):
-    """n sampled responses per prompt (a list of lists of strings), `batch_size` sequences per
-    `sample` call; each response is decoded up to its first stop token."""
+             batch_size=16, progress=False, enable_thinking=False, staged=True):
+    """n sampled responses per prompt (a list of lists of strings), each decoded up to its first
+    stop token. staged (the default): sample_staged, with the memory of `batch_size` sequences of
+    the longest prompt + max_new_tokens per call (shorter stages hold more rows); else one
+    `sample` call per `batch_size` sequences."""
     from tqdm import tqdm
     encoded = [prompt_ids(tokenizer, p, enable_thinking) for p in prompts]
     ids = [x for x in encoded for _ in range(n)]
@@ -3344,19 +3475,28 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
     stops = stop_ids(tokenizer, model)
-    device = next(model.parameters()).device
+    rule = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                stop_ids=stops, pad_id=pad_id)
+    if staged:
+        budget = batch_size * (max(map(len, ids), default=0) + max_new_tokens)
+
+        def rows_per_call(width, new):  # batch_size full-length rows' worth of tokens
+            return max(1, budget // (width + new))
+        responses, _ = sample_staged(model, ids, **rule, rows_per_call=rows_per_call,
+                                     progress=progress)
+    else:
+        device = next(model.parameters()).device
+        responses = []
+        for start in tqdm(range(0, len(ids), batch_size), desc="generate", disable=not progress):
+            batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]},
+                                  padding_side="left", return_tensors="pt").to(device)
+            seqs = sample(model, batch["input_ids"], batch["attention_mask"], **rule)
+            responses += seqs[:, batch["input_ids"].shape[1]:].tolist()
     out = []
-    for start in tqdm(range(0, len(ids), batch_size), desc="generate", disable=not progress):
-        batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]}, padding_side="left",
-                              return_tensors="pt").to(device)
-        seqs = sample(model, batch["input_ids"], batch["attention_mask"],
-                      max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                      stop_ids=stops, pad_id=pad_id)
-        for response in seqs[:, batch["input_ids"].shape[1]:].tolist():
-            ends = [i for i, t in enumerate(response) if t in stops]
-            if ends:
-                response = response[:ends[0]]
-            out.append(tokenizer.decode(response, skip_special_tokens=True))
+    for response in responses:
+        ends = [i for i, t in enumerate(response) if t in stops]
+        out.append(tokenizer.decode(response[:ends[0]] if ends else response,
+                                    skip_special_tokens=True))
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 

@@ -811,20 +811,70 @@ def drop_padding_columns(seq, attn, mask):
     return seq[:, first:end], attn[:, first:end], mask[:, :end - n_prompt]
 
 
-def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args):
-    """Rollouts for this rank's prompts, generated --rollout-batch at a time and cut into
-    micro-batches {seq, attn, mask, rows (dataset indices), domains}."""
+def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args, staged=True):
+    """Rollouts for this rank's prompts, cut into micro-batches {seq, attn, mask, rows (dataset
+    indices), domains, row_steps (the decode steps its rows held a slot in generate)}.
+    staged (the default): evaluate.sample_staged over all of them, finished rows leaving the batch,
+    each call sized by the memory of --rollout-batch sequences of prompt + --max-new-tokens (see
+    stage_rows); else one evaluate.sample call per --rollout-batch rows (rollout). Either way a
+    micro-batch is --micro-batch consecutive rows (for the one-call path, of one call) in rollout's
+    layout, and every rank has as many: update and the frozen models' passes are collectives."""
+    if not staged:
+        batches = []
+        for s in range(0, len(prompts), args.rollout_batch):
+            seq, attn, mask = rollout(model, prompts[s:s + args.rollout_batch], pad_id, stop_ids,
+                                      args.max_new_tokens, args.temperature, args.top_p)
+            for m in range(0, len(seq), args.micro_batch):
+                part = slice(m, m + args.micro_batch)
+                seq_m, attn_m, mask_m = drop_padding_columns(seq[part], attn[part], mask[part])
+                batches.append({"seq": seq_m, "attn": attn_m, "mask": mask_m,
+                                "rows": rows[s:s + args.rollout_batch][part],
+                                "domains": domains[s:s + args.rollout_batch][part],
+                                "row_steps": float(len(mask_m) * mask.shape[1])})
+        return batches
+    dtype_bytes = 2 if model.device.type == "cuda" else 4  # bf16 under autocast on GPU
+    budget = stage_rows(model.config, args.rollout_batch, max(map(len, prompts)),
+                        args.max_new_tokens, dtype_bytes)
+    responses, stats = evaluate.sample_staged(
+        model, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, stop_ids=sorted(stop_ids), pad_id=pad_id, rows_per_call=budget)
     batches = []
-    for s in range(0, len(prompts), args.rollout_batch):
-        seq, attn, mask = rollout(model, prompts[s:s + args.rollout_batch], pad_id, stop_ids,
-                                  args.max_new_tokens, args.temperature, args.top_p)
-        for m in range(0, len(seq), args.micro_batch):
-            part = slice(m, m + args.micro_batch)
-            seq_m, attn_m, mask_m = drop_padding_columns(seq[part], attn[part], mask[part])
-            batches.append({"seq": seq_m, "attn": attn_m, "mask": mask_m,
-                            "rows": rows[s:s + args.rollout_batch][part],
-                            "domains": domains[s:s + args.rollout_batch][part]})
+    for s in range(0, len(prompts), args.micro_batch):
+        part = slice(s, s + args.micro_batch)
+        seq, attn, mask = with_responses(prompts[part], responses[part], pad_id, stop_ids)
+        batches.append({"seq": seq.to(model.device), "attn": attn.to(model.device),
+                        "mask": mask.to(model.device), "rows": rows[part], "domains": domains[part],
+                        "row_steps": float(sum(stats["row_steps"][part]))})
     return batches
+
+
+def with_responses(prompts, responses, pad_id, stop_ids):
+    """(seq, attn, mask) of prompts and their responses (lists of ids) in rollout's layout:
+    left-padded prompts, each response right after its prompt, padded with pad_id after it."""
+    ids, prompt_attn = left_pad(prompts, pad_id)
+    width = max(len(r) for r in responses)
+    tail = torch.tensor([r + [pad_id] * (width - len(r)) for r in responses], dtype=torch.long)
+    mask = response_mask(tail, stop_ids)
+    return torch.cat([ids, tail], 1), torch.cat([prompt_attn, mask], 1), mask
+
+
+def stage_rows(config, batch, prompt_len, new_tokens, dtype_bytes):
+    """rows_per_call for evaluate.sample_staged: a call whose rows span `width` columns and
+    generate up to `new` tokens holds as many rows as fit in the memory (rollout_budget's cost of
+    a sequence) of `batch` sequences of prompt_len + new_tokens. So --rollout-batch sizes the
+    longest stage, and shorter stages hold more rows."""
+    budget = batch * rollout_budget(config, prompt_len, new_tokens, 1, dtype_bytes)[1]
+    return lambda width, new: rollout_budget(config, width, new, budget, dtype_bytes, 1.0)[0]
+
+
+def useful_fraction(batches):
+    """Real response tokens / the row-steps generate computed for them, over all ranks: 1 when no
+    row ever waited for another to finish."""
+    tokens = sum(b["mask"].sum().item() for b in batches)
+    steps = sum(b["row_steps"] for b in batches)
+    totals = torch.tensor([tokens, steps], dtype=torch.float, device=batches[0]["mask"].device)
+    tokens, steps = all_reduce_sum(totals).tolist()
+    return tokens / max(steps, 1)
 
 
 def kv_bytes_per_token(config, dtype_bytes):
@@ -1738,6 +1788,7 @@ def train(args, rank, world, device, progress):
             metrics = {"step": step + 1, "loss": sums["loss"].item(), **step_metrics(sums, batches),
                        "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                        "tokens_per_s": sums["tokens"].item() / elapsed, **times,
+                       "rollout_useful_fraction": useful_fraction(batches),
                        "time_step": elapsed}
             if outcome[1] > 0:
                 metrics["outcome_accuracy"] = (outcome[0] / outcome[1]).item()

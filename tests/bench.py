@@ -288,6 +288,164 @@ def scoring_memory(a):
     return peaks
 
 # -----------------------------------------------------------------------------
+# Rollout: the one-call path next to the staged one (python tests/bench.py --rollout)
+#
+# A random Qwen3 whose output layer has a bias on EOS alone, set so that a sampled response stops
+# with probability 1 / --mean-len at each step: geometric lengths, most short, a long tail cut at
+# --max-new-tokens (at 128 and 512: a third under 50 tokens, one in 55 cut at 512). A random
+# model's other logits are nearly flat, so the rate hardly depends on the state; the lengths
+# measured are reported. Prompts are random ids of varied length. Both paths sample at
+# temperature 1 with the same memory budget, --rollout-batch sequences of the longest prompt +
+# --max-new-tokens: the one-call path runs gopd.rollout on --rollout-batch rows at a time (each
+# call lasts as long as its longest response), the staged path evaluate.sample_staged on all rows
+# with gopd.stage_rows (what gopd.rollout_batches does either way). They alternate for --rounds
+# rounds with fresh seeds; each path's totals are summed over its rounds. The two paths draw
+# different samples, so they do different amounts of real work: new_vs_static compares wall time
+# per real token (static tokens/s / staged tokens/s).
+
+ROLLOUT_SHAPES = {  # model shape, and a workload that takes a minute or two on its device
+    "tiny": dict(model=dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                            vocab_size=8192),
+                 rows=64, prompt_len=32, max_new_tokens=512, mean_len=128, rollout_batch=16,
+                 rounds=2),
+    # Qwen3-1.7B's published configuration, random weights, bf16
+    "qwen3-1.7b": dict(model=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
+                                  num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                                  vocab_size=151936, tie_word_embeddings=True),
+                       rows=64, prompt_len=64, max_new_tokens=512, mean_len=128,
+                       rollout_batch=16, rounds=1),
+}
+
+
+def rollout_model(shape, mean_len, device, dtype, eos=0):
+    """A random Qwen3 of `shape` whose EOS logit has a bias that makes it the sampled token with
+    probability about 1 / mean_len at every step."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+    torch.manual_seed(0)
+    config = Qwen3Config(**ROLLOUT_SHAPES[shape]["model"], max_position_embeddings=32768,
+                         eos_token_id=eos, pad_token_id=eos, bos_token_id=None)
+    with torch.device(device):  # initialised where it runs, in its dtype
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    head = model.get_output_embeddings()
+    biased = torch.nn.Linear(config.hidden_size, config.vocab_size, device=device, dtype=dtype)
+    biased.weight = head.weight  # shared with the embedding when tied
+    with torch.no_grad():
+        biased.weight[eos] = 0
+        biased.bias.zero_()
+        ids = torch.randint(1, config.vocab_size, (8, 64), device=device)
+        hidden = model.model(input_ids=ids).last_hidden_state
+        others = head(hidden).float().logsumexp(-1).mean()  # log of the other tokens' mass
+        biased.bias[eos] = others + torch.logit(torch.tensor(1 / mean_len))
+    model.set_output_embeddings(biased)
+    return model
+
+
+def rollout_paths(model, prompts, a, device, seed):
+    """(static, staged) results of one round: wall seconds, real tokens, row-steps, prefilled
+    tokens, generate calls, response lengths."""
+    import evaluate
+    eos = model.config.eos_token_id
+    dtype_bytes = 2 if device.type == "cuda" else 4
+    results = []
+    for staged in (False, True):
+        torch.manual_seed(seed)
+        t0 = sync(device)
+        if staged:
+            budget = gopd.stage_rows(model.config, a.rollout_batch, max(map(len, prompts)),
+                                     a.max_new_tokens, dtype_bytes)
+            responses, stats = evaluate.sample_staged(
+                model, prompts, max_new_tokens=a.max_new_tokens, temperature=1.0, top_p=1.0,
+                stop_ids=[eos], pad_id=eos, rows_per_call=budget,
+                **({"keep": a.keep} if a.keep is not None else {}))
+            lengths = [len(r) for r in responses]
+            row_steps, prefill, calls = sum(stats["row_steps"]), stats["prefill"], stats["calls"]
+        else:
+            lengths, row_steps, prefill, calls = [], 0, 0, 0
+            for s in range(0, len(prompts), a.rollout_batch):
+                chunk = prompts[s:s + a.rollout_batch]
+                seq, _, mask = gopd.rollout(model, chunk, eos, {eos}, a.max_new_tokens, 1.0, 1.0)
+                lengths += mask.sum(1).tolist()
+                row_steps += mask.numel()
+                prefill += (seq.shape[1] - mask.shape[1]) * len(chunk)
+                calls += 1
+        results.append({"s": sync(device) - t0, "tokens": sum(lengths), "row_steps": row_steps,
+                        "prefill": prefill, "calls": calls, "lengths": lengths})
+    return results
+
+
+def rollout_bench(argv):
+    p = argparse.ArgumentParser(description="the one-call rollout path next to the staged one")
+    p.add_argument("--rollout", action="store_true", help="this mode")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   choices=["cpu", "cuda"])
+    p.add_argument("--shape", default="tiny", choices=sorted(ROLLOUT_SHAPES),
+                   help="tiny (CPU, float32) or qwen3-1.7b (random-init Qwen3-1.7B, bf16: a GPU)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
+    for name in ["rows", "prompt_len", "max_new_tokens", "mean_len", "rollout_batch", "rounds"]:
+        p.add_argument("--" + name.replace("_", "-"), type=int,
+                       help="default: the shape's workload")
+    p.add_argument("--keep", type=float, help="sample_staged's keep (default: its own)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads")
+    a = p.parse_args(argv)
+    for name, value in ROLLOUT_SHAPES[a.shape].items():
+        if name != "model" and getattr(a, name) is None:
+            setattr(a, name, value)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("bench.py: error: --device cuda but torch sees no CUDA GPU")
+    if a.device == "cpu":
+        torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    dtype = torch.bfloat16 if a.shape != "tiny" else torch.float32
+    say = (lambda *x, **k: print(*x, **k, file=sys.stderr)) if a.json else print
+    model = rollout_model(a.shape, a.mean_len, device, dtype)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(a.prompt_len // 2, a.prompt_len + 1, (a.rows,), generator=g).tolist()
+    prompts = [torch.randint(1, model.config.vocab_size, (n,), generator=g).tolist()
+               for n in lengths]
+    rollout_paths(model, prompts[:4], argparse.Namespace(**{**vars(a), "max_new_tokens": 8}),
+                  device, 0)  # warm up kernels and allocators
+    totals = [{}, {}]
+    for r in range(a.rounds):
+        for total, result in zip(totals, rollout_paths(model, prompts, a, device, r + 1)):
+            for k, v in result.items():
+                total[k] = total.get(k, [] if k == "lengths" else 0) + v
+        say(f"round {r + 1}/{a.rounds}: one-call {totals[0]['s']:.1f}s, "
+            f"staged {totals[1]['s']:.1f}s")
+    static, new = totals
+    lengths = torch.tensor(static["lengths"] + new["lengths"], dtype=torch.float)
+    result = {
+        "useful_fraction": new["tokens"] / new["row_steps"],
+        "static_useful_fraction": static["tokens"] / static["row_steps"],
+        "new_vs_static": (new["s"] / new["tokens"]) / (static["s"] / static["tokens"]),
+        "new_tokens_per_s": new["tokens"] / new["s"],
+        "static_tokens_per_s": static["tokens"] / static["s"],
+        "new_wall_s": new["s"], "static_wall_s": static["s"],
+        "new_tokens": new["tokens"], "static_tokens": static["tokens"],
+        "new_prefill_tokens": new["prefill"], "static_prefill_tokens": static["prefill"],
+        "new_calls": new["calls"], "static_calls": static["calls"],
+        "response_len_mean": lengths.mean().item(),
+        "response_len_p10_p50_p90": lengths.quantile(torch.tensor([0.1, 0.5, 0.9])).tolist(),
+        "response_len_max": lengths.max().item(),
+        "shape": a.shape, "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
+        "rows": a.rows, "rounds": a.rounds, "max_new_tokens": a.max_new_tokens,
+        "rollout_batch": a.rollout_batch}
+    say(f"{a.rows} rows x {a.rounds} rounds, {a.shape} on {result['device']}, responses "
+        f"{result['response_len_mean']:.0f} tokens on average (max {a.max_new_tokens}), memory of "
+        f"{a.rollout_batch} full-length rows per call")
+    say(f"one-call: {static['s']:.1f}s, {result['static_tokens_per_s']:.0f} tokens/s, useful "
+        f"{result['static_useful_fraction']:.3f}, {static['calls']} calls")
+    say(f"staged:   {new['s']:.1f}s, {result['new_tokens_per_s']:.0f} tokens/s, useful "
+        f"{result['useful_fraction']:.3f}, {new['calls']} calls, "
+        f"{new['prefill'] / static['prefill']:.2f}x the prefill")
+    for key, met, target in [("useful_fraction", result["useful_fraction"] >= 0.85, ">= 0.85"),
+                             ("new_vs_static", result["new_vs_static"] <= 0.7, "<= 0.7")]:
+        say(f"{key:16} {result[key]:.3f}  (target {target}: {'met' if met else 'MISSED'})")
+    if a.json:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in result.items()}))
+
+# -----------------------------------------------------------------------------
 
 
 def median(steps, key):
@@ -295,6 +453,8 @@ def median(steps, key):
 
 
 def main():
+    if "--rollout" in sys.argv[1:]:
+        return rollout_bench(sys.argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print the three ratios as JSON on the last line")

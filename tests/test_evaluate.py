@@ -686,7 +686,8 @@ def test_prompt_ids_is_what_generate_feeds_the_model(monkeypatch):
     monkeypatch.setattr(evaluate, "sample", record)
     for tok in (plain, chat):
         fed.clear()
-        evaluate.generate(torch.nn.Linear(1, 1), tok, ["hi there", "hi"], n=2, max_new_tokens=1)
+        evaluate.generate(torch.nn.Linear(1, 1), tok, ["hi there", "hi"], n=2, max_new_tokens=1,
+                          staged=False)
         assert fed == [prompt_ids(tok, p) for p in ["hi there", "hi"] for _ in range(2)]
 
 
