@@ -143,8 +143,10 @@ def parse_args(argv=None):
     add("--seed", type=int, default=0, help="random seed (default: 0)")
     # memory and scale
     add("--micro-batch", type=int, help="sequences per forward/backward" + default("micro_batch"))
-    add("--rollout-batch", type=int, help="sequences per generate call (default: as many as the "
-                                          "free memory holds in KV cache, logged)")
+    add("--rollout-batch", type=int,
+        help="the rollout's memory budget, in full-length sequences (prompt + --max-new-tokens): "
+             "a generate call holds that many such sequences, or more shorter ones (default: as "
+             "many as the free memory holds in KV cache, logged)")
     add("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
     add("--fsdp", action="store_true",
         help="shard the student, its gradients and optimizer state, and the frozen models over the "
