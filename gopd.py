@@ -673,6 +673,9 @@ def load_rows(data):
             evaluate.validate_prompt(row["prompt"])
         except ValueError as e:
             die(f"row {i} of {data!r}: {e}")
+        extra = row.get("extra_info")
+        if "domain" not in row and isinstance(extra, dict) and "opd_teacher" in extra:
+            row["domain"] = extra["opd_teacher"]  # how the release's rows name it, in any schema
         if not isinstance(row.get("domain", ""), (str, type(None))):
             die(f"row {i} of {data!r}: domain {row['domain']!r} is not a string; name it like its "
                 f"--teacher DOMAIN=PATH")
