@@ -9,15 +9,15 @@ and the driver build on them:
   - code: check_code(response, tests) -> bool; run_python(program, ...) -> RunResult, the sandbox,
     whose docstring lists what each mode guarantees and what it does not; sandbox_mode,
     sandbox_status, extract_code;
-  - rows: load_rows (benchmark names: BENCHMARKS, SUITES; files in the benchmarks' and the
+  - rows: load_benchmark (benchmark names: BENCHMARKS, SUITES; files in the benchmarks' and the
     release's schemas: SCHEMAS, as_rows), read_rows, validate_prompt, validate_row, benchmark_of,
     check, check_many, pass_at_k; EvalPlus's differential tests (canonical_outputs,
-    differential_tests) and call-based tests (call_tests);
+    differential_tests) and call-based tests (_call_tests);
   - sampling: sample, the one sampling rule of gopd and evaluate.py, and sample_staged, which runs
     it on a pool of rows that leave the batch as they finish; prompt_ids, render_prompt, stop_ids,
     generate;
-  - driver: evaluate_model, summarize, paper_table (the paper's table, Avg per domain),
-    format_table, read_responses (grading responses sampled elsewhere), main (torchrun-aware).
+  - driver: evaluate_model, summarize, _paper_table (the paper's table, Avg per domain),
+    format_table, _read_responses (checking responses sampled elsewhere), main (torchrun-aware).
 
 A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
 "tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional
@@ -1322,8 +1322,9 @@ def check_code(response, tests, timeout=10.0, entry_point=None, memory_mb=1024, 
     tests = _parse_tests(tests)
     if call is not None:
         entry_point = "gopd_entry"
-    _check_run_args(prelude, timeout=timeout, tests=tests if isinstance(tests, str) else None,
-                    memory_mb=memory_mb, entry_point=entry_point)
+    _validate_run_args(prelude, timeout=timeout,
+                       tests=tests if isinstance(tests, str) else None, memory_mb=memory_mb,
+                       entry_point=entry_point)
     program = extract_code(response) if isinstance(response, str) else None
     if program is None or not _is_utf8(program):
         return False
@@ -1414,8 +1415,8 @@ def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, t
     process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
     socket elsewhere on the host with a world-writable mode is reachable.
     """
-    _check_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout,
-                    memory_mb=memory_mb, entry_point=entry_point)
+    _validate_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout,
+                       memory_mb=memory_mb, entry_point=entry_point)
     config = _sandbox_config(namespaces=isolated is not False)
     if (isolated or _isolation_required()) and config["mode"] != "isolated":
         raise RuntimeError(_refusal(config))
@@ -1540,8 +1541,8 @@ def _is_timeout(value):
     return is_number and 0 < value <= MAX_TIMEOUT
 
 
-def _check_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024,
-                    entry_point=None):
+def _validate_run_args(program="", stdin="", tests=None, timeout=10.0, memory_mb=1024,
+                       entry_point=None):
     """The caller's arguments: a bad one is a ValueError, never a silently disabled limit."""
     texts = {"program": program, "stdin": stdin, "tests": "" if tests is None else tests}
     for name, value in texts.items():
@@ -2530,7 +2531,7 @@ SUITES["paper"] = SUITES["math"] + SUITES["code"]
 PAPER_N = {"math": 32, "code": 4}   # samples per problem: avg@32 for math, avg@4 for code
 
 
-def load_rows(path_or_name, lcb_starter_code=False):
+def load_benchmark(path_or_name, lcb_starter_code=False):
     """Evaluation rows of a benchmark name (BENCHMARKS), or of a .jsonl / .json / .parquet file or
     a datasets hub name whose rows are in a known schema (SCHEMAS) or already rows; every row
     validated (validate_row): ValueError with one line naming the row otherwise, before any model
@@ -2624,7 +2625,7 @@ def _apps_tests(truth):
     if truth.get("fn_name"):
         cases = [(_call_arguments(i), json.loads(o) if isinstance(o, str) else o)
                  for i, o in zip(inputs, outputs)]
-        return {"tests": call_tests(cases, wrapped_outputs=True), "call": truth["fn_name"],
+        return {"tests": _call_tests(cases, wrapped_outputs=True), "call": truth["fn_name"],
                 "prelude": LCB_PRELUDE}
     pairs = [{"input": _as_text(i), "output": _as_text(o)} for i, o in zip(inputs, outputs)]
     return {"tests": pairs, "prelude": LCB_PRELUDE}
@@ -2635,7 +2636,7 @@ def _call_arguments(text):
     return [json.loads(line) for line in text.split("\n")] if isinstance(text, str) else text
 
 
-def call_tests(cases, wrapped_outputs=False):
+def _call_tests(cases, wrapped_outputs=False):
     """Assert tests that call the program's entry point (`gopd_entry`, which check() appends to
     the program: the row's 'call' function, or Solution().call) on each case's arguments, as
     LiveCodeBench's call-based grading does: a tuple result counts as a list and must equal the
@@ -2682,7 +2683,7 @@ def _lcb_rows(raw, label, lcb_starter_code):
             except (ValueError, AttributeError, TypeError, KeyError) as e:
                 raise ValueError(f"{where}: a functional test is not JSON lines "
                                  f"({type(e).__name__}: {e})") from None
-            row.update(tests=call_tests(cases), call=metadata["func_name"])
+            row.update(tests=_call_tests(cases), call=metadata["func_name"])
         else:
             row["tests"] = [{"input": t["input"], "output": t["output"]} for t in tests]
         rows.append(row)
@@ -3198,8 +3199,8 @@ def validate_row(row):
         raise ValueError("a code row without 'tests'")
     tests = _parse_tests(row["tests"])
     _row_timeout(row)
-    _check_run_args(tests=tests if isinstance(tests, str) else None,
-                    memory_mb=row.get("memory_mb", 1024), entry_point=row.get("entry_point"))
+    _validate_run_args(tests=tests if isinstance(tests, str) else None,
+                       memory_mb=row.get("memory_mb", 1024), entry_point=row.get("entry_point"))
     if not isinstance(row.get("prelude", ""), str):
         raise ValueError("'prelude' must be Python code (a string)")
     call = row.get("call")
@@ -3327,17 +3328,17 @@ def sample_staged(model, prompts, *, max_new_tokens, temperature, top_p, stop_id
         width = prefix(waiting[0])
         todo = max(max_new_tokens - len(responses[i]) for i in waiting)
         take = max(1, rows_per_call(width, max(1, min(width, todo))))
-        rows, waiting = waiting[:take], waiting[take:]
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, i in enumerate(rows):
+        batch, waiting = waiting[:take], waiting[take:]
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, i in enumerate(batch):
             ids[k, width - prefix(i):] = torch.tensor(prompts[i] + responses[i])
             attn[k, width - prefix(i):] = 1
         ids, attn, cache = ids.to(device), attn.to(device), None
         prefill += ids.numel()
-        while rows:
+        while batch:
             width = ids.shape[1]
-            left = [max_new_tokens - len(responses[i]) for i in rows]
+            left = [max_new_tokens - len(responses[i]) for i in batch]
             new = max(1, min(width, max(left)))
             config = _sampling_config(new, temperature, top_p, stop_ids, pad_id,
                                       return_dict_in_generate=True)
@@ -3349,29 +3350,29 @@ def sample_staged(model, prompts, *, max_new_tokens, temperature, top_p, stop_id
             seq, cache, calls = out.sequences, out[cache_name], calls + 1
             steps = seq.shape[1] - width
             going = []
-            for k, (i, tokens) in enumerate(zip(rows, seq[:, width:].tolist())):
+            for k, (i, tokens) in enumerate(zip(batch, seq[:, width:].tolist())):
                 row_steps[i] += steps
                 tokens = tokens[:left[k]]
                 end = next((j + 1 for j, t in enumerate(tokens) if t in stops), None)
                 responses[i] += tokens[:end]
                 if end is None and len(responses[i]) < max_new_tokens:
                     going.append(k)
-            bar.update(len(rows) - len(going))
+            bar.update(len(batch) - len(going))
             if not going:
                 break
             todo = max(left[k] for k in going) - steps
             room = max(1, rows_per_call(seq.shape[1], max(1, min(seq.shape[1], todo))))
             if waiting and len(going) <= room // 2:  # half empty: re-pack with the waiting rows
-                waiting += [rows[k] for k in going]
+                waiting += [batch[k] for k in going]
                 break
-            going.sort(key=lambda k: len(responses[rows[k]]), reverse=True)
-            waiting += [rows[k] for k in going[room:]]  # the next stage holds fewer rows
+            going.sort(key=lambda k: len(responses[batch[k]]), reverse=True)
+            waiting += [batch[k] for k in going[room:]]  # the next stage holds fewer rows
             going = going[:room]
             index = torch.tensor(going, device=device)
             ids = seq[index]
-            attn = torch.cat([attn, attn.new_ones(len(rows), steps)], 1)[index]
+            attn = torch.cat([attn, attn.new_ones(len(batch), steps)], 1)[index]
             cache.batch_select_indices(index)
-            rows = [rows[k] for k in going]
+            batch = [batch[k] for k in going]
     bar.close()
     return responses, {"row_steps": row_steps, "prefill": prefill, "calls": calls}
 
@@ -3532,15 +3533,15 @@ def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature
     return summarize(records, ks), records
 
 
-def _record(row, id, sample, response, correct, tokenizer=None):
-    """One sample's record; tokens: the response's length as the release counts it (its stripped
-    text re-encoded), None without a tokenizer."""
+def _record(row, row_id, number, response, correct, tokenizer):
+    """Sample `number`'s record; tokens: the response's length as the release counts it (its
+    stripped text re-encoded), None without a tokenizer."""
     tokens = None
     if tokenizer is not None:
         tokens = len(tokenizer(response.strip(), add_special_tokens=False).input_ids)
-    return {"benchmark": benchmark_of(row), "domain": _domain_of(row), "id": id, "sample": sample,
-            "prompt": row["prompt"], "response": response, "correct": bool(correct),
-            "tokens": tokens}
+    return {"benchmark": benchmark_of(row), "domain": _domain_of(row), "id": row_id,
+            "sample": number, "prompt": row["prompt"], "response": response,
+            "correct": bool(correct), "tokens": tokens}
 
 
 def summarize(records, ks=None):
@@ -3566,7 +3567,7 @@ def summarize(records, ks=None):
     return summary
 
 
-def domain_averages(summary):
+def _domain_averages(summary):
     """{domain: the unweighted mean of its benchmarks' accuracies}: the paper's Avg columns."""
     by_domain = {}
     for s in summary.values():
@@ -3574,17 +3575,17 @@ def domain_averages(summary):
     return {domain: sum(scores) / len(scores) for domain, scores in by_domain.items()}
 
 
-def paper_table(summary, name):
+def _paper_table(summary, name):
     """The paper's table for format_table: one row, `name`; per domain its benchmarks' accuracy %,
     then "<domain> avg"."""
-    averages, row = domain_averages(summary), {}
+    averages, row = _domain_averages(summary), {}
     for domain in averages:
         row.update({b: 100 * s["accuracy"] for b, s in summary.items() if s["domain"] == domain})
         row[f"{domain} avg"] = 100 * averages[domain]
     return {name: row}
 
 
-def details_table(summary):
+def _details_table(summary):
     """Per benchmark: problems, samples per problem, accuracy %, pass@k %, mean response tokens."""
     table = {}
     for bench, s in summary.items():
@@ -3617,7 +3618,7 @@ def _format_cell(value):
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-def read_responses(path, groups):
+def _read_responses(path, groups):
     """Responses sampled elsewhere, {(benchmark, row index): [texts]}, and the ids that match no
     row. Each line is {"id", "response"} or {"id", "responses": [...]}, with "benchmark" where an
     id is in several benchmarks; an id matches a row's id as given or as a string. ValueError with
@@ -3687,7 +3688,7 @@ def _join_ranks(cuda):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        description="Sample n responses a problem, or grade responses sampled elsewhere; report "
+        description="Sample n responses a problem, or check responses sampled elsewhere; report "
                     "the paper's table (accuracy = avg@n, Avg per domain), pass@k and response "
                     "length. torchrun --nproc_per_node=N evaluate.py ... shares the samples out.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -3700,7 +3701,7 @@ def main(argv=None):
                     help="the paper's benchmarks (math: " + ", ".join(SUITES["math"]) + "; code: "
                          + ", ".join(SUITES["code"]) + "; paper: both) and protocol: n 32 for "
                          "math and 4 for code, 16,384 new tokens (flags override)")
-    ap.add_argument("--responses", help="grade these responses instead of sampling (JSONL of "
+    ap.add_argument("--responses", help="check these responses instead of sampling (JSONL of "
                                         "{id, response} or {id, responses: [...]}); no model loads")
     ap.add_argument("--tokenizer", help="with --responses: count response tokens with this "
                                         "tokenizer (default: --model's, if given)")
@@ -3729,18 +3730,18 @@ def main(argv=None):
     max_new_tokens = args.max_new_tokens
     if max_new_tokens is None:
         max_new_tokens = 16384 if args.suite else 1024
-    checks = [(not names, "pass --data NAME_OR_FILE or --suite math|code|paper"),
-              (not (args.model or args.responses),
-               "pass --model (or --responses FILE to grade responses sampled elsewhere)"),
-              (args.n is not None and args.n < 1, "--n must be >= 1"),
-              (any(not 1 <= k <= (args.n or k) for k in args.k or []),
-               "every --k must be in 1..--n"),
-              (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
-              (args.batch_size < 1, "--batch-size must be >= 1"),
-              (max_new_tokens < 1, "--max-new-tokens must be >= 1"),
-              (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
-              (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]
-    for bad, message in checks:
+    rules = [(not names, "pass --data NAME_OR_FILE or --suite math|code|paper"),
+             (not (args.model or args.responses),
+              "pass --model (or --responses FILE to check responses sampled elsewhere)"),
+             (args.n is not None and args.n < 1, "--n must be >= 1"),
+             (any(not 1 <= k <= (args.n or k) for k in args.k or []),
+              "every --k must be in 1..--n"),
+             (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
+             (args.batch_size < 1, "--batch-size must be >= 1"),
+             (max_new_tokens < 1, "--max-new-tokens must be >= 1"),
+             (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
+             (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]
+    for bad, message in rules:
         if bad:
             ap.error(message)
     taken = [p for p in args.data + [args.responses] if p and os.path.isfile(p)]   # inputs
@@ -3763,7 +3764,7 @@ def main(argv=None):
     groups = {}
     try:
         for name in dict.fromkeys(names):
-            for row in load_rows(name, lcb_starter_code=args.lcb_starter_code):
+            for row in load_benchmark(name, lcb_starter_code=args.lcb_starter_code):
                 groups.setdefault(benchmark_of(row), []).append(row)
         for bench, rows in groups.items():
             groups[bench] = rows = rows[:args.limit]
@@ -3775,16 +3776,16 @@ def main(argv=None):
                                  f"{next(i for i in ids if ids.count(i) > 1)!r}")
         found = unmatched = None
         if args.responses:
-            found, unmatched = read_responses(args.responses, groups)
+            found, unmatched = _read_responses(args.responses, groups)
     except (ValueError, OSError) as e:
         ap.error(str(e))
     rank, world = 0, 1
     if args.responses:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            ap.error("--responses grades on one process; run it without torchrun")
-        records = _grade_responses(args, groups, found, unmatched, ap)
+            ap.error("--responses checks on one process; run it without torchrun")
+        records = _check_responses(args, groups, found, unmatched, ap)
     else:
-        records, rank, world, partial = _sample_and_grade(args, groups, max_new_tokens, ap)
+        records, rank, world, partial = _sample_and_check(args, groups, max_new_tokens, ap)
     if rank == 0:
         _report(args, records)
     if not args.responses:
@@ -3794,7 +3795,7 @@ def main(argv=None):
         dist.destroy_process_group()
 
 
-def _grade_responses(args, groups, found, unmatched, ap):
+def _check_responses(args, groups, found, unmatched, ap):
     """Records of the responses in `found`, checked like sampled ones."""
     tokenizer = None
     if args.tokenizer or args.model:
@@ -3817,7 +3818,7 @@ def _grade_responses(args, groups, found, unmatched, ap):
     return [_record(row, row["id"], j, y, c, tokenizer) for (row, j, y), c in zip(flat, correct)]
 
 
-def _sample_and_grade(args, groups, max_new_tokens, ap):
+def _sample_and_check(args, groups, max_new_tokens, ap):
     """(records, rank, world, partial): n samples per problem, this rank's share written to the
     `partial` file as they are checked; with torchrun, rank 0 receives every rank's records."""
     import torch
@@ -3859,13 +3860,13 @@ def _report(args, records):
     _write_atomically(args.out, "".join(json.dumps(r) + "\n" for r in records))
     summary = summarize(records, args.k)
     name = args.responses or args.model
-    print(format_table(paper_table(summary, name), first="accuracy %"))
+    print(format_table(_paper_table(summary, name), first="accuracy %"))
     print()
-    print(format_table(details_table(summary), first="benchmark"))
+    print(format_table(_details_table(summary), first="benchmark"))
     print(f"wrote {len(records)} samples to {args.out}")
     if args.summary:
         _write_atomically(args.summary, json.dumps({
-            "model": name, "benchmarks": summary, "average": domain_averages(summary)},
+            "model": name, "benchmarks": summary, "average": _domain_averages(summary)},
             indent=1) + "\n")
 
 

@@ -750,7 +750,7 @@ def load_data(args, log):
     eval_sets = {}
     for path in args.eval_data or []:
         try:
-            eval_sets[path] = evaluate.load_rows(path)
+            eval_sets[path] = evaluate.load_benchmark(path)
         except ValueError as e:
             die(f"--eval-data: {e}")
     return rows, tokenizer, prompts, own_prompts, eval_sets

@@ -167,7 +167,7 @@ def bench_math(repeats):
 
 
 def bench_code(limit, workers):
-    rows = evaluate.load_rows("humaneval")[:limit]
+    rows = evaluate.load_benchmark("humaneval")[:limit]
     fence = lambda code: f"```python\n{code}\n```"
     responses = [fence(r["solution"]) for r in rows]
     serial, t_serial = timed(lambda: [evaluate.check(r, s) for r, s in zip(rows, responses)])

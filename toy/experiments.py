@@ -161,7 +161,7 @@ def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     acc, length, acc_greedy = {}, {}, {}
     for domain in domains:
-        rows = evaluate.load_rows(TEST[domain])
+        rows = evaluate.load_benchmark(TEST[domain])
         for temperature in [1.0, 0.0] if greedy else [1.0]:
             k = n if temperature else 1
             torch.manual_seed(seed)
@@ -222,7 +222,7 @@ def evaluate_blends(teacher_path, ref_path, lams, seed, write):
     tok = AutoTokenizer.from_pretrained(ref_path)
     teacher, ref = (AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval()
                     for p in [teacher_path, ref_path])
-    rows = evaluate.load_rows(TEST["math"])
+    rows = evaluate.load_benchmark(TEST["math"])
     result = {"lam": lams, "math": [], "response_len": []}
     for lam in lams:
         torch.manual_seed(seed)
