@@ -535,14 +535,14 @@ class _Parser:
             return ["c", "pi"]
         if len(tok) > 2:                                            # a word: the answer is text
             raise _ParseError(f"word {tok!r}")
-        letters = [{"e": ["c", "e"], "i": ["c", "i"]}.get(c, ["s", c]) for c in tok[:-1]]
+        letters = [_letter(c) for c in tok[:-1]]
         last = self.symbol(tok[-1])
         return ["*", letters + [last]] if letters else last
 
     def symbol(self, name):
         if self.peek() == "_":
             return ["s", f"{name}_{self.subscript()}"]
-        return {"e": ["c", "e"], "i": ["c", "i"]}.get(name, ["s", name])
+        return _letter(name)
 
     def subscript(self):
         self.take("_")
@@ -621,6 +621,11 @@ class _Parser:
         if len({len(r) for r in rows}) != 1:
             raise _ParseError("ragged matrix")
         return ["matrix", _MATRICES[env], rows]
+
+
+def _letter(name):
+    """e and i are the constants; any other name is a symbol."""
+    return ["c", name] if name in ("e", "i") else ["s", name]
 
 
 def _variants(node, limit=4):
@@ -888,10 +893,6 @@ _UNARY = {"neg": "neg", "inv": "inv", "!": "factorial"}
 _BINARY = {"^": "power", "root": "root", "binom": "binom"}
 
 
-class _NotScalar(Exception):
-    pass
-
-
 class _Invalid(Exception):      # 1/0, 0^-1, log of 0: the answer means nothing
     pass
 
@@ -916,7 +917,7 @@ def _interpret(node, ops):
         return getattr(ops, _UNARY[kind])(_interpret(node[1], ops))
     if kind in _BINARY:
         return getattr(ops, _BINARY[kind])(_interpret(node[1], ops), _interpret(node[2], ops))
-    raise _NotScalar(kind)
+    raise ValueError(f"{kind!r} is not a number")
 
 
 def _as_node(value):
@@ -1676,6 +1677,7 @@ def _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point=
         if mode == "uid":              # the fresh uid's own directory, reached through workdir
             os.chown(cwd, uid, uid)
             os.chmod(workdir, 0o711)
+        wall = WALL_FACTOR * timeout + 2.0
         limits = {"RLIMIT_AS": memory_mb << 20, "RLIMIT_CPU": math.ceil(timeout),
                   "RLIMIT_FSIZE": FILE_SIZE_MB << 20, "RLIMIT_NOFILE": MAX_OPEN_FILES,
                   "RLIMIT_CORE": 0}
@@ -1687,7 +1689,7 @@ def _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point=
                "secret": os.path.join(workdir, "secret.json"), "tests": tests is not None,
                "entry_point": entry_point, "limits": limits, "uid": uid,
                "tests_uid": uid and uid + 1, "cwd": cwd, "done_fd": done_w, "alive_fd": alive_r,
-               "wall": WALL_FACTOR * timeout + 2.0, "mode": mode, "max_frame": MAX_FRAME,
+               "wall": wall, "mode": mode, "max_frame": MAX_FRAME,
                "tmpfs_mb": TMPFS_MB, "expose": config["expose"],
                "digest": _digest_source() if tests and "gopd_digest" in tests else None}
         cmd = config["prefix"] + [sys.executable, "-I", "-c", _HARNESS, json.dumps(cfg)]
@@ -1704,8 +1706,7 @@ def _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point=
         for fd in (done_w, alive_r):
             os.close(fd)
         done_w = alive_r = None
-        wall_deadline = time.monotonic() + WALL_FACTOR * timeout + 2.0
-        out, err, marker, wall_out, truncated = _read_outputs(proc, done_r, wall_deadline)
+        out, err, marker, wall_out, truncated = _read_outputs(proc, done_r, time.monotonic() + wall)
         cpu = _kill_group(proc)
         ok = not wall_out and proc.returncode == 0 and marker == token.encode()
         timed_out = wall_out or (not ok and cpu >= 0.9 * math.ceil(timeout))
@@ -2830,7 +2831,8 @@ def _evalplus_rows(raw, label, lcb_starter_code):
         budget = sum(min(EVALPLUS_RUN_TIME, sum(part)) for part in
                      (limits[:len(base)], limits[len(base):]))
         rows.append({"prompt": p["prompt"].strip() + "\n" + CODE_INSTRUCTION, "domain": "code",
-                     "benchmark": dataset + "+", "id": p["task_id"], "entry_point": p["entry_point"],
+                     "benchmark": dataset + "+", "id": p["task_id"],
+                     "entry_point": p["entry_point"],
                      "tests": differential_tests(p["entry_point"], base + plus, outputs, digests,
                                                  p["atol"], oracle),
                      "timeout": max(budget, 1.0), "memory_mb": 4096,
@@ -2849,7 +2851,6 @@ def canonical_outputs(program, entry_point, inputs, oracle="exact", values=False
     else its digest is None. Oracle "not_none": the output is whether the result is not None
     (EvalPlus's rule for tasks returning re.Match objects). Cached as JSON under cache_dir(),
     keyed by a hash of everything the outputs depend on."""
-    import hashlib
     encoded = json.dumps([_to_json(args) for args in inputs])
     key = json.dumps([3, program, entry_point, encoded, oracle, values, VALUES_BUDGET])
     path = os.path.join(cache_dir(), "evalplus", hashlib.sha256(key.encode()).hexdigest() + ".json")
@@ -3505,8 +3506,8 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.
 # Driver: sample, check, report
 
 def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
-                   batch_size=16, ks=None, progress=False, workers=None, enable_thinking=False,
-                   out=None, rank=0, world=1):
+                   batch_size=16, ks=None, progress=False, enable_thinking=False, out=None,
+                   rank=0, world=1):
     """Sample n responses per row (generate) and check them. Returns (summary, records): records
     has one dict per sample {"benchmark", "domain", "id", "sample", "prompt", "response",
     "correct", "tokens"}, summary is summarize(records, ks). With world > 1 this process takes
@@ -3523,7 +3524,7 @@ def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature
             model, tokenizer, [row["prompt"] for row in chosen], n=1,
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             batch_size=batch_size, enable_thinking=enable_thinking)]
-        correct = check_many(chosen, responses, workers)
+        correct = check_many(chosen, responses)
         new = [_record(row, row.get("id", i), j, y, c, tokenizer)
                for (i, j), row, y, c in zip(batch, chosen, responses, correct)]
         records += new
