@@ -56,8 +56,486 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import NamedTuple
 
+
 # -----------------------------------------------------------------------------
-# Math: is the last \boxed answer of a response the gold answer?
+# Rows: reading and validating them
+
+def read_rows(path_or_name, split):
+    """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of
+    rows, .parquet (read with datasets); any other name that is not a file is a datasets hub name,
+    loaded with `split`. ValueError with one line naming the file (and, for JSONL, the line)
+    otherwise."""
+    name = os.fspath(path_or_name)
+    ext = os.path.splitext(name)[1].lower()
+    if os.path.isfile(name):
+        if ext == ".jsonl":
+            rows, where = _read_jsonl(name), "line"
+        elif ext == ".json":
+            rows, where = dict(enumerate(_read_json(name))), "row"
+        elif ext == ".parquet":
+            rows = dict(enumerate(_read_with_datasets("parquet", split="train", data_files=name)))
+            where = "row"
+        else:
+            raise ValueError(f"{name}: unknown file type {ext or '(none)'!r}; "
+                             "use .jsonl, .json or .parquet")
+    elif ext in (".jsonl", ".json", ".parquet"):
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset: no such file; "
+                         "check the path")
+    else:
+        rows, where = dict(enumerate(_read_with_datasets(name, split=split))), "row"
+    for i, row in rows.items():
+        if not isinstance(row, dict):
+            raise ValueError(f"{name} {where} {i}: a JSON {type(row).__name__}, "
+                             "not an object with a 'prompt'")
+    return list(rows.values())
+
+
+def as_rows(raw, label, source, lcb_starter_code=False):
+    """Rows (prompt, domain, answer or tests, benchmark, id) from rows in one of SCHEMAS, picked by
+    the first row's columns (ValueError with one line for a later row without them); rows that
+    match no schema are returned as they are."""
+    for needed, convert in SCHEMAS:
+        if raw and needed <= set(raw[0]):
+            for i, row in enumerate(raw):
+                if not needed <= set(row):
+                    raise ValueError(f"{source} row {i}: missing {sorted(needed - set(row))}, "
+                                     "which the first row has")
+            return convert(raw, label, lcb_starter_code)
+    return raw
+
+
+def load_benchmark(path_or_name, lcb_starter_code=False):
+    """Evaluation rows of a benchmark name (BENCHMARKS), or of a .jsonl / .json / .parquet file or
+    a datasets hub name whose rows are in a known schema (SCHEMAS) or already rows; every row
+    validated (validate_row): ValueError with one line naming the row otherwise, before any model
+    loads. lcb_starter_code: LiveCodeBench prompts show the starter code (the release's omit it)."""
+    name = os.fspath(path_or_name)
+    if name.lower() in BENCHMARKS:
+        label, raw = name.lower(), BENCHMARKS[name.lower()][1]()
+    elif not os.path.exists(name) and "/" not in name and "." not in name:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}; or pass a "
+                         ".jsonl/.json/.parquet file, or a hub id org/name")
+    else:
+        label, raw = _file_label(name), read_rows(name, split="test")
+    rows = as_rows(raw, label, name, lcb_starter_code)
+    if not rows:
+        raise ValueError(f"{name}: no rows")
+    if "prompt" not in rows[0]:
+        known = "; ".join(", ".join(sorted(needed)) for needed, _ in SCHEMAS)
+        raise ValueError(f"{name}: columns {sorted(rows[0])[:8]} match no known schema ({known}) "
+                         "and rows have no 'prompt'")
+    for i, row in enumerate(rows):
+        try:
+            validate_row(row)
+        except ValueError as e:
+            raise ValueError(f"{name} row {i}: {e}") from None
+    return rows
+
+
+def validate_row(row):
+    """ValueError with one line unless `row` can be checked: a prompt, a domain, a non-empty answer
+    (math: string or number) or valid tests (code, see check_code), and valid optional fields:
+    'timeout', 'entry_point', 'memory_mb', 'prelude' and 'call' (check_code)."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a {type(row).__name__}, not a row object")
+    if "prompt" not in row:
+        raise ValueError("no 'prompt'; each row needs a prompt and an 'answer' (math) or "
+                         "'tests' (code)")
+    validate_prompt(row["prompt"])
+    if _domain_of(row) == "math":
+        answer = row.get("answer")
+        is_answer = isinstance(answer, (str, int, float)) and not isinstance(answer, bool)
+        if not is_answer or not str(answer).strip():
+            raise ValueError(f"'answer' must be a non-empty string or number, "
+                             f"got {str(answer)[:40]!r}")
+        return
+    if "tests" not in row:
+        raise ValueError("a code row without 'tests'")
+    tests = _parse_tests(row["tests"])
+    _row_timeout(row)
+    _validate_run_args(tests=tests if isinstance(tests, str) else None,
+                       memory_mb=row.get("memory_mb", 1024), entry_point=row.get("entry_point"))
+    if not isinstance(row.get("prelude", ""), str):
+        raise ValueError("'prelude' must be Python code (a string)")
+    call = row.get("call")
+    if call is not None and not (isinstance(call, str) and call.isidentifier()
+                                 and isinstance(tests, str)):
+        raise ValueError(f"'call' must be a Python name, with assert tests, got {call!r}")
+
+
+def validate_prompt(prompt):
+    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str}
+    messages; ValueError with one line otherwise."""
+    if isinstance(prompt, str) and prompt.strip():
+        return
+    if isinstance(prompt, list) and prompt and all(map(_is_message, prompt)):
+        return
+    shown = repr(prompt)
+    if len(shown) > 60:
+        shown = shown[:60] + "..."
+    raise ValueError(f"bad prompt {shown}: a prompt is a non-empty string or a list of "
+                     "{\"role\": ..., \"content\": ...} chat messages")
+
+
+def benchmark_of(row):
+    """The name a row's accuracy is reported under: its 'benchmark', else its domain."""
+    return row.get("benchmark") or _domain_of(row)
+
+
+def _read_jsonl(path):
+    """{file line number: row}."""
+    rows = {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {number}: not valid UTF-8 (byte {e.start}); "
+                                 "save the file as UTF-8") from None
+            if line.strip():
+                try:
+                    rows[number] = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column "
+                                     f"{e.colno}); the file needs one JSON object per line"
+                                     ) from None
+    return rows
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); "
+                         "save the file as UTF-8") from None
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = "; it looks like JSON Lines: name it .jsonl" if e.msg == "Extra data" else ""
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
+                         f"{hint}") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: a JSON {type(rows).__name__}, not a list of rows; "
+                         "a .json file holds one list")
+    return rows
+
+
+def _read_with_datasets(name, **kwargs):
+    import datasets
+    try:
+        return datasets.load_dataset(name, **kwargs).to_list()
+    except Exception as e:
+        if "data_files" in kwargs:
+            first_line = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(f"{kwargs['data_files']}: cannot read parquet "
+                             f"({type(e).__name__}: {first_line})") from None
+        raise ValueError(f"{name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
+                         "check the path, or pass a .jsonl/.json/.parquet file") from None
+
+
+def _file_label(path):
+    """A local file's benchmark name: its stem, or its folder's name for a generic stem (the
+    release's data/hmmt25_feb/test.jsonl is hmmt25-feb)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if stem in ("test", "train", "validation", "val"):
+        stem = os.path.basename(os.path.dirname(os.path.abspath(path))) or stem
+    return stem.lower().replace("_", "-")
+
+
+def _is_message(m):
+    return isinstance(m, dict) and all(isinstance(m.get(k), str) for k in ("role", "content"))
+
+
+def _domain_of(row):
+    """'math' or 'code': the row's 'domain' (or 'task'), else what its 'answer' or 'tests' says."""
+    domain = row.get("domain") or row.get("task")
+    if domain in ("math", "code"):
+        return domain
+    if domain is None and ("answer" in row) != ("tests" in row):
+        return "math" if "answer" in row else "code"
+    raise ValueError(f"row has domain {domain!r}: set 'domain' to 'math' (with 'answer') or "
+                     "'code' (with 'tests')")
+
+
+def _row_timeout(row):
+    timeout = row.get("timeout", 10.0)
+    if not _is_timeout(timeout):
+        raise ValueError(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT:g}], "
+                         f"got {timeout!r}")
+    return timeout
+
+
+# -----------------------------------------------------------------------------
+# Prompts and sampling: one rule for gopd's rollouts and for evaluation
+
+def prompt_ids(tokenizer, prompt, enable_thinking=False):
+    """The token ids a model sees for `prompt`: render_prompt's text, with the tokenizer's own
+    special tokens (a BOS, ...) added only to raw text, since a chat template writes the ones it
+    needs. ValueError for chat messages without a chat template."""
+    text = render_prompt(tokenizer, prompt, enable_thinking)
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    return tokenizer(text, add_special_tokens=not templated).input_ids
+
+
+def render_prompt(tokenizer, prompt, enable_thinking=False):
+    """The text the model sees: the chat template (with the generation prompt) when the tokenizer
+    has one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the
+    paper; templates without the switch ignore it."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             enable_thinking=enable_thinking)
+    if not isinstance(prompt, str):
+        raise ValueError("prompt is a list of chat messages but the tokenizer has no chat "
+                         "template; use a chat model's tokenizer or plain-string prompts")
+    return prompt
+
+
+def stop_ids(tokenizer, model):
+    """Token ids that end a response, sorted: the tokenizer's EOS and the model's generation_config
+    EOS (an int or a list: chat models often stop at both <|im_end|> and <|endoftext|>)."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        ids.update(eos)
+    elif eos is not None:
+        ids.add(eos)
+    return sorted(int(i) for i in ids)
+
+
+def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, stop_ids,
+           pad_id):
+    """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences
+    [B, P+R] (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop
+    token). temperature 0 is greedy; otherwise each token is drawn from softmax(logits /
+    temperature) with top-p (nucleus) filtering and nothing else; at top-p 1, the only value gopd
+    trains with, the sampled distribution is the one gopd scores. One generate call: it runs until
+    its longest response ends, and a row that stopped keeps computing padding until then;
+    sample_staged drops it.
+
+    transformers fills every generation setting left unset from the checkpoint's
+    generation_config.json (top_k, min_p, repetition_penalty, ...), any of which would change what
+    is sampled; so the config passed sets top_k=0 (the library's default is 50) and leaves every
+    other processor neutral.
+
+    Copying it: `model` is an unwrapped Hugging Face causal LM (call it on a DDP wrapper's
+    .module); its generation_config is swapped for a blank one during the call and put back after,
+    so no other thread may use that model meanwhile.
+    """
+    config = _sampling_config(max_new_tokens, temperature, top_p, stop_ids, pad_id)
+    return _generate(model, config, input_ids=input_ids, attention_mask=attention_mask)
+
+
+def sample_staged(model, prompts, *, max_new_tokens, temperature, top_p, stop_ids, pad_id,
+                  rows_per_call, keep=0.9, progress=False):
+    """sample's rule on a pool of rows, with finished rows leaving the batch: prompts (lists of
+    ids) -> (responses, stats). Each response is a list of ids ending at its first stop token, or
+    max_new_tokens long; stats["row_steps"][i] counts the decode steps row i held a slot in a
+    batch (its real tokens and, while it waited for a call to end, padding), stats["prefill"] the
+    tokens prefilled (prompts, prefixes computed again, padding), stats["calls"] the generate calls.
+
+    A batch is the longest waiting rows, as many as rows_per_call(width, new) allows for a call
+    that starts at `width` columns (left padding included) and generates up to `new` tokens:
+    the caller's memory budget. Each call may at most double its rows' length (so the batch is
+    sized by the KV cache of this stage, not of max_new_tokens), and ends early once fewer than
+    `keep` of its rows are still going. Then the finished rows leave, dropped from the sequences
+    and from generate's KV cache, and the others continue from that cache, with nothing
+    recomputed. Rows the next stage's budget cannot hold wait (the shortest ones), and when the
+    batch has shrunk to half what its budget holds while rows wait, its rows join them and the
+    longest waiting rows form a new, full batch. A row that waited starts again from its prefix,
+    prompt + response so far, prefilled anew. Exact: a continuation sampled after a prefix, with
+    the same positions and attention, has the distribution of an uninterrupted one, and greedy
+    rows are the same tokens (up to floating-point ties).
+
+    Copying it: as for sample, plus the model's cache must support batch_select_indices
+    (transformers' DynamicCache does)."""
+    import torch
+    from tqdm import tqdm
+    from transformers import StoppingCriteriaList
+    device = next(model.parameters()).device
+    stops = set(stop_ids)
+    cache_name = _cache_name()
+    responses = [[] for _ in prompts]
+    row_steps, prefill, calls = [0] * len(prompts), 0, 0
+    waiting = list(range(len(prompts)))
+    bar = tqdm(total=len(prompts), desc="generate", disable=not progress)
+
+    def prefix(i):
+        return len(prompts[i]) + len(responses[i])
+    while waiting:
+        waiting.sort(key=prefix, reverse=True)
+        width = prefix(waiting[0])
+        todo = max(max_new_tokens - len(responses[i]) for i in waiting)
+        take = max(1, rows_per_call(width, max(1, min(width, todo))))
+        batch, waiting = waiting[:take], waiting[take:]
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, i in enumerate(batch):
+            ids[k, width - prefix(i):] = torch.tensor(prompts[i] + responses[i])
+            attn[k, width - prefix(i):] = 1
+        ids, attn, cache = ids.to(device), attn.to(device), None
+        prefill += ids.numel()
+        while batch:
+            width = ids.shape[1]
+            left = [max_new_tokens - len(responses[i]) for i in batch]
+            new = max(1, min(width, max(left)))
+            config = _sampling_config(new, temperature, top_p, stop_ids, pad_id,
+                                      return_dict_in_generate=True)
+            stop = _stop_when_sparse(torch.tensor(left, device=device), width,
+                                     torch.tensor(sorted(stops), device=device), keep)
+            out = _generate(model, config, input_ids=ids, attention_mask=attn,
+                            stopping_criteria=StoppingCriteriaList([stop]),
+                            **{cache_name: cache})
+            seq, cache, calls = out.sequences, out[cache_name], calls + 1
+            steps = seq.shape[1] - width
+            going = []
+            for k, (i, tokens) in enumerate(zip(batch, seq[:, width:].tolist())):
+                row_steps[i] += steps
+                tokens = tokens[:left[k]]
+                end = next((j + 1 for j, t in enumerate(tokens) if t in stops), None)
+                responses[i] += tokens[:end]
+                if end is None and len(responses[i]) < max_new_tokens:
+                    going.append(k)
+            bar.update(len(batch) - len(going))
+            if not going:
+                break
+            todo = max(left[k] for k in going) - steps
+            room = max(1, rows_per_call(seq.shape[1], max(1, min(seq.shape[1], todo))))
+            if waiting and len(going) <= room // 2:  # half empty: re-pack with the waiting rows
+                waiting += [batch[k] for k in going]
+                break
+            going.sort(key=lambda k: len(responses[batch[k]]), reverse=True)
+            waiting += [batch[k] for k in going[room:]]  # the next stage holds fewer rows
+            going = going[:room]
+            index = torch.tensor(going, device=device)
+            ids = seq[index]
+            attn = torch.cat([attn, attn.new_ones(len(batch), steps)], 1)[index]
+            cache.batch_select_indices(index)
+            batch = [batch[k] for k in going]
+    bar.close()
+    return responses, {"row_steps": row_steps, "prefill": prefill, "calls": calls}
+
+
+def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
+             batch_size=16, progress=False, enable_thinking=False, staged=True):
+    """n sampled responses per prompt (a list of lists of strings), each decoded up to its first
+    stop token. staged (the default): sample_staged, with the memory of `batch_size` sequences of
+    the longest prompt + max_new_tokens per call (shorter stages hold more rows); else one
+    `sample` call per `batch_size` sequences."""
+    from tqdm import tqdm
+    encoded = [prompt_ids(tokenizer, p, enable_thinking) for p in prompts]
+    ids = [x for x in encoded for _ in range(n)]
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    stops = stop_ids(tokenizer, model)
+    rule = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                stop_ids=stops, pad_id=pad_id)
+    if staged:
+        budget = batch_size * (max(map(len, ids), default=0) + max_new_tokens)
+
+        def rows_per_call(width, new):  # batch_size full-length rows' worth of tokens
+            return max(1, budget // (width + new))
+        responses, _ = sample_staged(model, ids, **rule, rows_per_call=rows_per_call,
+                                     progress=progress)
+    else:
+        device = next(model.parameters()).device
+        responses = []
+        for start in tqdm(range(0, len(ids), batch_size), desc="generate", disable=not progress):
+            batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]},
+                                  padding_side="left", return_tensors="pt").to(device)
+            seqs = sample(model, batch["input_ids"], batch["attention_mask"], **rule)
+            responses += seqs[:, batch["input_ids"].shape[1]:].tolist()
+    out = []
+    for response in responses:
+        ends = [i for i, t in enumerate(response) if t in stops]
+        out.append(tokenizer.decode(response[:ends[0]] if ends else response,
+                                    skip_special_tokens=True))
+    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def _stop_when_sparse(left, width, stops, keep):
+    """A generate stopping criterion: a row is done at a stop token or after its `left` tokens,
+    and every row is, so that the call ends, once fewer than `keep` of them are still going.
+    Tensors only, so it adds no host-device sync to the step."""
+    import torch
+    done = torch.zeros_like(left, dtype=torch.bool)
+
+    def criterion(input_ids, scores, **kwargs):
+        nonlocal done
+        done = done | torch.isin(input_ids[:, -1], stops) | (left <= input_ids.shape[1] - width)
+        return done | ((~done).sum() < keep * len(done))
+    return criterion
+
+
+def _sampling_config(max_new_tokens, temperature, top_p, stop_ids, pad_id, **extra):
+    """sample's rule as a GenerationConfig: greedy at temperature 0, else softmax(logits / T) with
+    top-p; top_k=0 and every other processor neutral, whatever the checkpoint says."""
+    from transformers import GenerationConfig
+    greedy = temperature == 0
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
+                            top_k=0, temperature=1.0 if greedy else float(temperature),
+                            top_p=1.0 if greedy else float(top_p), pad_token_id=pad_id,
+                            eos_token_id=list(stop_ids) or None, use_cache=True, **extra)
+
+
+def _generate(model, config, **kwargs):
+    """model.generate with `config` alone: the model's own generation_config is swapped for a blank
+    one during the call (transformers would fill unset settings from it) and put back after. The
+    model is whole on this process (gopd gathers an FSDP student first), so no step waits for other
+    ranks (transformers would, for an FSDP module): ranks may make different numbers of calls."""
+    import torch
+    from transformers import GenerationConfig
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        with torch.no_grad():
+            return model.generate(generation_config=config, synced_gpus=False, **kwargs)
+    finally:
+        model.generation_config = saved
+
+
+def _cache_name():
+    """generate's KV-cache argument and output: transformers 5.2x renamed past_key_values to cache
+    (the old name warns, and goes in 6.0)."""
+    from transformers.generation import GenerateDecoderOnlyOutput
+    fields = GenerateDecoderOnlyOutput.__dataclass_fields__
+    return "cache" if "cache" in fields else "past_key_values"
+
+
+# -----------------------------------------------------------------------------
+# Checking: is a response right for its row?
+
+def check(row, response):
+    """Check one response against its row: math needs row['answer'], code needs row['tests'] (and
+    optional 'timeout', CPU seconds, 'entry_point', 'memory_mb', 'prelude' and 'call': see
+    check_code). A bad row raises ValueError; validate_row finds it first."""
+    if _domain_of(row) == "math":
+        return check_math(response, row["answer"])
+    return check_code(response, row["tests"], timeout=_row_timeout(row),
+                      entry_point=row.get("entry_point"), memory_mb=row.get("memory_mb", 1024),
+                      prelude=row.get("prelude", ""), call=row.get("call"))
+
+
+def check_many(rows, responses, workers=None):
+    """check() each (row, response) pair in a thread pool. Code checks wait for a sandbox slot
+    (SANDBOX_SLOTS at once), math checks do not."""
+    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
+        return list(pool.map(check, rows, responses))
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021):
+    1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
 
 MATH_TIMEOUT = 3.0    # CPU seconds: one check_math call's budget (waiting excluded, see _clock)
 MATH_WALL = 3         # a sympy helper that spends MATH_WALL * its budget + 1 s of wall clock dies
@@ -158,6 +636,571 @@ def extract_boxed(text):
         found = inner.group(1)
     return found
 
+
+MAX_OUTPUT = 1 << 20      # bytes kept of a program's stdout and of its stderr
+MAX_FRAME = 64 << 20      # bytes: the largest message the tests' process takes from the program's
+FILE_SIZE_MB = 64         # RLIMIT_FSIZE: the largest file a program may write
+TMPFS_MB = 64             # isolated mode: the private /tmp (/var/tmp, /dev/shm, /run: 8 MiB each)
+MAX_PROCS = 128           # RLIMIT_NPROC (processes + threads) under the fresh uid
+MAX_OPEN_FILES = 256      # RLIMIT_NOFILE
+MAX_TIMEOUT = 3600.0      # seconds: the largest timeout accepted
+WALL_FACTOR = 3           # a run is killed after WALL_FACTOR * timeout + 2 s of wall clock
+SANDBOX_SLOTS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)   # runs at once: one per CPU this process may use
+
+
+def check_code(response, tests, timeout=10.0, entry_point=None, memory_mb=1024, prelude="",
+               call=None):
+    """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
+
+    `tests` is assert-style code (HumanEval, MBPP), or [{"input", "output"}] stdin/stdout pairs
+    (LiveCodeBench, APPS; output compared by LiveCodeBench's rule, same_output), maybe as a JSON
+    string. `entry_point`, for assert tests: the one name the tests take from the program
+    (HumanEval's, EvalPlus's); without it they see all its names (run_python). `prelude`: code run
+    before the program (LiveCodeBench's imports). `call`: the tests reach the program's function
+    of that name (Solution().call when the program defines class Solution, as LiveCodeBench and
+    APPS do) as `gopd_entry`, the one name they take from it. Bad tests (empty, only comments, no
+    assert or call, not Python), a bad entry point or a bad timeout (CPU seconds) are the caller's
+    error: ValueError. A bad program (not text, crashes, wrong) is False.
+
+    Against assert tests the program is imported as a module named "solution": its `if __name__
+    == "__main__":` blocks are skipped, as in HumanEval's harness, and an error or exit in its
+    top-level code (a usage block, unittest.main()) is printed but does not fail the check: the
+    tests decide. They run in a process of their own and see the program's results as data.
+
+    Copying it: it needs run_python and Linux; run_python says what each sandbox mode guarantees.
+    One sandbox run per stdin/stdout pair, one for all assert tests.
+    """
+    tests = _parse_tests(tests)
+    if call is not None:
+        entry_point = "gopd_entry"
+    _validate_run_args(prelude, timeout=timeout,
+                       tests=tests if isinstance(tests, str) else None, memory_mb=memory_mb,
+                       entry_point=entry_point)
+    program = extract_code(response) if isinstance(response, str) else None
+    if program is None or not _is_utf8(program):
+        return False
+    program = prelude + program
+    if call is not None:
+        target = f"Solution().{call}" if "class Solution" in program else call
+        program += f"\n\n\ndef gopd_entry(*args):\n    return {target}(*args)\n"
+    if isinstance(tests, str):
+        return run_python(program, tests=tests, timeout=timeout, memory_mb=memory_mb,
+                          entry_point=entry_point).ok
+    for stdin, expected in tests:
+        result = run_python(program, stdin=stdin, timeout=timeout, memory_mb=memory_mb)
+        if not result.ok or not same_output(result.stdout, expected):
+            return False
+    return True
+
+
+def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None,
+               entry_point=None):
+    """Run `program` in the sandbox, as a script reading `stdin`, or, with assert-style `tests`, as
+    a module the tests call from another process. Returns a RunResult.
+
+    isolated=None: the strongest mode this machine gives (sandbox_status()); True: the isolated
+    mode, else RuntimeError; False: no namespaces (the uid mode where root can use it, else basic).
+    With GOPD_REQUIRE_ISOLATION=1 in the environment any mode but isolated is a RuntimeError. The
+    first run prints the mode and its reason to stderr, unless sandbox_status() was called first.
+
+    Copying it: Linux only. It runs this interpreter (`sys.executable -I`) under _HARNESS, a
+    supervisor that starts the program's process (and the tests'), waits, and kills the rest.
+
+    Every run:
+      - a fresh `python -I` with an empty environment (PATH, HOME, TMPDIR, LANG and thread counts
+        set: no tokens or keys); rlimits per process on address space (`memory_mb`), CPU time, file
+        size, open files and core dumps; stdout and stderr capped at MAX_OUTPUT bytes each;
+      - `timeout` is CPU time per process (RLIMIT_CPU, whole seconds rounded up), so a loaded
+        machine does not fail correct code; WALL_FACTOR * timeout + 2 s of wall clock ends a run
+        (a sleeping program), counted by this process and by the supervisor. At most SANDBOX_SLOTS
+        runs execute at once (one per CPU); the others wait for a slot first;
+      - nothing outlives this process: the supervisor ends the run as soon as this process dies,
+        however it dies (a pipe only this process holds reads end-of-file; should a forked child of
+        this process hold it too, the supervisor's wall clock ends the run), the processes it
+        starts die with it (parent-death signal), and a later run removes the directory a dead
+        host left.
+    With `tests`:
+      - the tests run in a process of their own: the test code and the pass token are never in the
+        program's process (whose open files are stdin, stdout, stderr and its end of a socket), so
+        it cannot read them, and its builtins, tracers, threads and forks cannot change the tests;
+      - the socket carries data only: length-framed JSON, with tags for tuple, set, frozenset,
+        bytes, bytearray, complex, big ints, non-finite floats and dicts with any keys; no pickle. A
+        call sends its arguments and gets back the result, reduced in the program's process: plain
+        data as itself; a subclass of dict, list, tuple, set, frozenset, str, int, float, complex or
+        bytes as its base type's value (a Counter equals a dict, a str Enum its string; an int
+        subclass loses its __eq__); a standard-library module by name, imported by the tests from
+        the standard library's own directories; anything else (or a value that cannot be sent, a
+        cyclic list) as a handle the tests can call, take attributes of and test for truth (bool()
+        runs in the program's process), which equals nothing and cannot be hashed, ordered,
+        iterated or converted. The program's process holds its end of the socket, so it
+        can write frames itself: that chooses a return value, nothing more. The tests' process
+        reads one numbered frame per request; a malformed, unasked-for or over-MAX_FRAME frame or a
+        closed socket fails the tests, a partial one runs into the wall clock;
+      - names: with `entry_point` (HumanEval) the tests take only that name from the program, so a
+        program's own `abs` or `math` changes nothing of theirs. Without it (MBPP's raw asserts)
+        every name they mention that the program defines is the program's, builtin names
+        included (`def sum`), as in a single-process harness: such tests trust a name they take
+        from the program. Arguments go by value (an in-place mutation is not seen).
+      - big results: tests that mention `gopd_digest` get gopd_digest(f, *args), the sha256 of
+        f(*args)'s canonical JSON (evaluate.py's _digest), computed in the program's process so
+        that a result of GBs never crosses; a program that tampers with it can only choose the
+        string, as it chooses any return value.
+    Modes:
+      - "isolated" (root with util-linux `unshare`): new PID, mount, IPC and network namespaces: no
+        network (not even the host's 127.0.0.1 or abstract unix sockets), no view of host
+        processes, every process of the run (setsid daemons too) dies with it; fresh unprivileged
+        uids (one for the program, one for the tests; no groups, no_new_privs): RLIMIT_NPROC
+        bounds fork bombs, the program cannot signal or read the tests' process, and host files
+        are only as open to it as to any other user; the whole host file system read-only, private
+        tmpfs mounts on /tmp (TMPFS_MB), /var/tmp, /dev/shm and /run (8 MiB each). A directory the
+        fresh uid cannot enter but the interpreter lives under (/root/.pyenv) shows just that tree.
+      - "uid" (root where namespaces are refused, as in a Docker container without CAP_SYS_ADMIN):
+        the same fresh uids, and every process of the program's uid killed at the end; but the
+        network is open, host processes are visible, and host files are writable where any user
+        may write (/tmp, world-writable files).
+      - "basic" (not root, or root where a fresh uid cannot run this interpreter): the program runs
+        as you: it can read and change your files, read your other processes' memory, use the
+        network, and a setsid daemon survives. Not as root, it still cannot read or change the
+        tests' process (not dumpable; killing it fails the run); as root it can do anything.
+    Not covered in any mode: world-readable host files stay readable; memory and CPU are bounded per
+    process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
+    socket elsewhere on the host with a world-writable mode is reachable.
+    """
+    _validate_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout,
+                       memory_mb=memory_mb, entry_point=entry_point)
+    config = _sandbox_config(namespaces=isolated is not False)
+    if (isolated or _isolation_required()) and config["mode"] != "isolated":
+        raise RuntimeError(_refusal(config))
+    _announce(config)
+    with _run_slots:
+        return _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point)
+
+
+class RunResult(NamedTuple):
+    ok: bool              # ran to its end: exit status 0 and the harness's pass token seen
+    returncode: int       # the deciding process's exit status (128 + N: killed by signal N)
+    stdout: str
+    stderr: str
+    timed_out: bool       # CPU or wall-clock limit reached
+    truncated: bool       # stdout or stderr went past MAX_OUTPUT and was cut
+
+
+def sandbox_mode():
+    """'isolated', 'uid' or 'basic': the guarantees run_python gives here (it lists them)."""
+    return _sandbox_config()["mode"]
+
+
+def sandbox_status(require=False):
+    """(mode, reason): sandbox_mode() and one line saying why, for a caller to log once (run_python
+    then does not print it). `require`, or GOPD_REQUIRE_ISOLATION=1 in the environment, makes any
+    mode but "isolated" a RuntimeError with one line naming the reason and the fix."""
+    config = _sandbox_config()
+    if (require or _isolation_required()) and config["mode"] != "isolated":
+        raise RuntimeError(_refusal(config))
+    with _announce_lock:
+        _announced.add(config["mode"])
+    return config["mode"], config["reason"]
+
+
+def extract_code(response):
+    """The last ```python (or ```py) block; else the last plain ``` block; else the whole text."""
+    tagged = re.findall(r"```(?:python3?|py)[ \t]*\n(.*?)```", response, re.DOTALL | re.IGNORECASE)
+    if tagged:
+        return tagged[-1]
+    plain = re.findall(r"```[ \t]*\n(.*?)```", response, re.DOTALL)
+    return plain[-1] if plain else response
+
+
+def same_output(actual, expected):
+    """LiveCodeBench's stdout rule: after stripping the whole text and then each line, the same
+    number of lines, each equal, or equal as sequences of decimal numbers (1.0 and 1, 1e3 and
+    1000)."""
+    got, want = _output_lines(actual), _output_lines(expected)
+    return len(got) == len(want) and all(map(_same_line, got, want))
+
+
+# -----------------------------------------------------------------------------
+# Driver: sample, check, report
+
+def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
+                   batch_size=16, ks=None, progress=False, enable_thinking=False, out=None,
+                   rank=0, world=1):
+    """Sample n responses per row (generate) and check them. Returns (summary, records): records
+    has one dict per sample {"benchmark", "domain", "id", "sample", "prompt", "response",
+    "correct", "tokens"}, summary is summarize(records, ks). With world > 1 this process takes
+    every world-th sample (from the rank-th) and returns only those. With `out` (a text file),
+    each batch's records are appended and flushed as soon as they are checked, so a crash keeps
+    them."""
+    from tqdm import tqdm
+    jobs = [(i, j) for i in range(len(rows)) for j in range(n)][rank::world]
+    records = []
+    for start in tqdm(range(0, len(jobs), batch_size), desc="evaluate", disable=not progress):
+        batch = jobs[start:start + batch_size]
+        chosen = [rows[i] for i, _ in batch]
+        responses = [ys[0] for ys in generate(
+            model, tokenizer, [row["prompt"] for row in chosen], n=1,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            batch_size=batch_size, enable_thinking=enable_thinking)]
+        correct = check_many(chosen, responses)
+        new = [_record(row, row.get("id", i), j, y, c, tokenizer)
+               for (i, j), row, y, c in zip(batch, chosen, responses, correct)]
+        records += new
+        if out is not None:
+            out.writelines(json.dumps(r) + "\n" for r in new)
+            out.flush()
+    return summarize(records, ks), records
+
+
+def _record(row, row_id, number, response, correct, tokenizer):
+    """Sample `number`'s record; tokens: the response's length as the release counts it (its
+    stripped text re-encoded), None without a tokenizer."""
+    tokens = None
+    if tokenizer is not None:
+        tokens = len(tokenizer(response.strip(), add_special_tokens=False).input_ids)
+    return {"benchmark": benchmark_of(row), "domain": _domain_of(row), "id": row_id,
+            "sample": number, "prompt": row["prompt"], "response": response,
+            "correct": bool(correct), "tokens": tokens}
+
+
+def summarize(records, ks=None):
+    """Per benchmark, in first-seen order: {"domain", "problems", "n" (samples per problem, the
+    fewest), "accuracy" (mean over all samples, in [0, 1]: avg@n), "pass@k" ({"k": unbiased
+    pass@k} for each k in ks up to n; default k = n), "response_tokens" (mean; None unless every
+    record counts them)}."""
+    groups = {}
+    for r in records:
+        groups.setdefault(r["benchmark"], {}).setdefault(str(r["id"]), []).append(r)
+    summary = {}
+    for bench, problems in groups.items():
+        samples = [r for rs in problems.values() for r in rs]
+        counts = [(len(rs), sum(r["correct"] for r in rs)) for rs in problems.values()]
+        n = min(m for m, _ in counts)
+        tokens = [r.get("tokens") for r in samples]
+        summary[bench] = {
+            "domain": samples[0]["domain"], "problems": len(problems), "n": n,
+            "accuracy": sum(c for _, c in counts) / len(samples),
+            "pass@k": {str(k): sum(pass_at_k(m, c, k) for m, c in counts) / len(counts)
+                       for k in sorted(set(ks or [n])) if k <= n},
+            "response_tokens": None if None in tokens else sum(tokens) / len(tokens)}
+    return summary
+
+
+def _domain_averages(summary):
+    """{domain: the unweighted mean of its benchmarks' accuracies}: the paper's Avg columns."""
+    by_domain = {}
+    for s in summary.values():
+        by_domain.setdefault(s["domain"], []).append(s["accuracy"])
+    return {domain: sum(scores) / len(scores) for domain, scores in by_domain.items()}
+
+
+def _paper_table(summary, name):
+    """The paper's table for format_table: one row, `name`; per domain its benchmarks' accuracy %,
+    then "<domain> avg"."""
+    averages, row = _domain_averages(summary), {}
+    for domain in averages:
+        row.update({b: 100 * s["accuracy"] for b, s in summary.items() if s["domain"] == domain})
+        row[f"{domain} avg"] = 100 * averages[domain]
+    return {name: row}
+
+
+def _details_table(summary):
+    """Per benchmark: problems, samples per problem, accuracy %, pass@k %, mean response tokens."""
+    table = {}
+    for bench, s in summary.items():
+        table[bench] = {"problems": s["problems"], "n": s["n"], "accuracy": 100 * s["accuracy"]}
+        table[bench].update({f"pass@{k}": 100 * v for k, v in s["pass@k"].items()})
+        if s["response_tokens"] is not None:
+            table[bench]["tokens"] = s["response_tokens"]
+    return table
+
+
+def format_table(table, first=""):
+    """A text table of {row name: {column name: value}}: the row names in the first column, under
+    the header `first`; the columns are the rows' keys in first-seen order. Ints print as ints,
+    floats with one decimal, missing cells as "-"."""
+    columns = list(dict.fromkeys(key for cells in table.values() for key in cells))
+    lines = [[first] + columns]
+    for name, cells in table.items():
+        lines.append([str(name)] + [_format_cell(cells[c]) if c in cells else "-" for c in columns])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = []
+    for line in lines:
+        cells = [line[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
+        text.append("  ".join(cells))
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text)
+
+
+def _format_cell(value):
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _read_responses(path, groups):
+    """Responses sampled elsewhere, {(benchmark, row index): [texts]}, and the ids that match no
+    row. Each line is {"id", "response"} or {"id", "responses": [...]}, with "benchmark" where an
+    id is in several benchmarks; an id matches a row's id as given or as a string. ValueError with
+    one line for a bad line, an ambiguous id, or a file whose ids match no row."""
+    index = {}
+    for bench, rows in groups.items():
+        for i, row in enumerate(rows):
+            index.setdefault(str(row["id"]), []).append((bench, i))
+    found, unmatched = {}, []
+    for number, line in _read_jsonl(path).items():
+        if not isinstance(line, dict) or "id" not in line:
+            raise ValueError(f"{path} line {number}: not an object with an 'id'")
+        texts = line["responses"] if "responses" in line else [line.get("response")]
+        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
+            raise ValueError(f"{path} line {number}: needs 'response', a string, or "
+                             "'responses', a non-empty list of strings")
+        places = [p for p in index.get(str(line["id"]), [])
+                  if line.get("benchmark") in (None, p[0])]
+        if len(places) > 1:
+            raise ValueError(f"{path} line {number}: id {line['id']!r} is in "
+                             f"{', '.join(b for b, _ in places)}; add \"benchmark\" to its lines")
+        if places:
+            found.setdefault(places[0], []).extend(texts)
+        else:
+            unmatched.append(line["id"])
+    if not found:
+        raise ValueError(f"{path}: no id matches a row of {', '.join(groups)} (first ids: "
+                         f"{unmatched[:3]}); ids are EvalPlus's task_id, LiveCodeBench's "
+                         "question_id, the release's math files' id")
+    return found, unmatched
+
+
+def _looks_local(path):
+    """A path, not a hub id ('org/name'): absolute, relative, home-based or nested."""
+    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or path.endswith("/")
+
+
+def _load_model(name, tokenizer_only, device):
+    """(tokenizer, model or None), or one line: a missing local folder is named as such."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise ValueError(f"{name!r}: no such folder; pass a model folder or a hub id like org/name")
+    path = os.path.expanduser(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer_only:
+            return tokenizer, None
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+    except Exception as e:    # OSError, ValueError, a truncated safetensors file, ...
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"cannot load {name!r}: {first_line}") from None
+    return tokenizer, model
+
+
+def _join_ranks(cuda):
+    """(rank, world) under torchrun, after joining the process group; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), world
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Sample n responses a problem, or check responses sampled elsewhere; report "
+                    "the paper's table (accuracy = avg@n, Avg per domain), pass@k and response "
+                    "length. torchrun --nproc_per_node=N evaluate.py ... shares the samples out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", help="model folder or hub id (not needed with --responses)")
+    ap.add_argument("--data", nargs="+", default=[],
+                    help=f"benchmark names ({', '.join(BENCHMARKS)}), .jsonl/.json/.parquet "
+                         "files (the release's and the benchmarks' own schemas, or rows), or hub "
+                         "names")
+    ap.add_argument("--suite", choices=list(SUITES),
+                    help="the paper's benchmarks (math: " + ", ".join(SUITES["math"]) + "; code: "
+                         + ", ".join(SUITES["code"]) + "; paper: both) and protocol: n 32 for "
+                         "math and 4 for code, 16,384 new tokens (flags override)")
+    ap.add_argument("--responses", help="check these responses instead of sampling (JSONL of "
+                                        "{id, response} or {id, responses: [...]}); no model loads")
+    ap.add_argument("--tokenizer", help="with --responses: count response tokens with this "
+                                        "tokenizer (default: --model's, if given)")
+    ap.add_argument("--n", "--samples", type=int, dest="n",
+                    help="samples per problem (default: 4; --suite: 32 math, 4 code); under "
+                         "torchrun write --samples (torchrun reads --n as its own)")
+    ap.add_argument("--k", type=int, nargs="+", help="report pass@k for these k (default: n)")
+    ap.add_argument("--max-new-tokens", type=int,
+                    help="response length limit (default: 1024; --suite: 16384)")
+    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    ap.add_argument("--enable-thinking", action="store_true",
+                    help="Qwen3 thinking mode (off: the paper's non-thinking mode)")
+    ap.add_argument("--lcb-starter-code", action="store_true",
+                    help="LiveCodeBench prompts show the starter code (the release's do not)")
+    ap.add_argument("--batch-size", type=int, default=16, help="sequences per sample call")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N problems of each")
+    ap.add_argument("--out", default="out/eval_samples.jsonl",
+                    help="JSONL, a sample a line: written to OUT.partial as checked, then "
+                         "renamed to OUT at the end")
+    ap.add_argument("--summary", help="also write the table as one JSON object to this file")
+    ap.add_argument("--seed", type=int, default=0, help="torch seed for sampling")
+    ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage
+    args = ap.parse_args(argv)
+    names = SUITES.get(args.suite, []) + args.data
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = 16384 if args.suite else 1024
+    rules = [(not names, "pass --data NAME_OR_FILE or --suite math|code|paper"),
+             (not (args.model or args.responses),
+              "pass --model (or --responses FILE to check responses sampled elsewhere)"),
+             (args.n is not None and args.n < 1, "--n must be >= 1"),
+             (any(not 1 <= k <= (args.n or k) for k in args.k or []),
+              "every --k must be in 1..--n"),
+             (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
+             (args.batch_size < 1, "--batch-size must be >= 1"),
+             (max_new_tokens < 1, "--max-new-tokens must be >= 1"),
+             (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
+             (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]
+    for bad, message in rules:
+        if bad:
+            ap.error(message)
+    taken = [p for p in args.data + [args.responses] if p and os.path.isfile(p)]   # inputs
+    for flag, path in (("--out", args.out), ("--summary", args.summary)):
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            ap.error(f"{flag} {path!r} is a directory; pass a file path, "
+                     f"e.g. {path.rstrip('/')}/samples.jsonl")
+        if any(os.path.realpath(path) == os.path.realpath(p) for p in taken):
+            ap.error(f"{flag} {path!r} is also an input or --out; pass another file")
+        taken.append(path)
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.access(parent, os.W_OK):
+            ap.error(f"{flag} {path!r}: {parent} is not writable; pass a path you can write to")
+
+    # everything that can fail cheaply fails here, before any model loads
+    groups = {}
+    try:
+        for name in dict.fromkeys(names):
+            for row in load_benchmark(name, lcb_starter_code=args.lcb_starter_code):
+                groups.setdefault(benchmark_of(row), []).append(row)
+        for bench, rows in groups.items():
+            groups[bench] = rows = rows[:args.limit]
+            for i, row in enumerate(rows):
+                row.setdefault("id", i)
+            ids = [str(row["id"]) for row in rows]
+            if len(set(ids)) < len(ids):
+                raise ValueError(f"{bench}: two rows share the id "
+                                 f"{next(i for i in ids if ids.count(i) > 1)!r}")
+        found = unmatched = None
+        if args.responses:
+            found, unmatched = _read_responses(args.responses, groups)
+    except (ValueError, OSError) as e:
+        ap.error(str(e))
+    rank, world = 0, 1
+    if args.responses:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            ap.error("--responses checks on one process; run it without torchrun")
+        records = _check_responses(args, groups, found, unmatched, ap)
+    else:
+        records, rank, world, partial = _sample_and_check(args, groups, max_new_tokens, ap)
+    if rank == 0:
+        _report(args, records)
+    if not args.responses:
+        os.remove(partial)
+    if world > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+def _check_responses(args, groups, found, unmatched, ap):
+    """Records of the responses in `found`, checked like sampled ones."""
+    tokenizer = None
+    if args.tokenizer or args.model:
+        try:
+            tokenizer = _load_model(args.tokenizer or args.model, True, "cpu")[0]
+        except ValueError as e:
+            ap.error(str(e))
+    if unmatched:
+        print(f"{len(unmatched)} responses match no row and are left out (first ids: "
+              f"{unmatched[:3]})")
+    missing = sum(len(rows) for rows in groups.values()) - len(found)
+    if missing:
+        print(f"{missing} problems have no responses and are left out")
+    pairs = [(groups[bench][i], texts) for (bench, i), texts in sorted(
+        found.items(), key=lambda item: (list(groups).index(item[0][0]), item[0][1]))]
+    print(f"{len(pairs)} problems, {sum(len(t) for _, t in pairs)} responses, "
+          f"sandbox: {sandbox_mode()}")
+    flat = [(row, j, y) for row, texts in pairs for j, y in enumerate(texts)]
+    correct = check_many([row for row, _, _ in flat], [y for _, _, y in flat])
+    return [_record(row, row["id"], j, y, c, tokenizer) for (row, j, y), c in zip(flat, correct)]
+
+
+def _sample_and_check(args, groups, max_new_tokens, ap):
+    """(records, rank, world, partial): n samples per problem, this rank's share written to the
+    `partial` file as they are checked; with torchrun, rank 0 receives every rank's records."""
+    import torch
+    cuda = torch.cuda.is_available()
+    rank, world = _join_ranks(cuda)
+    device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    torch.manual_seed(args.seed + rank)
+    try:
+        tokenizer, model = _load_model(args.model, False, device)
+    except ValueError as e:
+        ap.error(f"--model: {e}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    partial = f"{args.out}.partial" if world == 1 else f"{args.out}.rank{rank}.partial"
+    if rank == 0:
+        print(f"{sum(map(len, groups.values()))} problems, {world} process(es), sandbox: "
+              f"{sandbox_mode()}, device: {device}")
+    records = []
+    with open(partial, "w") as out:
+        for bench, rows in groups.items():
+            domain = _domain_of(rows[0])
+            n = args.n or (PAPER_N.get(domain, 4) if args.suite else 4)
+            records += evaluate_model(model, tokenizer, rows, n, max_new_tokens, args.temperature,
+                                      args.top_p, args.batch_size, args.k, progress=rank == 0,
+                                      enable_thinking=args.enable_thinking, out=out, rank=rank,
+                                      world=world)[1]
+    if world > 1:
+        import torch.distributed as dist
+        gathered = [None] * world
+        dist.all_gather_object(gathered, records)
+        order = {(b, str(row["id"])): (list(groups).index(b), i)
+                 for b, rows in groups.items() for i, row in enumerate(rows)}
+        records = sorted((r for part in gathered for r in part),
+                         key=lambda r: (*order[r["benchmark"], str(r["id"])], r["sample"]))
+    return records, rank, world, partial
+
+
+def _report(args, records):
+    """Write the records (replacing --out at once), print the tables, write --summary."""
+    _write_atomically(args.out, "".join(json.dumps(r) + "\n" for r in records))
+    summary = summarize(records, args.k)
+    name = args.responses or args.model
+    print(format_table(_paper_table(summary, name), first="accuracy %"))
+    print()
+    print(format_table(_details_table(summary), first="benchmark"))
+    print(f"wrote {len(records)} samples to {args.out}")
+    if args.summary:
+        _write_atomically(args.summary, json.dumps({
+            "model": name, "benchmarks": summary, "average": _domain_averages(summary)},
+            indent=1) + "\n")
+
+
+def _write_atomically(path, data):
+    """Write bytes or text to `path` through a temporary file and a rename: readers see the old
+    file or the whole new one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+# -----------------------------------------------------------------------------
+# Math internals
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BOXED_WHOLE = re.compile(r"\\(?:boxed|fbox)\s*\{(.*)\}", re.DOTALL)
@@ -1284,182 +2327,7 @@ def _sympy_helper():
 
 
 # -----------------------------------------------------------------------------
-# Code: does the response's program pass the tests? (sandboxed)
-
-MAX_OUTPUT = 1 << 20      # bytes kept of a program's stdout and of its stderr
-MAX_FRAME = 64 << 20      # bytes: the largest message the tests' process takes from the program's
-FILE_SIZE_MB = 64         # RLIMIT_FSIZE: the largest file a program may write
-TMPFS_MB = 64             # isolated mode: the private /tmp (/var/tmp, /dev/shm, /run: 8 MiB each)
-MAX_PROCS = 128           # RLIMIT_NPROC (processes + threads) under the fresh uid
-MAX_OPEN_FILES = 256      # RLIMIT_NOFILE
-MAX_TIMEOUT = 3600.0      # seconds: the largest timeout accepted
-WALL_FACTOR = 3           # a run is killed after WALL_FACTOR * timeout + 2 s of wall clock
-SANDBOX_SLOTS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)   # runs at once: one per CPU this process may use
-
-
-def check_code(response, tests, timeout=10.0, entry_point=None, memory_mb=1024, prelude="",
-               call=None):
-    """Does the program in `response` (its last ```python block, else the whole text) pass `tests`?
-
-    `tests` is assert-style code (HumanEval, MBPP), or [{"input", "output"}] stdin/stdout pairs
-    (LiveCodeBench, APPS; output compared by LiveCodeBench's rule, same_output), maybe as a JSON
-    string. `entry_point`, for assert tests: the one name the tests take from the program
-    (HumanEval's, EvalPlus's); without it they see all its names (run_python). `prelude`: code run
-    before the program (LiveCodeBench's imports). `call`: the tests reach the program's function
-    of that name (Solution().call when the program defines class Solution, as LiveCodeBench and
-    APPS do) as `gopd_entry`, the one name they take from it. Bad tests (empty, only comments, no
-    assert or call, not Python), a bad entry point or a bad timeout (CPU seconds) are the caller's
-    error: ValueError. A bad program (not text, crashes, wrong) is False.
-
-    Against assert tests the program is imported as a module named "solution": its `if __name__
-    == "__main__":` blocks are skipped, as in HumanEval's harness, and an error or exit in its
-    top-level code (a usage block, unittest.main()) is printed but does not fail the check: the
-    tests decide. They run in a process of their own and see the program's results as data.
-
-    Copying it: it needs run_python and Linux; run_python says what each sandbox mode guarantees.
-    One sandbox run per stdin/stdout pair, one for all assert tests.
-    """
-    tests = _parse_tests(tests)
-    if call is not None:
-        entry_point = "gopd_entry"
-    _validate_run_args(prelude, timeout=timeout,
-                       tests=tests if isinstance(tests, str) else None, memory_mb=memory_mb,
-                       entry_point=entry_point)
-    program = extract_code(response) if isinstance(response, str) else None
-    if program is None or not _is_utf8(program):
-        return False
-    program = prelude + program
-    if call is not None:
-        target = f"Solution().{call}" if "class Solution" in program else call
-        program += f"\n\n\ndef gopd_entry(*args):\n    return {target}(*args)\n"
-    if isinstance(tests, str):
-        return run_python(program, tests=tests, timeout=timeout, memory_mb=memory_mb,
-                          entry_point=entry_point).ok
-    for stdin, expected in tests:
-        result = run_python(program, stdin=stdin, timeout=timeout, memory_mb=memory_mb)
-        if not result.ok or not same_output(result.stdout, expected):
-            return False
-    return True
-
-
-def run_python(program, stdin="", timeout=10.0, memory_mb=1024, isolated=None, tests=None,
-               entry_point=None):
-    """Run `program` in the sandbox, as a script reading `stdin`, or, with assert-style `tests`, as
-    a module the tests call from another process. Returns a RunResult.
-
-    isolated=None: the strongest mode this machine gives (sandbox_status()); True: the isolated
-    mode, else RuntimeError; False: no namespaces (the uid mode where root can use it, else basic).
-    With GOPD_REQUIRE_ISOLATION=1 in the environment any mode but isolated is a RuntimeError. The
-    first run prints the mode and its reason to stderr, unless sandbox_status() was called first.
-
-    Copying it: Linux only. It runs this interpreter (`sys.executable -I`) under _HARNESS, a
-    supervisor that starts the program's process (and the tests'), waits, and kills the rest.
-
-    Every run:
-      - a fresh `python -I` with an empty environment (PATH, HOME, TMPDIR, LANG and thread counts
-        set: no tokens or keys); rlimits per process on address space (`memory_mb`), CPU time, file
-        size, open files and core dumps; stdout and stderr capped at MAX_OUTPUT bytes each;
-      - `timeout` is CPU time per process (RLIMIT_CPU, whole seconds rounded up), so a loaded
-        machine does not fail correct code; WALL_FACTOR * timeout + 2 s of wall clock ends a run
-        (a sleeping program), counted by this process and by the supervisor. At most SANDBOX_SLOTS
-        runs execute at once (one per CPU); the others wait for a slot first;
-      - nothing outlives this process: the supervisor ends the run as soon as this process dies,
-        however it dies (a pipe only this process holds reads end-of-file; should a forked child of
-        this process hold it too, the supervisor's wall clock ends the run), the processes it
-        starts die with it (parent-death signal), and a later run removes the directory a dead
-        host left.
-    With `tests`:
-      - the tests run in a process of their own: the test code and the pass token are never in the
-        program's process (whose open files are stdin, stdout, stderr and its end of a socket), so
-        it cannot read them, and its builtins, tracers, threads and forks cannot change the tests;
-      - the socket carries data only: length-framed JSON, with tags for tuple, set, frozenset,
-        bytes, bytearray, complex, big ints, non-finite floats and dicts with any keys; no pickle. A
-        call sends its arguments and gets back the result, reduced in the program's process: plain
-        data as itself; a subclass of dict, list, tuple, set, frozenset, str, int, float, complex or
-        bytes as its base type's value (a Counter equals a dict, a str Enum its string; an int
-        subclass loses its __eq__); a standard-library module by name, imported by the tests from
-        the standard library's own directories; anything else (or a value that cannot be sent, a
-        cyclic list) as a handle the tests can call, take attributes of and test for truth (bool()
-        runs in the program's process), which equals nothing and cannot be hashed, ordered,
-        iterated or converted. The program's process holds its end of the socket, so it
-        can write frames itself: that chooses a return value, nothing more. The tests' process
-        reads one numbered frame per request; a malformed, unasked-for or over-MAX_FRAME frame or a
-        closed socket fails the tests, a partial one runs into the wall clock;
-      - names: with `entry_point` (HumanEval) the tests take only that name from the program, so a
-        program's own `abs` or `math` changes nothing of theirs. Without it (MBPP's raw asserts)
-        every name they mention that the program defines is the program's, builtin names
-        included (`def sum`), as in a single-process harness: such tests trust a name they take
-        from the program. Arguments go by value (an in-place mutation is not seen).
-      - big results: tests that mention `gopd_digest` get gopd_digest(f, *args), the sha256 of
-        f(*args)'s canonical JSON (evaluate.py's _digest), computed in the program's process so
-        that a result of GBs never crosses; a program that tampers with it can only choose the
-        string, as it chooses any return value.
-    Modes:
-      - "isolated" (root with util-linux `unshare`): new PID, mount, IPC and network namespaces: no
-        network (not even the host's 127.0.0.1 or abstract unix sockets), no view of host
-        processes, every process of the run (setsid daemons too) dies with it; fresh unprivileged
-        uids (one for the program, one for the tests; no groups, no_new_privs): RLIMIT_NPROC
-        bounds fork bombs, the program cannot signal or read the tests' process, and host files
-        are only as open to it as to any other user; the whole host file system read-only, private
-        tmpfs mounts on /tmp (TMPFS_MB), /var/tmp, /dev/shm and /run (8 MiB each). A directory the
-        fresh uid cannot enter but the interpreter lives under (/root/.pyenv) shows just that tree.
-      - "uid" (root where namespaces are refused, as in a Docker container without CAP_SYS_ADMIN):
-        the same fresh uids, and every process of the program's uid killed at the end; but the
-        network is open, host processes are visible, and host files are writable where any user
-        may write (/tmp, world-writable files).
-      - "basic" (not root, or root where a fresh uid cannot run this interpreter): the program runs
-        as you: it can read and change your files, read your other processes' memory, use the
-        network, and a setsid daemon survives. Not as root, it still cannot read or change the
-        tests' process (not dumpable; killing it fails the run); as root it can do anything.
-    Not covered in any mode: world-readable host files stay readable; memory and CPU are bounded per
-    process, not per sandbox; there is no seccomp filter (a kernel exploit is out of scope); a unix
-    socket elsewhere on the host with a world-writable mode is reachable.
-    """
-    _validate_run_args(program=program, stdin=stdin, tests=tests, timeout=timeout,
-                       memory_mb=memory_mb, entry_point=entry_point)
-    config = _sandbox_config(namespaces=isolated is not False)
-    if (isolated or _isolation_required()) and config["mode"] != "isolated":
-        raise RuntimeError(_refusal(config))
-    _announce(config)
-    with _run_slots:
-        return _run_sandbox(program, stdin, tests, timeout, memory_mb, config, entry_point)
-
-
-class RunResult(NamedTuple):
-    ok: bool              # ran to its end: exit status 0 and the harness's pass token seen
-    returncode: int       # the deciding process's exit status (128 + N: killed by signal N)
-    stdout: str
-    stderr: str
-    timed_out: bool       # CPU or wall-clock limit reached
-    truncated: bool       # stdout or stderr went past MAX_OUTPUT and was cut
-
-
-def sandbox_mode():
-    """'isolated', 'uid' or 'basic': the guarantees run_python gives here (it lists them)."""
-    return _sandbox_config()["mode"]
-
-
-def sandbox_status(require=False):
-    """(mode, reason): sandbox_mode() and one line saying why, for a caller to log once (run_python
-    then does not print it). `require`, or GOPD_REQUIRE_ISOLATION=1 in the environment, makes any
-    mode but "isolated" a RuntimeError with one line naming the reason and the fix."""
-    config = _sandbox_config()
-    if (require or _isolation_required()) and config["mode"] != "isolated":
-        raise RuntimeError(_refusal(config))
-    with _announce_lock:
-        _announced.add(config["mode"])
-    return config["mode"], config["reason"]
-
-
-def extract_code(response):
-    """The last ```python (or ```py) block; else the last plain ``` block; else the whole text."""
-    tagged = re.findall(r"```(?:python3?|py)[ \t]*\n(.*?)```", response, re.DOTALL | re.IGNORECASE)
-    if tagged:
-        return tagged[-1]
-    plain = re.findall(r"```[ \t]*\n(.*?)```", response, re.DOTALL)
-    return plain[-1] if plain else response
-
+# Sandbox internals
 
 def _parse_tests(tests):
     """Assert-style code (checked: Python that asserts or calls something at top level), or a list
@@ -1504,14 +2372,6 @@ def _as_text(x):
     if isinstance(x, list) and all(isinstance(line, str) for line in x):
         return "\n".join(x)
     return x if isinstance(x, str) else None
-
-
-def same_output(actual, expected):
-    """LiveCodeBench's stdout rule: after stripping the whole text and then each line, the same
-    number of lines, each equal, or equal as sequences of decimal numbers (1.0 and 1, 1e3 and
-    1000)."""
-    got, want = _output_lines(actual), _output_lines(expected)
-    return len(got) == len(want) and all(map(_same_line, got, want))
 
 
 def _output_lines(text):
@@ -2406,7 +3266,7 @@ main(json.loads(sys.argv[1]))
 
 
 # -----------------------------------------------------------------------------
-# Rows: reading and validating them, checking a response against its row, pass@k
+# Benchmarks
 
 # The release's prompts, exact text (its math_eval/eval_math.py, its EvalPlus codegen.py and
 # provider/utility.py, and LiveCodeBench's Qwen3NonThinking prompt in its lcb_runner).
@@ -2488,16 +3348,6 @@ def _evalplus_file(benchmark):
     return path
 
 
-def _write_atomically(path, data):
-    """Write bytes or text to `path` through a temporary file and a rename: readers see the old
-    file or the whole new one."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _aime24():
     """AIME 2024 is ids 60-89 of AI-MO's 2022-24 validation set."""
     return [r for r in _hub_rows("AI-MO/aimo-validation-aime", "train") if 60 <= int(r["id"]) <= 89]
@@ -2530,57 +3380,6 @@ SUITES = {"math": ["aime24", "aime25", "hmmt25-feb", "hmmt25-nov"],
           "code": ["humaneval+", "mbpp+", "lcb-v6"]}
 SUITES["paper"] = SUITES["math"] + SUITES["code"]
 PAPER_N = {"math": 32, "code": 4}   # samples per problem: avg@32 for math, avg@4 for code
-
-
-def load_benchmark(path_or_name, lcb_starter_code=False):
-    """Evaluation rows of a benchmark name (BENCHMARKS), or of a .jsonl / .json / .parquet file or
-    a datasets hub name whose rows are in a known schema (SCHEMAS) or already rows; every row
-    validated (validate_row): ValueError with one line naming the row otherwise, before any model
-    loads. lcb_starter_code: LiveCodeBench prompts show the starter code (the release's omit it)."""
-    name = os.fspath(path_or_name)
-    if name.lower() in BENCHMARKS:
-        label, raw = name.lower(), BENCHMARKS[name.lower()][1]()
-    elif not os.path.exists(name) and "/" not in name and "." not in name:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}; or pass a "
-                         ".jsonl/.json/.parquet file, or a hub id org/name")
-    else:
-        label, raw = _file_label(name), read_rows(name, split="test")
-    rows = as_rows(raw, label, name, lcb_starter_code)
-    if not rows:
-        raise ValueError(f"{name}: no rows")
-    if "prompt" not in rows[0]:
-        known = "; ".join(", ".join(sorted(needed)) for needed, _ in SCHEMAS)
-        raise ValueError(f"{name}: columns {sorted(rows[0])[:8]} match no known schema ({known}) "
-                         "and rows have no 'prompt'")
-    for i, row in enumerate(rows):
-        try:
-            validate_row(row)
-        except ValueError as e:
-            raise ValueError(f"{name} row {i}: {e}") from None
-    return rows
-
-
-def _file_label(path):
-    """A local file's benchmark name: its stem, or its folder's name for a generic stem (the
-    release's data/hmmt25_feb/test.jsonl is hmmt25-feb)."""
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if stem in ("test", "train", "validation", "val"):
-        stem = os.path.basename(os.path.dirname(os.path.abspath(path))) or stem
-    return stem.lower().replace("_", "-")
-
-
-def as_rows(raw, label, source, lcb_starter_code=False):
-    """Rows (prompt, domain, answer or tests, benchmark, id) from rows in one of SCHEMAS, picked by
-    the first row's columns (ValueError with one line for a later row without them); rows that
-    match no schema are returned as they are."""
-    for needed, convert in SCHEMAS:
-        if raw and needed <= set(raw[0]):
-            for i, row in enumerate(raw):
-                if not needed <= set(row):
-                    raise ValueError(f"{source} row {i}: missing {sorted(needed - set(row))}, "
-                                     "which the first row has")
-            return convert(raw, label, lcb_starter_code)
-    return raw
 
 
 def _math_rows(raw, label, lcb_starter_code):
@@ -3077,798 +3876,6 @@ SCHEMAS = [
     ({"problem", "answer"}, _math_rows),
     ({"question", "answer"}, _math_rows),
 ]
-
-
-def read_rows(path_or_name, split):
-    """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of
-    rows, .parquet (read with datasets); any other name that is not a file is a datasets hub name,
-    loaded with `split`. ValueError with one line naming the file (and, for JSONL, the line)
-    otherwise."""
-    name = os.fspath(path_or_name)
-    ext = os.path.splitext(name)[1].lower()
-    if os.path.isfile(name):
-        if ext == ".jsonl":
-            rows, where = _read_jsonl(name), "line"
-        elif ext == ".json":
-            rows, where = dict(enumerate(_read_json(name))), "row"
-        elif ext == ".parquet":
-            rows = dict(enumerate(_read_with_datasets("parquet", split="train", data_files=name)))
-            where = "row"
-        else:
-            raise ValueError(f"{name}: unknown file type {ext or '(none)'!r}; "
-                             "use .jsonl, .json or .parquet")
-    elif ext in (".jsonl", ".json", ".parquet"):
-        raise ValueError(f"{name!r} is neither a file nor a loadable dataset: no such file; "
-                         "check the path")
-    else:
-        rows, where = dict(enumerate(_read_with_datasets(name, split=split))), "row"
-    for i, row in rows.items():
-        if not isinstance(row, dict):
-            raise ValueError(f"{name} {where} {i}: a JSON {type(row).__name__}, "
-                             "not an object with a 'prompt'")
-    return list(rows.values())
-
-
-def _read_jsonl(path):
-    """{file line number: row}."""
-    rows = {}
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path} line {number}: not valid UTF-8 (byte {e.start}); "
-                                 "save the file as UTF-8") from None
-            if line.strip():
-                try:
-                    rows[number] = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path} line {number}: not valid JSON ({e.msg}, column "
-                                     f"{e.colno}); the file needs one JSON object per line"
-                                     ) from None
-    return rows
-
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 (byte {e.start}); "
-                         "save the file as UTF-8") from None
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as e:
-        hint = "; it looks like JSON Lines: name it .jsonl" if e.msg == "Extra data" else ""
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})"
-                         f"{hint}") from None
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: a JSON {type(rows).__name__}, not a list of rows; "
-                         "a .json file holds one list")
-    return rows
-
-
-def _read_with_datasets(name, **kwargs):
-    import datasets
-    try:
-        return datasets.load_dataset(name, **kwargs).to_list()
-    except Exception as e:
-        if "data_files" in kwargs:
-            first_line = (str(e).strip().splitlines() or [""])[0][:200]
-            raise ValueError(f"{kwargs['data_files']}: cannot read parquet "
-                             f"({type(e).__name__}: {first_line})") from None
-        raise ValueError(f"{name!r} is neither a file nor a loadable dataset ({type(e).__name__}); "
-                         "check the path, or pass a .jsonl/.json/.parquet file") from None
-
-
-def validate_prompt(prompt):
-    """A prompt is a non-empty string or a non-empty list of {"role": str, "content": str}
-    messages; ValueError with one line otherwise."""
-    if isinstance(prompt, str) and prompt.strip():
-        return
-    if isinstance(prompt, list) and prompt and all(map(_is_message, prompt)):
-        return
-    shown = repr(prompt)
-    if len(shown) > 60:
-        shown = shown[:60] + "..."
-    raise ValueError(f"bad prompt {shown}: a prompt is a non-empty string or a list of "
-                     "{\"role\": ..., \"content\": ...} chat messages")
-
-
-def _is_message(m):
-    return isinstance(m, dict) and all(isinstance(m.get(k), str) for k in ("role", "content"))
-
-
-def validate_row(row):
-    """ValueError with one line unless `row` can be checked: a prompt, a domain, a non-empty answer
-    (math: string or number) or valid tests (code, see check_code), and valid optional fields:
-    'timeout', 'entry_point', 'memory_mb', 'prelude' and 'call' (check_code)."""
-    if not isinstance(row, dict):
-        raise ValueError(f"a {type(row).__name__}, not a row object")
-    if "prompt" not in row:
-        raise ValueError("no 'prompt'; each row needs a prompt and an 'answer' (math) or "
-                         "'tests' (code)")
-    validate_prompt(row["prompt"])
-    if _domain_of(row) == "math":
-        answer = row.get("answer")
-        is_answer = isinstance(answer, (str, int, float)) and not isinstance(answer, bool)
-        if not is_answer or not str(answer).strip():
-            raise ValueError(f"'answer' must be a non-empty string or number, "
-                             f"got {str(answer)[:40]!r}")
-        return
-    if "tests" not in row:
-        raise ValueError("a code row without 'tests'")
-    tests = _parse_tests(row["tests"])
-    _row_timeout(row)
-    _validate_run_args(tests=tests if isinstance(tests, str) else None,
-                       memory_mb=row.get("memory_mb", 1024), entry_point=row.get("entry_point"))
-    if not isinstance(row.get("prelude", ""), str):
-        raise ValueError("'prelude' must be Python code (a string)")
-    call = row.get("call")
-    if call is not None and not (isinstance(call, str) and call.isidentifier()
-                                 and isinstance(tests, str)):
-        raise ValueError(f"'call' must be a Python name, with assert tests, got {call!r}")
-
-
-def _domain_of(row):
-    """'math' or 'code': the row's 'domain' (or 'task'), else what its 'answer' or 'tests' says."""
-    domain = row.get("domain") or row.get("task")
-    if domain in ("math", "code"):
-        return domain
-    if domain is None and ("answer" in row) != ("tests" in row):
-        return "math" if "answer" in row else "code"
-    raise ValueError(f"row has domain {domain!r}: set 'domain' to 'math' (with 'answer') or "
-                     "'code' (with 'tests')")
-
-
-def _row_timeout(row):
-    timeout = row.get("timeout", 10.0)
-    if not _is_timeout(timeout):
-        raise ValueError(f"'timeout' must be a number of seconds in (0, {MAX_TIMEOUT:g}], "
-                         f"got {timeout!r}")
-    return timeout
-
-
-def benchmark_of(row):
-    """The name a row's accuracy is reported under: its 'benchmark', else its domain."""
-    return row.get("benchmark") or _domain_of(row)
-
-
-def check(row, response):
-    """Check one response against its row: math needs row['answer'], code needs row['tests'] (and
-    optional 'timeout', CPU seconds, 'entry_point', 'memory_mb', 'prelude' and 'call': see
-    check_code). A bad row raises ValueError; validate_row finds it first."""
-    if _domain_of(row) == "math":
-        return check_math(response, row["answer"])
-    return check_code(response, row["tests"], timeout=_row_timeout(row),
-                      entry_point=row.get("entry_point"), memory_mb=row.get("memory_mb", 1024),
-                      prelude=row.get("prelude", ""), call=row.get("call"))
-
-
-def check_many(rows, responses, workers=None):
-    """check() each (row, response) pair in a thread pool. Code checks wait for a sandbox slot
-    (SANDBOX_SLOTS at once), math checks do not."""
-    with ThreadPoolExecutor(max_workers=workers or 2 * (os.cpu_count() or 1)) as pool:
-        return list(pool.map(check, rows, responses))
-
-
-def pass_at_k(n, c, k):
-    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021):
-    1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-# -----------------------------------------------------------------------------
-# Sampling: one rule for gopd's rollouts and for evaluation
-
-def sample(model, input_ids, attention_mask, *, max_new_tokens, temperature, top_p, stop_ids,
-           pad_id):
-    """The one sampling rule of gopd and evaluate.py: left-padded input_ids [B, P] -> sequences
-    [B, P+R] (R <= max_new_tokens; rows that stop early are padded with pad_id after their stop
-    token). temperature 0 is greedy; otherwise each token is drawn from softmax(logits /
-    temperature) with top-p (nucleus) filtering and nothing else; at top-p 1, the only value gopd
-    trains with, the sampled distribution is the one gopd scores. One generate call: it runs until
-    its longest response ends, and a row that stopped keeps computing padding until then;
-    sample_staged drops it.
-
-    transformers fills every generation setting left unset from the checkpoint's
-    generation_config.json (top_k, min_p, repetition_penalty, ...), any of which would change what
-    is sampled; so the config passed sets top_k=0 (the library's default is 50) and leaves every
-    other processor neutral.
-
-    Copying it: `model` is an unwrapped Hugging Face causal LM (call it on a DDP wrapper's
-    .module); its generation_config is swapped for a blank one during the call and put back after,
-    so no other thread may use that model meanwhile.
-    """
-    config = _sampling_config(max_new_tokens, temperature, top_p, stop_ids, pad_id)
-    return _generate(model, config, input_ids=input_ids, attention_mask=attention_mask)
-
-
-def sample_staged(model, prompts, *, max_new_tokens, temperature, top_p, stop_ids, pad_id,
-                  rows_per_call, keep=0.9, progress=False):
-    """sample's rule on a pool of rows, with finished rows leaving the batch: prompts (lists of
-    ids) -> (responses, stats). Each response is a list of ids ending at its first stop token, or
-    max_new_tokens long; stats["row_steps"][i] counts the decode steps row i held a slot in a
-    batch (its real tokens and, while it waited for a call to end, padding), stats["prefill"] the
-    tokens prefilled (prompts, prefixes computed again, padding), stats["calls"] the generate calls.
-
-    A batch is the longest waiting rows, as many as rows_per_call(width, new) allows for a call
-    that starts at `width` columns (left padding included) and generates up to `new` tokens:
-    the caller's memory budget. Each call may at most double its rows' length (so the batch is
-    sized by the KV cache of this stage, not of max_new_tokens), and ends early once fewer than
-    `keep` of its rows are still going. Then the finished rows leave, dropped from the sequences
-    and from generate's KV cache, and the others continue from that cache, with nothing
-    recomputed. Rows the next stage's budget cannot hold wait (the shortest ones), and when the
-    batch has shrunk to half what its budget holds while rows wait, its rows join them and the
-    longest waiting rows form a new, full batch. A row that waited starts again from its prefix,
-    prompt + response so far, prefilled anew. Exact: a continuation sampled after a prefix, with
-    the same positions and attention, has the distribution of an uninterrupted one, and greedy
-    rows are the same tokens (up to floating-point ties).
-
-    Copying it: as for sample, plus the model's cache must support batch_select_indices
-    (transformers' DynamicCache does)."""
-    import torch
-    from tqdm import tqdm
-    from transformers import StoppingCriteriaList
-    device = next(model.parameters()).device
-    stops = set(stop_ids)
-    cache_name = _cache_name()
-    responses = [[] for _ in prompts]
-    row_steps, prefill, calls = [0] * len(prompts), 0, 0
-    waiting = list(range(len(prompts)))
-    bar = tqdm(total=len(prompts), desc="generate", disable=not progress)
-
-    def prefix(i):
-        return len(prompts[i]) + len(responses[i])
-    while waiting:
-        waiting.sort(key=prefix, reverse=True)
-        width = prefix(waiting[0])
-        todo = max(max_new_tokens - len(responses[i]) for i in waiting)
-        take = max(1, rows_per_call(width, max(1, min(width, todo))))
-        batch, waiting = waiting[:take], waiting[take:]
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), width), dtype=torch.long)
-        for k, i in enumerate(batch):
-            ids[k, width - prefix(i):] = torch.tensor(prompts[i] + responses[i])
-            attn[k, width - prefix(i):] = 1
-        ids, attn, cache = ids.to(device), attn.to(device), None
-        prefill += ids.numel()
-        while batch:
-            width = ids.shape[1]
-            left = [max_new_tokens - len(responses[i]) for i in batch]
-            new = max(1, min(width, max(left)))
-            config = _sampling_config(new, temperature, top_p, stop_ids, pad_id,
-                                      return_dict_in_generate=True)
-            stop = _stop_when_sparse(torch.tensor(left, device=device), width,
-                                     torch.tensor(sorted(stops), device=device), keep)
-            out = _generate(model, config, input_ids=ids, attention_mask=attn,
-                            stopping_criteria=StoppingCriteriaList([stop]),
-                            **{cache_name: cache})
-            seq, cache, calls = out.sequences, out[cache_name], calls + 1
-            steps = seq.shape[1] - width
-            going = []
-            for k, (i, tokens) in enumerate(zip(batch, seq[:, width:].tolist())):
-                row_steps[i] += steps
-                tokens = tokens[:left[k]]
-                end = next((j + 1 for j, t in enumerate(tokens) if t in stops), None)
-                responses[i] += tokens[:end]
-                if end is None and len(responses[i]) < max_new_tokens:
-                    going.append(k)
-            bar.update(len(batch) - len(going))
-            if not going:
-                break
-            todo = max(left[k] for k in going) - steps
-            room = max(1, rows_per_call(seq.shape[1], max(1, min(seq.shape[1], todo))))
-            if waiting and len(going) <= room // 2:  # half empty: re-pack with the waiting rows
-                waiting += [batch[k] for k in going]
-                break
-            going.sort(key=lambda k: len(responses[batch[k]]), reverse=True)
-            waiting += [batch[k] for k in going[room:]]  # the next stage holds fewer rows
-            going = going[:room]
-            index = torch.tensor(going, device=device)
-            ids = seq[index]
-            attn = torch.cat([attn, attn.new_ones(len(batch), steps)], 1)[index]
-            cache.batch_select_indices(index)
-            batch = [batch[k] for k in going]
-    bar.close()
-    return responses, {"row_steps": row_steps, "prefill": prefill, "calls": calls}
-
-
-def _stop_when_sparse(left, width, stops, keep):
-    """A generate stopping criterion: a row is done at a stop token or after its `left` tokens,
-    and every row is, so that the call ends, once fewer than `keep` of them are still going.
-    Tensors only, so it adds no host-device sync to the step."""
-    import torch
-    done = torch.zeros_like(left, dtype=torch.bool)
-
-    def criterion(input_ids, scores, **kwargs):
-        nonlocal done
-        done = done | torch.isin(input_ids[:, -1], stops) | (left <= input_ids.shape[1] - width)
-        return done | ((~done).sum() < keep * len(done))
-    return criterion
-
-
-def _sampling_config(max_new_tokens, temperature, top_p, stop_ids, pad_id, **extra):
-    """sample's rule as a GenerationConfig: greedy at temperature 0, else softmax(logits / T) with
-    top-p; top_k=0 and every other processor neutral, whatever the checkpoint says."""
-    from transformers import GenerationConfig
-    greedy = temperature == 0
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=not greedy, num_beams=1,
-                            top_k=0, temperature=1.0 if greedy else float(temperature),
-                            top_p=1.0 if greedy else float(top_p), pad_token_id=pad_id,
-                            eos_token_id=list(stop_ids) or None, use_cache=True, **extra)
-
-
-def _generate(model, config, **kwargs):
-    """model.generate with `config` alone: the model's own generation_config is swapped for a blank
-    one during the call (transformers would fill unset settings from it) and put back after. The
-    model is whole on this process (gopd gathers an FSDP student first), so no step waits for other
-    ranks (transformers would, for an FSDP module): ranks may make different numbers of calls."""
-    import torch
-    from transformers import GenerationConfig
-    saved = model.generation_config
-    model.generation_config = GenerationConfig()
-    try:
-        with torch.no_grad():
-            return model.generate(generation_config=config, synced_gpus=False, **kwargs)
-    finally:
-        model.generation_config = saved
-
-
-def _cache_name():
-    """generate's KV-cache argument and output: transformers 5.2x renamed past_key_values to cache
-    (the old name warns, and goes in 6.0)."""
-    from transformers.generation import GenerateDecoderOnlyOutput
-    fields = GenerateDecoderOnlyOutput.__dataclass_fields__
-    return "cache" if "cache" in fields else "past_key_values"
-
-
-def prompt_ids(tokenizer, prompt, enable_thinking=False):
-    """The token ids a model sees for `prompt`: render_prompt's text, with the tokenizer's own
-    special tokens (a BOS, ...) added only to raw text, since a chat template writes the ones it
-    needs. ValueError for chat messages without a chat template."""
-    text = render_prompt(tokenizer, prompt, enable_thinking)
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    return tokenizer(text, add_special_tokens=not templated).input_ids
-
-
-def render_prompt(tokenizer, prompt, enable_thinking=False):
-    """The text the model sees: the chat template (with the generation prompt) when the tokenizer
-    has one, else the raw prompt. enable_thinking=False is Qwen3's non-thinking mode, as in the
-    paper; templates without the switch ignore it."""
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                             enable_thinking=enable_thinking)
-    if not isinstance(prompt, str):
-        raise ValueError("prompt is a list of chat messages but the tokenizer has no chat "
-                         "template; use a chat model's tokenizer or plain-string prompts")
-    return prompt
-
-
-def stop_ids(tokenizer, model):
-    """Token ids that end a response, sorted: the tokenizer's EOS and the model's generation_config
-    EOS (an int or a list: chat models often stop at both <|im_end|> and <|endoftext|>)."""
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(eos, (list, tuple)):
-        ids.update(eos)
-    elif eos is not None:
-        ids.add(eos)
-    return sorted(int(i) for i in ids)
-
-
-def generate(model, tokenizer, prompts, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
-             batch_size=16, progress=False, enable_thinking=False, staged=True):
-    """n sampled responses per prompt (a list of lists of strings), each decoded up to its first
-    stop token. staged (the default): sample_staged, with the memory of `batch_size` sequences of
-    the longest prompt + max_new_tokens per call (shorter stages hold more rows); else one
-    `sample` call per `batch_size` sequences."""
-    from tqdm import tqdm
-    encoded = [prompt_ids(tokenizer, p, enable_thinking) for p in prompts]
-    ids = [x for x in encoded for _ in range(n)]
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id
-    stops = stop_ids(tokenizer, model)
-    rule = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                stop_ids=stops, pad_id=pad_id)
-    if staged:
-        budget = batch_size * (max(map(len, ids), default=0) + max_new_tokens)
-
-        def rows_per_call(width, new):  # batch_size full-length rows' worth of tokens
-            return max(1, budget // (width + new))
-        responses, _ = sample_staged(model, ids, **rule, rows_per_call=rows_per_call,
-                                     progress=progress)
-    else:
-        device = next(model.parameters()).device
-        responses = []
-        for start in tqdm(range(0, len(ids), batch_size), desc="generate", disable=not progress):
-            batch = tokenizer.pad({"input_ids": ids[start:start + batch_size]},
-                                  padding_side="left", return_tensors="pt").to(device)
-            seqs = sample(model, batch["input_ids"], batch["attention_mask"], **rule)
-            responses += seqs[:, batch["input_ids"].shape[1]:].tolist()
-    out = []
-    for response in responses:
-        ends = [i for i, t in enumerate(response) if t in stops]
-        out.append(tokenizer.decode(response[:ends[0]] if ends else response,
-                                    skip_special_tokens=True))
-    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-
-# -----------------------------------------------------------------------------
-# Driver: sample, check, report
-
-def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
-                   batch_size=16, ks=None, progress=False, enable_thinking=False, out=None,
-                   rank=0, world=1):
-    """Sample n responses per row (generate) and check them. Returns (summary, records): records
-    has one dict per sample {"benchmark", "domain", "id", "sample", "prompt", "response",
-    "correct", "tokens"}, summary is summarize(records, ks). With world > 1 this process takes
-    every world-th sample (from the rank-th) and returns only those. With `out` (a text file),
-    each batch's records are appended and flushed as soon as they are checked, so a crash keeps
-    them."""
-    from tqdm import tqdm
-    jobs = [(i, j) for i in range(len(rows)) for j in range(n)][rank::world]
-    records = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="evaluate", disable=not progress):
-        batch = jobs[start:start + batch_size]
-        chosen = [rows[i] for i, _ in batch]
-        responses = [ys[0] for ys in generate(
-            model, tokenizer, [row["prompt"] for row in chosen], n=1,
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-            batch_size=batch_size, enable_thinking=enable_thinking)]
-        correct = check_many(chosen, responses)
-        new = [_record(row, row.get("id", i), j, y, c, tokenizer)
-               for (i, j), row, y, c in zip(batch, chosen, responses, correct)]
-        records += new
-        if out is not None:
-            out.writelines(json.dumps(r) + "\n" for r in new)
-            out.flush()
-    return summarize(records, ks), records
-
-
-def _record(row, row_id, number, response, correct, tokenizer):
-    """Sample `number`'s record; tokens: the response's length as the release counts it (its
-    stripped text re-encoded), None without a tokenizer."""
-    tokens = None
-    if tokenizer is not None:
-        tokens = len(tokenizer(response.strip(), add_special_tokens=False).input_ids)
-    return {"benchmark": benchmark_of(row), "domain": _domain_of(row), "id": row_id,
-            "sample": number, "prompt": row["prompt"], "response": response,
-            "correct": bool(correct), "tokens": tokens}
-
-
-def summarize(records, ks=None):
-    """Per benchmark, in first-seen order: {"domain", "problems", "n" (samples per problem, the
-    fewest), "accuracy" (mean over all samples, in [0, 1]: avg@n), "pass@k" ({"k": unbiased
-    pass@k} for each k in ks up to n; default k = n), "response_tokens" (mean; None unless every
-    record counts them)}."""
-    groups = {}
-    for r in records:
-        groups.setdefault(r["benchmark"], {}).setdefault(str(r["id"]), []).append(r)
-    summary = {}
-    for bench, problems in groups.items():
-        samples = [r for rs in problems.values() for r in rs]
-        counts = [(len(rs), sum(r["correct"] for r in rs)) for rs in problems.values()]
-        n = min(m for m, _ in counts)
-        tokens = [r.get("tokens") for r in samples]
-        summary[bench] = {
-            "domain": samples[0]["domain"], "problems": len(problems), "n": n,
-            "accuracy": sum(c for _, c in counts) / len(samples),
-            "pass@k": {str(k): sum(pass_at_k(m, c, k) for m, c in counts) / len(counts)
-                       for k in sorted(set(ks or [n])) if k <= n},
-            "response_tokens": None if None in tokens else sum(tokens) / len(tokens)}
-    return summary
-
-
-def _domain_averages(summary):
-    """{domain: the unweighted mean of its benchmarks' accuracies}: the paper's Avg columns."""
-    by_domain = {}
-    for s in summary.values():
-        by_domain.setdefault(s["domain"], []).append(s["accuracy"])
-    return {domain: sum(scores) / len(scores) for domain, scores in by_domain.items()}
-
-
-def _paper_table(summary, name):
-    """The paper's table for format_table: one row, `name`; per domain its benchmarks' accuracy %,
-    then "<domain> avg"."""
-    averages, row = _domain_averages(summary), {}
-    for domain in averages:
-        row.update({b: 100 * s["accuracy"] for b, s in summary.items() if s["domain"] == domain})
-        row[f"{domain} avg"] = 100 * averages[domain]
-    return {name: row}
-
-
-def _details_table(summary):
-    """Per benchmark: problems, samples per problem, accuracy %, pass@k %, mean response tokens."""
-    table = {}
-    for bench, s in summary.items():
-        table[bench] = {"problems": s["problems"], "n": s["n"], "accuracy": 100 * s["accuracy"]}
-        table[bench].update({f"pass@{k}": 100 * v for k, v in s["pass@k"].items()})
-        if s["response_tokens"] is not None:
-            table[bench]["tokens"] = s["response_tokens"]
-    return table
-
-
-def format_table(table, first=""):
-    """A text table of {row name: {column name: value}}: the row names in the first column, under
-    the header `first`; the columns are the rows' keys in first-seen order. Ints print as ints,
-    floats with one decimal, missing cells as "-"."""
-    columns = list(dict.fromkeys(key for cells in table.values() for key in cells))
-    lines = [[first] + columns]
-    for name, cells in table.items():
-        lines.append([str(name)] + [_format_cell(cells[c]) if c in cells else "-" for c in columns])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    text = []
-    for line in lines:
-        cells = [line[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(line[1:], widths[1:])]
-        text.append("  ".join(cells))
-    text.insert(1, "-" * len(text[0]))
-    return "\n".join(text)
-
-
-def _format_cell(value):
-    return f"{value:.1f}" if isinstance(value, float) else str(value)
-
-
-def _read_responses(path, groups):
-    """Responses sampled elsewhere, {(benchmark, row index): [texts]}, and the ids that match no
-    row. Each line is {"id", "response"} or {"id", "responses": [...]}, with "benchmark" where an
-    id is in several benchmarks; an id matches a row's id as given or as a string. ValueError with
-    one line for a bad line, an ambiguous id, or a file whose ids match no row."""
-    index = {}
-    for bench, rows in groups.items():
-        for i, row in enumerate(rows):
-            index.setdefault(str(row["id"]), []).append((bench, i))
-    found, unmatched = {}, []
-    for number, line in _read_jsonl(path).items():
-        if not isinstance(line, dict) or "id" not in line:
-            raise ValueError(f"{path} line {number}: not an object with an 'id'")
-        texts = line["responses"] if "responses" in line else [line.get("response")]
-        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
-            raise ValueError(f"{path} line {number}: needs 'response', a string, or "
-                             "'responses', a non-empty list of strings")
-        places = [p for p in index.get(str(line["id"]), [])
-                  if line.get("benchmark") in (None, p[0])]
-        if len(places) > 1:
-            raise ValueError(f"{path} line {number}: id {line['id']!r} is in "
-                             f"{', '.join(b for b, _ in places)}; add \"benchmark\" to its lines")
-        if places:
-            found.setdefault(places[0], []).extend(texts)
-        else:
-            unmatched.append(line["id"])
-    if not found:
-        raise ValueError(f"{path}: no id matches a row of {', '.join(groups)} (first ids: "
-                         f"{unmatched[:3]}); ids are EvalPlus's task_id, LiveCodeBench's "
-                         "question_id, the release's math files' id")
-    return found, unmatched
-
-
-def _looks_local(path):
-    """A path, not a hub id ('org/name'): absolute, relative, home-based or nested."""
-    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or path.endswith("/")
-
-
-def _load_model(name, tokenizer_only, device):
-    """(tokenizer, model or None), or one line: a missing local folder is named as such."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
-        raise ValueError(f"{name!r}: no such folder; pass a model folder or a hub id like org/name")
-    path = os.path.expanduser(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if tokenizer_only:
-            return tokenizer, None
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
-    except Exception as e:    # OSError, ValueError, a truncated safetensors file, ...
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise ValueError(f"cannot load {name!r}: {first_line}") from None
-    return tokenizer, model
-
-
-def _join_ranks(cuda):
-    """(rank, world) under torchrun, after joining the process group; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_rank(), world
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(
-        description="Sample n responses a problem, or check responses sampled elsewhere; report "
-                    "the paper's table (accuracy = avg@n, Avg per domain), pass@k and response "
-                    "length. torchrun --nproc_per_node=N evaluate.py ... shares the samples out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--model", help="model folder or hub id (not needed with --responses)")
-    ap.add_argument("--data", nargs="+", default=[],
-                    help=f"benchmark names ({', '.join(BENCHMARKS)}), .jsonl/.json/.parquet "
-                         "files (the release's and the benchmarks' own schemas, or rows), or hub "
-                         "names")
-    ap.add_argument("--suite", choices=list(SUITES),
-                    help="the paper's benchmarks (math: " + ", ".join(SUITES["math"]) + "; code: "
-                         + ", ".join(SUITES["code"]) + "; paper: both) and protocol: n 32 for "
-                         "math and 4 for code, 16,384 new tokens (flags override)")
-    ap.add_argument("--responses", help="check these responses instead of sampling (JSONL of "
-                                        "{id, response} or {id, responses: [...]}); no model loads")
-    ap.add_argument("--tokenizer", help="with --responses: count response tokens with this "
-                                        "tokenizer (default: --model's, if given)")
-    ap.add_argument("--n", "--samples", type=int, dest="n",
-                    help="samples per problem (default: 4; --suite: 32 math, 4 code); under "
-                         "torchrun write --samples (torchrun reads --n as its own)")
-    ap.add_argument("--k", type=int, nargs="+", help="report pass@k for these k (default: n)")
-    ap.add_argument("--max-new-tokens", type=int,
-                    help="response length limit (default: 1024; --suite: 16384)")
-    ap.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
-    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
-    ap.add_argument("--enable-thinking", action="store_true",
-                    help="Qwen3 thinking mode (off: the paper's non-thinking mode)")
-    ap.add_argument("--lcb-starter-code", action="store_true",
-                    help="LiveCodeBench prompts show the starter code (the release's do not)")
-    ap.add_argument("--batch-size", type=int, default=16, help="sequences per sample call")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N problems of each")
-    ap.add_argument("--out", default="out/eval_samples.jsonl",
-                    help="JSONL, a sample a line: written to OUT.partial as checked, then "
-                         "renamed to OUT at the end")
-    ap.add_argument("--summary", help="also write the table as one JSON object to this file")
-    ap.add_argument("--seed", type=int, default=0, help="torch seed for sampling")
-    ap.error = lambda message: sys.exit(f"evaluate.py: error: {message}")   # one line, no usage
-    args = ap.parse_args(argv)
-    names = SUITES.get(args.suite, []) + args.data
-    max_new_tokens = args.max_new_tokens
-    if max_new_tokens is None:
-        max_new_tokens = 16384 if args.suite else 1024
-    rules = [(not names, "pass --data NAME_OR_FILE or --suite math|code|paper"),
-             (not (args.model or args.responses),
-              "pass --model (or --responses FILE to check responses sampled elsewhere)"),
-             (args.n is not None and args.n < 1, "--n must be >= 1"),
-             (any(not 1 <= k <= (args.n or k) for k in args.k or []),
-              "every --k must be in 1..--n"),
-             (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
-             (args.batch_size < 1, "--batch-size must be >= 1"),
-             (max_new_tokens < 1, "--max-new-tokens must be >= 1"),
-             (not 0 <= args.temperature < math.inf, "--temperature must be a finite number >= 0"),
-             (not 0 < args.top_p <= 1, "--top-p must be in (0, 1]")]
-    for bad, message in rules:
-        if bad:
-            ap.error(message)
-    taken = [p for p in args.data + [args.responses] if p and os.path.isfile(p)]   # inputs
-    for flag, path in (("--out", args.out), ("--summary", args.summary)):
-        if path is None:
-            continue
-        if os.path.isdir(path):
-            ap.error(f"{flag} {path!r} is a directory; pass a file path, "
-                     f"e.g. {path.rstrip('/')}/samples.jsonl")
-        if any(os.path.realpath(path) == os.path.realpath(p) for p in taken):
-            ap.error(f"{flag} {path!r} is also an input or --out; pass another file")
-        taken.append(path)
-        parent = os.path.dirname(os.path.abspath(path))
-        while not os.path.exists(parent):
-            parent = os.path.dirname(parent)
-        if not os.access(parent, os.W_OK):
-            ap.error(f"{flag} {path!r}: {parent} is not writable; pass a path you can write to")
-
-    # everything that can fail cheaply fails here, before any model loads
-    groups = {}
-    try:
-        for name in dict.fromkeys(names):
-            for row in load_benchmark(name, lcb_starter_code=args.lcb_starter_code):
-                groups.setdefault(benchmark_of(row), []).append(row)
-        for bench, rows in groups.items():
-            groups[bench] = rows = rows[:args.limit]
-            for i, row in enumerate(rows):
-                row.setdefault("id", i)
-            ids = [str(row["id"]) for row in rows]
-            if len(set(ids)) < len(ids):
-                raise ValueError(f"{bench}: two rows share the id "
-                                 f"{next(i for i in ids if ids.count(i) > 1)!r}")
-        found = unmatched = None
-        if args.responses:
-            found, unmatched = _read_responses(args.responses, groups)
-    except (ValueError, OSError) as e:
-        ap.error(str(e))
-    rank, world = 0, 1
-    if args.responses:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            ap.error("--responses checks on one process; run it without torchrun")
-        records = _check_responses(args, groups, found, unmatched, ap)
-    else:
-        records, rank, world, partial = _sample_and_check(args, groups, max_new_tokens, ap)
-    if rank == 0:
-        _report(args, records)
-    if not args.responses:
-        os.remove(partial)
-    if world > 1:
-        import torch.distributed as dist
-        dist.destroy_process_group()
-
-
-def _check_responses(args, groups, found, unmatched, ap):
-    """Records of the responses in `found`, checked like sampled ones."""
-    tokenizer = None
-    if args.tokenizer or args.model:
-        try:
-            tokenizer = _load_model(args.tokenizer or args.model, True, "cpu")[0]
-        except ValueError as e:
-            ap.error(str(e))
-    if unmatched:
-        print(f"{len(unmatched)} responses match no row and are left out (first ids: "
-              f"{unmatched[:3]})")
-    missing = sum(len(rows) for rows in groups.values()) - len(found)
-    if missing:
-        print(f"{missing} problems have no responses and are left out")
-    pairs = [(groups[bench][i], texts) for (bench, i), texts in sorted(
-        found.items(), key=lambda item: (list(groups).index(item[0][0]), item[0][1]))]
-    print(f"{len(pairs)} problems, {sum(len(t) for _, t in pairs)} responses, "
-          f"sandbox: {sandbox_mode()}")
-    flat = [(row, j, y) for row, texts in pairs for j, y in enumerate(texts)]
-    correct = check_many([row for row, _, _ in flat], [y for _, _, y in flat])
-    return [_record(row, row["id"], j, y, c, tokenizer) for (row, j, y), c in zip(flat, correct)]
-
-
-def _sample_and_check(args, groups, max_new_tokens, ap):
-    """(records, rank, world, partial): n samples per problem, this rank's share written to the
-    `partial` file as they are checked; with torchrun, rank 0 receives every rank's records."""
-    import torch
-    cuda = torch.cuda.is_available()
-    rank, world = _join_ranks(cuda)
-    device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
-    torch.manual_seed(args.seed + rank)
-    try:
-        tokenizer, model = _load_model(args.model, False, device)
-    except ValueError as e:
-        ap.error(f"--model: {e}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    partial = f"{args.out}.partial" if world == 1 else f"{args.out}.rank{rank}.partial"
-    if rank == 0:
-        print(f"{sum(map(len, groups.values()))} problems, {world} process(es), sandbox: "
-              f"{sandbox_mode()}, device: {device}")
-    records = []
-    with open(partial, "w") as out:
-        for bench, rows in groups.items():
-            domain = _domain_of(rows[0])
-            n = args.n or (PAPER_N.get(domain, 4) if args.suite else 4)
-            records += evaluate_model(model, tokenizer, rows, n, max_new_tokens, args.temperature,
-                                      args.top_p, args.batch_size, args.k, progress=rank == 0,
-                                      enable_thinking=args.enable_thinking, out=out, rank=rank,
-                                      world=world)[1]
-    if world > 1:
-        import torch.distributed as dist
-        gathered = [None] * world
-        dist.all_gather_object(gathered, records)
-        order = {(b, str(row["id"])): (list(groups).index(b), i)
-                 for b, rows in groups.items() for i, row in enumerate(rows)}
-        records = sorted((r for part in gathered for r in part),
-                         key=lambda r: (*order[r["benchmark"], str(r["id"])], r["sample"]))
-    return records, rank, world, partial
-
-
-def _report(args, records):
-    """Write the records (replacing --out at once), print the tables, write --summary."""
-    _write_atomically(args.out, "".join(json.dumps(r) + "\n" for r in records))
-    summary = summarize(records, args.k)
-    name = args.responses or args.model
-    print(format_table(_paper_table(summary, name), first="accuracy %"))
-    print()
-    print(format_table(_details_table(summary), first="benchmark"))
-    print(f"wrote {len(records)} samples to {args.out}")
-    if args.summary:
-        _write_atomically(args.summary, json.dumps({
-            "model": name, "benchmarks": summary, "average": _domain_averages(summary)},
-            indent=1) + "\n")
 
 
 if __name__ == "__main__":
