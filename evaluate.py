@@ -1,32 +1,29 @@
 """
-Evaluation for gopd: math answer checking, sandboxed code checking, sampling, a benchmark driver.
+Evaluation for gopd: rows, the sampling rule, math and code checking, a benchmark driver.
 
     python evaluate.py --model PATH --data FILE_OR_NAME --n 4
 
-Five sections, each led by its public entry point; math, code and sampling each copy alone, rows
-and the driver build on them:
-  - math: check_math(response, gold) -> bool, time-bounded, never raising; extract_boxed;
-  - code: check_code(response, tests) -> bool; run_python(program, ...) -> RunResult, the sandbox,
-    whose docstring lists what each mode guarantees and what it does not; sandbox_mode,
-    sandbox_status, extract_code;
-  - rows: load_benchmark (benchmark names: BENCHMARKS, SUITES; files in the benchmarks' and the
-    release's schemas: SCHEMAS, as_rows), read_rows, validate_prompt, validate_row, benchmark_of,
-    check, check_many, pass_at_k; EvalPlus's differential tests (canonical_outputs,
-    differential_tests) and call-based tests (_call_tests);
-  - sampling: sample, the one sampling rule of gopd and evaluate.py, and sample_staged, which runs
-    it on a pool of rows that leave the batch as they finish; prompt_ids, render_prompt, stop_ids,
-    generate;
-  - driver: evaluate_model, summarize, _paper_table (the paper's table, Avg per domain),
-    format_table, _read_responses (checking responses sampled elsewhere), main (torchrun-aware).
+What a reader would copy, each whole with the private helpers it calls:
+  read_rows(path_or_name, split)  the dicts of a .jsonl/.json/.parquet file or a hub dataset
+  load_benchmark(name_or_path)    a benchmark's rows, by name or file, each row validated
+  prompt_ids(tokenizer, prompt)   the token ids a model sees: its chat template, or the raw text
+  stop_ids(tokenizer, model)      the token ids that end a response
+  sample(model, ids, mask, ...)   sequences by the one rule: softmax(logits / T), top-p, no more
+  sample_staged(model, ids, ...)  sample's rule, with finished rows leaving the batch
+  check_math(response, gold)      is the last \\boxed answer gold? time-bounded, never raises
+  check_code(response, tests)     does its program pass the tests? run in the sandbox
+  run_python(program, ...)        the sandbox: a RunResult; its docstring lists what each mode
+                                  guarantees and what it does not
 
-A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
-"tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional
-seconds}, and for code optionally "entry_point" (the one name assert tests take from the program),
-"memory_mb", "prelude", "call" (see check_code). The driver samples n responses per problem (or
-reads them), checks each, prints the paper's table (avg@n, the mean accuracy over all samples, and
-each domain's Avg), unbiased pass@k and mean response tokens per benchmark, and writes one JSONL
-record per sample. gopd.py imports this file, never the reverse; torch and transformers are
-imported inside the functions that need them.
+In order: the rules gopd.py shares (rows; prompts and sampling), checking (check, check_many,
+pass_at_k, check_math, check_code, run_python), the driver (evaluate_model, summarize,
+format_table, main, torchrun-aware); then the internals, each section opened by what it
+guarantees: the math grader's, the sandbox's, and the benchmarks' converters (BENCHMARKS, SUITES,
+SCHEMAS, EvalPlus's differential tests). The driver samples n responses per problem (or reads
+them), checks each, prints the paper's table (avg@n, the mean accuracy over all samples, and each
+domain's Avg), unbiased pass@k and mean response tokens per benchmark, and writes one JSONL record
+per sample. gopd.py imports this file, never the reverse; torch and transformers are imported
+inside the functions that need them.
 """
 
 import argparse
@@ -59,6 +56,11 @@ from typing import NamedTuple
 
 # -----------------------------------------------------------------------------
 # Rows: reading and validating them
+# A row is {"prompt": str | chat messages, "domain": "math" | "code", "answer": str (math),
+# "tests": str | [{"input", "output"}] (code), "benchmark": optional name, "timeout": optional
+# seconds}, and for code optionally "entry_point" (the one name assert tests take from the
+# program), "memory_mb", "prelude", "call" (see check_code). A bad file or row is one ValueError
+# line naming it (and the line or row); a row that validate_row passes can be checked.
 
 def read_rows(path_or_name, split):
     """Rows (dicts) of a data file: .jsonl = one JSON object per line, .json = one JSON list of
@@ -268,6 +270,9 @@ def _row_timeout(row):
 
 # -----------------------------------------------------------------------------
 # Prompts and sampling: one rule for gopd's rollouts and for evaluation
+# gopd renders prompts, samples and stops with these functions alone, so training and evaluation
+# sample alike: softmax(logits / temperature) with top-p and nothing else, whatever the
+# checkpoint's generation_config.json says.
 
 def prompt_ids(tokenizer, prompt, enable_thinking=False):
     """The token ids a model sees for `prompt`: render_prompt's text, with the tokenizer's own
@@ -508,6 +513,9 @@ def _cache_name():
 
 # -----------------------------------------------------------------------------
 # Checking: is a response right for its row?
+# A bad response is simply wrong: check_math never raises, and check_code raises only for the
+# caller's error (bad tests or arguments: ValueError; isolation required where the sandbox cannot
+# give it: RuntimeError), never for the program, which runs in the sandbox.
 
 def check(row, response):
     """Check one response against its row: math needs row['answer'], code needs row['tests'] (and
@@ -822,6 +830,8 @@ def same_output(actual, expected):
 
 # -----------------------------------------------------------------------------
 # Driver: sample, check, report
+# Everything that can fail cheaply (flags, rows, output paths) fails before a model loads, with
+# one line; records are written as they are checked, so a crash keeps them.
 
 def evaluate_model(model, tokenizer, rows, n=1, max_new_tokens=1024, temperature=1.0, top_p=1.0,
                    batch_size=16, ks=None, progress=False, enable_thinking=False, out=None,
@@ -1200,7 +1210,10 @@ def _write_atomically(path, data):
 
 
 # -----------------------------------------------------------------------------
-# Math internals
+# Math internals: normalization, the LaTeX parser, comparison by kind, the sympy helpers
+# check_math's machinery. Each comparison gets the call's deadline in CPU seconds (_clock);
+# in-process arithmetic never computes a number over MAX_BITS bits; sympy runs in helper processes
+# that an alarm interrupts and a wall clock kills; an answer that does not parse is text.
 
 _BOX = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BOXED_WHOLE = re.compile(r"\\(?:boxed|fbox)\s*\{(.*)\}", re.DOTALL)
@@ -2327,10 +2340,13 @@ def _sympy_helper():
 
 
 # -----------------------------------------------------------------------------
-# Sandbox internals
+# Sandbox internals: arguments, the mode, the run, cleanup, the harness
+# run_python's machinery. A bad argument is a ValueError before anything runs; the mode is probed
+# once and cached; a run ends when this process dies, and its directory is removed (a dead host's,
+# by a later run).
 
 def _parse_tests(tests):
-    """Assert-style code (checked: Python that asserts or calls something at top level), or a list
+    """Assert-style code (validated: Python that asserts or calls something at top level), or a list
     of (stdin, expected stdout) pairs; ValueError with one line otherwise."""
     if isinstance(tests, str) and tests.lstrip().startswith("["):
         try:
@@ -3266,7 +3282,10 @@ main(json.loads(sys.argv[1]))
 
 
 # -----------------------------------------------------------------------------
-# Benchmarks
+# Benchmarks: by name, the converters of their files, EvalPlus's differential tests
+# Each converter gives the release's exact prompts for the paper's benchmarks and each
+# benchmark's own rules (EvalPlus's inputs, tolerances and oracles; LiveCodeBench's stdin/stdout
+# and call tests); nothing is ever unpickled.
 
 # The release's prompts, exact text (its math_eval/eval_math.py, its EvalPlus codegen.py and
 # provider/utility.py, and LiveCodeBench's Qwen3NonThinking prompt in its lcb_runner).
