@@ -43,6 +43,7 @@ MODELS = {name: os.path.join(TOY, "models", name) for name in
           ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]}
 DATA = os.path.join(TOY, "data")
 TEST = {d: os.path.join(DATA, f"test_{d}.jsonl") for d in ["math", "code"]}
+TEST["train_math"] = "{out}/train_math.jsonl"  # the 1,000 math prompts the runs train on
 
 PROTOCOL = dict(steps=50, prompts_per_step=64, samples_per_prompt=1, lr=3e-4, max_new_tokens=96,
                 micro_batch=64, rollout_batch=64, grade_every=0)
@@ -66,6 +67,24 @@ RUNS.update({
                                                      MODELS["large_base"]],
 })
 BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
+
+# The runs at convergence: PROTOCOL for 150 steps, both estimators, test accuracy of every seed every
+# CURVE_EVERY steps and training-prompt accuracy at TRAIN_EVAL_STEPS (over-fitting?), one
+# learning-rate check. Seed by seed, so that a cut leaves every run with the same seeds.
+CONVERGENCE = dict(PROTOCOL, steps=150)
+CURVE_EVERY = 10
+TRAIN_EVAL_STEPS = [50, 100, 150]
+CONV_SEEDS = [0, 1, 2]
+ESTIMATORS = ["sampled", "exact"]
+CONV_RUNS = {f"{name}, {est}": flags + ["--estimator", est]
+             for name, flags in [("single λ=1.25", SINGLE + ["--lam", "1.25"]),
+                                 ("single λ=1", SINGLE + ["--lam", "1"]),
+                                 ("single λ=1.5", SINGLE + ["--lam", "1.5"]),
+                                 ("multi OPD (λ=1)", MULTI + ["--lam", "1"]),
+                                 ("multi ExOPD (λ=1.25)", MULTI + ["--lam", "1.25"])]
+             for est in ESTIMATORS}
+CONV_RUNS["single λ=1.25, sampled, lr 1e-4"] = SINGLE + ["--lam", "1.25", "--lr", "1e-4"]
+TRAIN_BASELINES = ["student", "math_expert"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
@@ -96,6 +115,30 @@ def run_job(name, seed, out):
     if not os.path.exists(os.path.join(folder, "eval.json")):
         run_logged([sys.executable, __file__, "--evaluate", folder, "--seed", str(seed),
                     "--out", out, "--domains", *domains_of(name)], folder + ".eval.log")
+
+
+def conv_job(name, seed, out):
+    """A run at convergence: train (unless done; checkpoints every CURVE_EVERY steps), then
+    evaluate every checkpoint (unless done: each checkpoint's numbers are kept as they come)."""
+    folder = run_dir(out, name, seed)
+    if not os.path.exists(os.path.join(folder, f"step_{CONVERGENCE['steps']:06d}")):
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run restarts from scratch
+        flags = [x for k, v in CONVERGENCE.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+        run_logged([sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"],
+                    *flags, *[a.format(out=out) for a in CONV_RUNS[name]], "--seed", str(seed),
+                    "--save-every", str(CURVE_EVERY), "--out", folder], folder + ".log")
+    if not os.path.exists(os.path.join(folder, "curve.json")):
+        run_logged([sys.executable, __file__, "--evaluate-curve", folder, "--seed", str(seed),
+                    "--out", out, "--domains", *domains_of(name)], folder + ".eval.log")
+
+
+def train_baseline_job(name, seed, out):
+    """A bundled model's accuracy on the math training prompts (the runs' train accuracy at 0)."""
+    path = os.path.join(out, f"train_baseline_{name}_seed{seed}.json")
+    if not os.path.exists(path):
+        run_logged([sys.executable, __file__, "--evaluate", MODELS[name],
+                    "--seed", str(seed), "--out", out, "--domains", "train_math", "--write", path],
+                   path[:-5] + ".log")
 
 
 def baseline_job(name, seed, out):
@@ -150,7 +193,7 @@ def mean_tokens(tok, texts):
     return sum(len(tok(y, add_special_tokens=False).input_ids) for y in texts) / len(texts)
 
 
-def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
+def evaluate_model(path, domains, n, seed, verdicts, greedy=False, out=None):
     """({domain: accuracy at temperature 1, n samples each}, {domain: mean response tokens},
     {domain: greedy accuracy} when greedy)."""
     import torch
@@ -161,7 +204,7 @@ def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     acc, length, acc_greedy = {}, {}, {}
     for domain in domains:
-        rows = evaluate.load_rows(TEST[domain])
+        rows = evaluate.load_rows(TEST[domain].format(out=out))
         for temperature in [1.0, 0.0] if greedy else [1.0]:
             k = n if temperature else 1
             torch.manual_seed(seed)
@@ -257,6 +300,34 @@ def evaluate_run(folder, domains, seed, out):
     for step in steps[:-1]:
         shutil.rmtree(os.path.join(folder, f"step_{step:06d}"), ignore_errors=True)
     print(result, flush=True)
+
+def evaluate_curve(folder, domains, seed, out):
+    """Test accuracy of every checkpoint of a run at convergence, and training-prompt accuracy at
+    TRAIN_EVAL_STEPS, into curve.json; each checkpoint's numbers are written as they come (an
+    interrupted evaluation goes on where it stopped), and checkpoints other than
+    TRAIN_EVAL_STEPS' are dropped once evaluated (gradient_noise reads those)."""
+    verdicts = Verdicts(out)
+    steps = sorted(int(d[5:]) for d in os.listdir(folder)
+                   if d.startswith("step_") and d[5:].isdigit())
+    for step in steps:
+        path = os.path.join(folder, f"step_{step:06d}")
+        done = os.path.join(folder, f"eval_step_{step}.json")
+        if not os.path.exists(done):
+            which = domains + (["train_math"] if step in TRAIN_EVAL_STEPS else [])
+            acc, length, _ = evaluate_model(path, which, 1, 1000 * seed + step, verdicts, out=out)
+            with open(done, "w") as f:
+                json.dump({"acc": acc, "response_len": length}, f)
+            print(f"step {step}: {acc}", flush=True)
+        if step not in TRAIN_EVAL_STEPS:
+            shutil.rmtree(path, ignore_errors=True)
+    per_step = {step: json.load(open(os.path.join(folder, f"eval_step_{step}.json")))
+                for step in steps}
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    train = {key: [r.get(key) for r in logged if "loss" in r]
+             for key in ["kl_target", "kl_teacher", "loss", "grad_norm", "entropy", "response_len"]}
+    with open(os.path.join(folder, "curve.json"), "w") as f:
+        json.dump({"eval": per_step, "train_metrics": train}, f)
 
 # -----------------------------------------------------------------------------
 # Results: toy/results.json, the README tables, the plots
@@ -387,9 +458,28 @@ def plots(res):
     print("wrote toy/lambda_sweep.png, toy/curves.png")
 
 
+def jobs_of(args):
+    """The jobs of --part, seed by seed (an interrupted sweep leaves every run with the same
+    seeds): the 50-step runs over --seeds (default SEEDS), then the runs at convergence over
+    --seeds (default CONV_SEEDS)."""
+    jobs = []
+    if args.part != "convergence":
+        jobs += [job for s in args.seeds or SEEDS
+                 for job in [(run_job, name, s) for name in RUNS if name in (args.only or RUNS)]
+                 + [(baseline_job, b, s) for b in BASELINES]]
+    if args.part != "short":
+        jobs += [job for s in args.seeds or CONV_SEEDS
+                 for job in [(train_baseline_job, b, s) for b in TRAIN_BASELINES]
+                 + [(conv_job, name, s) for name in CONV_RUNS if name in (args.only or CONV_RUNS)]]
+    return jobs
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"default: {SEEDS} (50-step runs), {CONV_SEEDS} (runs at convergence)")
+    p.add_argument("--part", choices=["all", "short", "convergence"], default="all",
+                   help="the 50-step runs, the runs at convergence, or both (default)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (one CPU thread each)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "toy"))
     p.add_argument("--only", nargs="+", help="run names (default: all)")
@@ -397,6 +487,7 @@ def main():
                    help="no training: results, tables and plots from --out")
     # internal: evaluate one run folder (or, with --write, one bundled model), or the blends
     p.add_argument("--evaluate", help=argparse.SUPPRESS)
+    p.add_argument("--evaluate-curve", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--domains", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
@@ -405,33 +496,33 @@ def main():
     args = p.parse_args()
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
-    unknown = [name for name in args.only or [] if name not in RUNS]
+    unknown = [name for name in args.only or [] if name not in RUNS and name not in CONV_RUNS]
     if unknown:
-        p.error(f"--only: no run named {unknown[0]!r}; the runs are {', '.join(map(repr, RUNS))}")
+        p.error(f"--only: no run named {unknown[0]!r}; the runs are "
+                f"{', '.join(map(repr, [*RUNS, *CONV_RUNS]))}")
     os.makedirs(args.out, exist_ok=True)
     if args.blend:
         evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 0, args.write)
         return
     if args.evaluate and args.write:
         acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed,
-                                             Verdicts(args.out), greedy=args.greedy)
+                                             Verdicts(args.out), greedy=args.greedy, out=args.out)
         with open(args.write, "w") as f:
             json.dump({"final": acc, "response_len": length, "greedy": greedy}, f)
         return
     if args.evaluate:
         evaluate_run(args.evaluate, args.domains, args.seed, args.out)
         return
+    if args.evaluate_curve:
+        evaluate_curve(args.evaluate_curve, args.domains, args.seed, args.out)
+        return
     results = os.path.join(TOY, "results.json")
     if not args.plot_only:
         with open(os.path.join(DATA, "train.jsonl")) as src, \
                 open(MATH_DATA.format(out=args.out), "w") as dst:
             dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
-        # seed by seed, so that an interrupted sweep leaves every run with the same seeds
-        jobs = [job for s in args.seeds
-                for job in [(run_job, name, s) for name in args.only or RUNS]
-                + [(baseline_job, b, s) for b in BASELINES]]
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
+            list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs_of(args)))
         blend_job(args.out)
     if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
         if not os.path.exists(results):
