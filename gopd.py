@@ -1377,7 +1377,7 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
             # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one,
             # which keeps only gradient shards between micro-batches
             no_sync = isinstance(model, DDP) and k < len(batches) - 1
-            n, states = b["mask"].shape[1], b["states"]
+            n, states = b["mask"].shape[1], b.pop("states")  # freed with this micro-batch
             responses = b["seq"][:, -n:]
             with (model.no_sync() if no_sync else nullcontext()), autocast:
                 if exact:

@@ -114,11 +114,35 @@ def activations(config, tokens, seq_len, micro_batch, compute_bytes, residual_by
     return kept + layer + head + mask
 
 
+def estimator_memory(frozen, mode, world, rows, new_tokens, vocab, estimator, on_gpu=True, kept_hidden=None):
+    """Per-rank bytes that --estimator adds to a step (gopd.kept_positions, target_kl, frozen_heads):
+    - kept states: the frozen models' final hidden states at the kept response positions of all the
+      rank's rows of the step, from scoring until each micro-batch's update frees them: rows x
+      new_tokens x kept_hidden x 2 bytes (bf16), kept_hidden summing the hidden sizes of the models that
+      score a row (its teacher, and the reference at lam != 1; default: one frozen model's); every
+      position for exact, every gopd.KL_STRIDE-th for sampled (its kl_target metric).
+    - frozen heads, gathered for the whole update: under --fsdp each frozen model's root unit
+      (embeddings, final norm, output layer); DDP with --offload-frozen: a copy of each output layer;
+      resident DDP models: nothing new.
+    - exact's chunks: besides the student's chunk logits (in `activations`), the teacher's and the
+      reference's logits, the target and the KL's terms: 7 more float32 [128, vocab] tensors."""
+    fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
+    fb = 2 if on_gpu else 4
+    kept_hidden = kept_hidden or max(c.hidden_size for c in frozen)
+    kept = rows * new_tokens * kept_hidden * fb / (1 if estimator == "exact" else gopd.KL_STRIDE)
+    if fsdp:
+        heads = sum(fb * counts(c)["root"] for c in frozen)
+    else:
+        heads = sum(fb * c.vocab_size * c.hidden_size for c in frozen) if offload else 0
+    chunks = 7 * 128 * vocab * 4 if estimator == "exact" else 0
+    return {"kept_states": kept, "frozen_heads": heads, "exact_chunks": chunks}
+
+
 def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch, checkpointing, on_gpu=True,
-         memory_gib=GPU_GIB - RESERVED_GIB, rollout_batch=None):
+         memory_gib=GPU_GIB - RESERVED_GIB, rollout_batch=None, estimator="sampled", kept_hidden=None):
     """Per-rank bytes of each part and each phase of one step. student: a transformers config; frozen:
     the configs of the distinct frozen models. rollout_batch: the KV cache's sequences (default: what
-    gopd's budget picks in memory_gib)."""
+    gopd's budget picks in memory_gib). estimator, kept_hidden: see estimator_memory."""
     fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
     s = world if fsdp else 1
     n = counts(student)
@@ -152,9 +176,12 @@ def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch
     # AdamW's denominator sqrt(v) / c + eps: for every tensor at once on GPU (foreach, in place after the
     # square root), one tensor at a time on CPU (two temporaries)
     step_temp = (4 * n["total"] if on_gpu else 8 * n["largest"]) / s
+    p.update(estimator_memory(frozen, mode, world, rows, new_tokens, student.vocab_size, estimator, on_gpu,
+                              kept_hidden))
     p["phases"] = {"rollout": rollout + rollout_batch * p["kv_per_seq"],
-                   "score": states + scoring + score_acts,
-                   "update": states + grads + p["activations"],
+                   "score": states + scoring + score_acts + p["kept_states"],
+                   "update": states + grads + p["activations"] + p["kept_states"] + p["frozen_heads"]
+                   + p["exact_chunks"],
                    "optimizer step": states + grads + step_temp}
     p["peak"] = max(p["phases"].values())
     p["peak_one_seq"] = max(p["phases"]["score"], p["phases"]["update"], rollout + p["kv_per_seq"])
@@ -182,15 +209,20 @@ def presets():
     return [line.split()[0] for line in block.splitlines() if line.startswith("  ") and not line.startswith("   ")]
 
 
-def preset_plan(name):
-    """{mode: plan} for a preset on 8 GPUs, and the mode it uses."""
+def preset_plan(name, estimator=None):
+    """{mode: plan} for a preset on 8 GPUs (with its --estimator, or the one given), and the mode it
+    uses."""
     args = preset_args(name)
     paths = [*args.teachers.values(), *([args.ref or args.student] if args.lam != 1 else [])]
     frozen = [config_of(SHAPES[path]) for path in dict.fromkeys(paths)]
     student = config_of(SHAPES[args.student])
     rows = args.prompts_per_step // N_GPUS * args.samples_per_prompt
+    kept_hidden = max(config_of(SHAPES[p]).hidden_size for p in args.teachers.values())
+    if args.lam != 1:
+        kept_hidden += config_of(SHAPES[args.ref or args.student]).hidden_size
     plans = {mode: plan(student, frozen, mode, N_GPUS, rows, args.max_prompt_len, args.max_new_tokens,
-                        args.micro_batch, args.grad_checkpointing) for mode in MODES}
+                        args.micro_batch, args.grad_checkpointing, estimator=estimator or args.estimator,
+                        kept_hidden=kept_hidden) for mode in MODES}
     used = ("fsdp" if args.fsdp else "ddp") + ("+offload" if args.offload_frozen else "")
     return plans, used
 
@@ -209,6 +241,10 @@ SMALL = {  # name: model shape, teachers, gopd flags
     "B: 20M untied, 2 teachers + reference, lam 1.25, long responses": (
         dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
              head_dim=64, tie_word_embeddings=False), 2, ["--lam", "1.25", "--max-new-tokens", "384", "--micro-batch", "4"]),
+    "C: B with --estimator exact": (
+        dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=64, tie_word_embeddings=False), 2,
+        ["--lam", "1.25", "--max-new-tokens", "384", "--micro-batch", "4", "--estimator", "exact"]),
 }
 VOCAB, PROMPTS, PROMPT_WORDS = 32768, 8, 24
 # The same run with models of 70k parameters: what the process itself grows by (Python objects, the
@@ -315,8 +351,10 @@ def measure(say):
                                                  flags, mode)
                 growth, _ = measured_run(os.path.join(root, f"{name[0]}_{mode}_null"), NULL_SHAPE, NULL_VOCAB,
                                          n_teachers, flags, mode)
+                estimator = flags[flags.index("--estimator") + 1] if "--estimator" in flags else "sampled"
                 predicted = plan(student, frozen, mode, 2, 4, prompt_len, new_tokens, micro, True, on_gpu=False,
-                                 rollout_batch=4)["peak"]
+                                 rollout_batch=4, estimator=estimator,
+                                 kept_hidden=student.hidden_size * (1 + (lam != 1)))["peak"]
                 results.append((name, mode, max(peaks), max(growth), predicted))
                 say(f"  {name:62} {mode:5} measured {max(peaks) / 2**20:5.0f} MiB, predicted {predicted / 2**20:5.0f}"
                     f" MiB: ratio {max(peaks) / predicted:.2f} (process growth, no tensors: {max(growth) / 2**20:.0f} MiB)")
@@ -351,6 +389,18 @@ def main():
                 f"{'yes' if fits(q) else 'NO'}")
         summary[name] = {"mode": used, "per_gpu_gb": round(plans[used]["peak_one_seq"] / GIB, 1),
                          "fits": fits(plans[used])}
+
+    say(f"\nWith --estimator exact, in the mode each preset uses: the frozen models' final hidden states at every "
+        f"response position\n(sampled keeps every {gopd.KL_STRIDE}th, for its metric), their gathered output "
+        f"layers, the chunks' vocabulary-wide temporaries.")
+    say(f"{'preset':18}{'mode':14}{'kept':>8}{'heads':>8}{'sampled':>9}{'exact':>8}{'rollout':>8}  fits")
+    for name in presets():
+        used = preset_plan(name)[1]
+        q, e = preset_plan(name, "sampled")[0][used], preset_plan(name, "exact")[0][used]
+        say(f"{name:18}{used:14}{gb(e['kept_states']):>8}{gb(e['frozen_heads']):>8}{gb(q['peak_one_seq']):>9}"
+            f"{gb(e['peak_one_seq']):>8}{e['rollout_batch'] if fits(e) else 0:>8}  {'yes' if fits(e) else 'NO'}")
+        summary[name]["exact_per_gpu_gb"] = round(e["peak_one_seq"] / GIB, 1)
+        summary[name]["exact_fits"] = fits(e)
 
     worst = None
     if not a.no_measure:

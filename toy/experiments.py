@@ -141,6 +141,17 @@ def train_baseline_job(name, seed, out):
                    path[:-5] + ".log")
 
 
+NOISE = dict(lams=[1.0, 1.25], steps=[50, 150], repeats=12)
+
+
+def noise_job(out):
+    """gradient_noise, once seed 0's single-teacher sampled runs are done."""
+    path = os.path.join(out, "gradient_noise.json")
+    if not os.path.exists(path):
+        run_logged([sys.executable, __file__, "--noise", "--write", path, "--out", out],
+                   path[:-5] + ".log")
+
+
 def baseline_job(name, seed, out):
     path = os.path.join(out, f"baseline_{name}_seed{seed}.json")
     if not os.path.exists(path):
@@ -195,14 +206,14 @@ def mean_tokens(tok, texts):
 
 def evaluate_model(path, domains, n, seed, verdicts, greedy=False, out=None):
     """({domain: accuracy at temperature 1, n samples each}, {domain: mean response tokens},
-    {domain: greedy accuracy} when greedy)."""
+    {domain: greedy accuracy} when greedy, {domain: '0'/'1' per sample at temperature 1, in order})."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import evaluate
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    acc, length, acc_greedy = {}, {}, {}
+    acc, length, acc_greedy, correct = {}, {}, {}, {}
     for domain in domains:
         rows = evaluate.load_rows(TEST[domain].format(out=out))
         for temperature in [1.0, 0.0] if greedy else [1.0]:
@@ -216,9 +227,10 @@ def evaluate_model(path, domains, n, seed, verdicts, greedy=False, out=None):
             if temperature:
                 acc[domain] = sum(ok) / len(ok)
                 length[domain] = mean_tokens(tok, flat)
+                correct[domain] = "".join("01"[bool(x)] for x in ok)
             else:
                 acc_greedy[domain] = sum(ok) / len(ok)
-    return acc, length, acc_greedy
+    return acc, length, acc_greedy, correct
 
 
 def sample_blend(teacher, ref, tok, prompts, lam, max_new_tokens, batch_size=250):
@@ -292,7 +304,7 @@ def evaluate_run(folder, domains, seed, out):
         curve[step] = evaluate_model(path, domains, 1, 1000 * seed + step, verdicts)[0]
         print(f"step {step}: {curve[step]}", flush=True)
     last = os.path.join(folder, f"step_{steps[-1]:06d}")
-    acc, length, _ = evaluate_model(last, domains, EVAL_N, seed, verdicts)
+    acc, length, *_ = evaluate_model(last, domains, EVAL_N, seed, verdicts)
     curve[steps[-1]] = acc
     result = {"final": acc, "response_len": length, "curve": curve, "steps": steps[-1]}
     with open(os.path.join(folder, "eval.json"), "w") as f:
@@ -314,9 +326,10 @@ def evaluate_curve(folder, domains, seed, out):
         done = os.path.join(folder, f"eval_step_{step}.json")
         if not os.path.exists(done):
             which = domains + (["train_math"] if step in TRAIN_EVAL_STEPS else [])
-            acc, length, _ = evaluate_model(path, which, 1, 1000 * seed + step, verdicts, out=out)
-            with open(done, "w") as f:
-                json.dump({"acc": acc, "response_len": length}, f)
+            acc, length, _, correct = evaluate_model(path, which, 1, 1000 * seed + step, verdicts,
+                                                     out=out)
+            with open(done, "w") as f:  # per problem too: the best step is chosen on held-out halves
+                json.dump({"acc": acc, "response_len": length, "correct": correct}, f)
             print(f"step {step}: {acc}", flush=True)
         if step not in TRAIN_EVAL_STEPS:
             shutil.rmtree(path, ignore_errors=True)
@@ -328,6 +341,73 @@ def evaluate_curve(folder, domains, seed, out):
              for key in ["kl_target", "kl_teacher", "loss", "grad_norm", "entropy", "response_len"]}
     with open(os.path.join(folder, "curve.json"), "w") as f:
         json.dump({"eval": per_step, "train_metrics": train}, f)
+
+def estimator_gradients(student, teacher, ref, tok, prompts, lam):
+    """The student's gradient of each estimator's loss on one batch of its own rollouts of
+    `prompts` (the same states for both): {estimator: flat gradient}, through gopd's functions."""
+    import torch
+    import evaluate
+    import gopd
+    ids = [evaluate.prompt_ids(tok, p) for p in prompts]
+    seq, attn, mask = gopd.rollout(student, ids, tok.pad_token_id, {tok.eos_token_id},
+                                   PROTOCOL["max_new_tokens"], 1.0, 1.0)
+    b = {"seq": seq, "attn": attn, "mask": mask, "rows": list(range(len(ids))),
+         "domains": [None] * len(ids)}
+    gopd.score_batches([b], {None: teacher}, ref, {None: None}, {None: None}, 1.0, tok.pad_token_id,
+                       torch.device("cpu"), False, keep=slice(None))
+    heads = {m: m.get_output_embeddings() for m in [teacher, ref] if m is not None}
+    n, grads = mask.shape[1], {}
+    for estimator in ESTIMATORS:
+        student.zero_grad()
+        if estimator == "exact":
+            hidden, head = gopd.response_hidden(student, seq, attn, n)
+            kl = gopd.target_kl(head, hidden, seq[:, -n:], b["states"], heads, lam, 1.0)[0]
+            loss = gopd.exact_loss(kl, mask, len(mask))
+        else:
+            logp = gopd.token_logprobs(student, seq, attn, n)
+            loss = gopd.gopd_loss(logp, b["logp_t"], b["logp_r"], mask, lam, len(mask))
+        loss.backward()
+        grads[estimator] = torch.cat([p.grad.flatten() for p in student.parameters()])
+    return grads
+
+
+def gradient_noise(out, lams, steps, repeats, write):
+    """The gradient noise of both estimators, measured the same way: at a fixed policy (the student,
+    and seed 0's checkpoints of the single-teacher sampled run at `steps`), the cosine between the
+    gradients of two independent half-batches (32 prompts each, their own rollouts), per estimator,
+    and the cosine between the two estimators' gradients on the same half-batch; `repeats` pairs."""
+    import random
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.set_num_threads(1)
+    load = lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval()  # noqa: E731
+    tok = AutoTokenizer.from_pretrained(MODELS["student"])
+    teacher = load(MODELS["math_expert"]).requires_grad_(False)
+    with open(MATH_DATA.format(out=out)) as f:
+        prompts = [json.loads(line)["prompt"] for line in f]
+    cos = torch.nn.functional.cosine_similarity
+    result = {}
+    for lam in lams:
+        ref = load(MODELS["student"]).requires_grad_(False) if lam != 1 else None
+        for step in [0] + steps:
+            folder = run_dir(out, f"single λ={lam:g}, sampled", 0)
+            path = MODELS["student"] if step == 0 else os.path.join(folder, f"step_{step:06d}")
+            student = load(path)
+            rng = random.Random(step)
+            torch.manual_seed(step)
+            rows = {"sampled": [], "exact": [], "sampled vs exact": []}
+            for _ in range(repeats):
+                half = PROTOCOL["prompts_per_step"] // 2
+                a, b = (estimator_gradients(student, teacher, ref, tok, rng.sample(prompts, half), lam)
+                        for _ in range(2))
+                for estimator in ESTIMATORS:
+                    rows[estimator].append(cos(a[estimator], b[estimator], dim=0).item())
+                rows["sampled vs exact"].append(cos(a["sampled"], a["exact"], dim=0).item())
+            result[f"λ={lam:g}, step {step}"] = rows
+            print(f"lam {lam} step {step}: " + ", ".join(
+                f"{k} {statistics.mean(v):.3f}" for k, v in rows.items()), flush=True)
+    with open(write, "w") as f:
+        json.dump(result, f)
 
 # -----------------------------------------------------------------------------
 # Results: toy/results.json, the README tables, the plots
@@ -493,6 +573,7 @@ def main():
     p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--write", help=argparse.SUPPRESS)
     p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--noise", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
@@ -501,11 +582,14 @@ def main():
         p.error(f"--only: no run named {unknown[0]!r}; the runs are "
                 f"{', '.join(map(repr, [*RUNS, *CONV_RUNS]))}")
     os.makedirs(args.out, exist_ok=True)
+    if args.noise:
+        gradient_noise(args.out, **NOISE, write=args.write)
+        return
     if args.blend:
         evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 0, args.write)
         return
     if args.evaluate and args.write:
-        acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed,
+        acc, length, greedy, _ = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed,
                                              Verdicts(args.out), greedy=args.greedy, out=args.out)
         with open(args.write, "w") as f:
             json.dump({"final": acc, "response_len": length, "greedy": greedy}, f)
