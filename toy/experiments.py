@@ -452,6 +452,64 @@ def collect(out, seeds):
     return res
 
 
+def collect_convergence(out, seeds, res):
+    """toy/results.json's "convergence" part: per run and seed, test accuracy every CURVE_EVERY
+    steps (step 0: the student, res's baselines) and the accuracy a step chosen on held-out halves
+    of the test problems reaches (held_out), training-prompt accuracy at TRAIN_EVAL_STEPS, the
+    logged training metrics as means over CURVE_EVERY steps; only the seeds every run has finished
+    (seeds are cut last), and the gradient noise when measured."""
+    done = [s for s in seeds if all(os.path.exists(os.path.join(run_dir(out, name, s), "curve.json"))
+                                    for name in CONV_RUNS)]
+    if not done:
+        sys.exit(f"toy/experiments.py: no seed has every run at convergence finished in {out}")
+    conv = {"seeds": done, "protocol": dict(CONVERGENCE, curve_every=CURVE_EVERY, test_problems=1000,
+                                            train_eval_steps=TRAIN_EVAL_STEPS), "runs": {},
+            "train_baselines": {b: [json.load(open(os.path.join(
+                out, f"train_baseline_{b}_seed{s}.json")))["final"]["train_math"] for s in done]
+                for b in TRAIN_BASELINES}}
+    for name in CONV_RUNS:
+        per_seed = [json.load(open(os.path.join(run_dir(out, name, s), "curve.json"))) for s in done]
+        steps = sorted(map(int, per_seed[0]["eval"]))
+        run = {"test": {}, "held_out": {}, "held_out_step": {}}
+        for d in domains_of(name):
+            student = res["baselines"]["student"][d]
+            run["test"][d] = {0: [student[s] for s in done],
+                              **{t: [p["eval"][str(t)]["acc"][d] for p in per_seed] for t in steps}}
+            chosen = [held_out_best(p["eval"], d) for p in per_seed]
+            run["held_out"][d] = [acc for acc, _ in chosen]
+            run["held_out_step"][d] = [t for _, t in chosen]
+        run["train_math"] = {0: conv["train_baselines"]["student"],
+                             **{t: [p["eval"][str(t)]["acc"]["train_math"] for p in per_seed]
+                                for t in TRAIN_EVAL_STEPS}}
+        run["response_len"] = {t: [p["eval"][str(t)]["response_len"]["math"] for p in per_seed]
+                               for t in steps}
+        run["train_metrics"] = {key: {t: [statistics.mean(v for v in p["train_metrics"][key]
+                                                          [t - CURVE_EVERY:t] if v is not None)
+                                          for p in per_seed] for t in steps}
+                                for key in ["kl_target", "kl_teacher", "grad_norm"]}
+        conv["runs"][name] = run
+    noise = os.path.join(out, "gradient_noise.json")
+    if os.path.exists(noise):
+        conv["gradient_noise"] = dict(json.load(open(noise)), protocol=NOISE)
+    return conv
+
+
+def held_out_best(evals, domain):
+    """Two-fold choice of the step: the step with the best accuracy on the even-numbered test
+    problems is scored on the odd ones, and the reverse; (mean of the two scores, the two steps)."""
+    scores, steps = [], []
+    for pick, score in [(0, 1), (1, 0)]:
+        best = max(evals, key=lambda t: (halves(evals[t]["correct"][domain])[pick], -int(t)))
+        scores.append(halves(evals[best]["correct"][domain])[score])
+        steps.append(int(best))
+    return statistics.mean(scores), steps
+
+
+def halves(correct):
+    """Accuracy on the even- and on the odd-numbered problems of a '0'/'1' string."""
+    return [statistics.mean(int(c) for c in correct[k::2]) for k in (0, 1)]
+
+
 def mean_se(values, scale=100.0):
     values = [scale * v for v in values]
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
@@ -483,7 +541,77 @@ def tables(res):
         if not name.startswith("single"):
             code = cell(r["code"]) if "code" in r else "–"
             lines.append(f"| {name} | {cell(r['math'])} | {code} | {cell(r['response_len'], 1)} |")
+    if "convergence" in res:
+        lines += ["", *convergence_tables(res)]
     return "\n".join(lines)
+
+
+def paired(a, b):
+    """mean +- standard error of a - b over seeds (the same seeds, in the same order)."""
+    return "{:+.1f} ± {:.1f}".format(*mean_se([x - y for x, y in zip(a, b)]))
+
+
+def convergence_tables(res):
+    """The README's tables of the runs at convergence: accuracy by run, the comparisons behind the
+    verdicts (paired by seed), and the gradient noise."""
+    conv, last = res["convergence"], str(CONVERGENCE["steps"])
+    runs = {name: json.loads(json.dumps(r)) for name, r in conv["runs"].items()}  # str steps
+
+    def peak(curve):  # the best step of the seed-mean curve
+        means = {int(t): statistics.mean(v) for t, v in curve.items() if int(t) > 0}
+        best = max(means, key=means.get)
+        return f"{100 * means[best]:.1f} ({best})"
+    lines = ["| one teacher | estimator | math, step 50 | step 150 | best step, held out "
+             "| peak of the mean (step) | training prompts, step 150 |", "|---|---|---|---|---|---|---|"]
+    teacher = res["baselines"]["math_expert"]["math"]
+    lines.append(f"| teacher (`math_expert`) | – | {cell(teacher)} | {cell(teacher)} | – | – "
+                 f"| {cell(conv['train_baselines']['math_expert'])} |")
+    for name, r in runs.items():
+        if name.startswith("single"):
+            lam, estimator = name.split(", ", 1)
+            t = r["test"]["math"]
+            lines.append(f"| {lam[len('single '):]} | {estimator} | {cell(t['50'])} | {cell(t[last])} "
+                         f"| {cell(r['held_out']['math'])} | {peak(t)} | {cell(r['train_math'][last])} |")
+    lines += ["", "| several teachers | estimator | math, step 150 | math, best step held out "
+              "| code, step 150 | code, best step held out |", "|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        if name.startswith("multi"):
+            run, estimator = name.rsplit(", ", 1)
+            t, h = r["test"], r["held_out"]
+            lines.append(f"| {run} | {estimator} | {cell(t['math'][last])} | {cell(h['math'])} "
+                         f"| {cell(t['code'][last])} | {cell(h['code'])} |")
+    comparisons = [("one teacher, λ=1.25 − λ=1 (math)", "single λ=1.25", "single λ=1", "math"),
+                   ("one teacher, λ=1.5 − λ=1 (math)", "single λ=1.5", "single λ=1", "math"),
+                   ("several teachers, ExOPD − OPD (math)", "multi ExOPD (λ=1.25)", "multi OPD (λ=1)",
+                    "math"),
+                   ("several teachers, ExOPD − OPD (code)", "multi ExOPD (λ=1.25)", "multi OPD (λ=1)",
+                    "code")]
+    lines += ["", "| difference, paired by seed | sampled, step 150 | exact, step 150 "
+              "| sampled, held out | exact, held out |", "|---|---|---|---|---|"]
+    for label, a, b, d in comparisons:
+        cells = [paired(runs[f"{a}, {e}"]["test"][d][last], runs[f"{b}, {e}"]["test"][d][last])
+                 for e in ESTIMATORS]
+        cells += [paired(runs[f"{a}, {e}"]["held_out"][d], runs[f"{b}, {e}"]["held_out"][d])
+                  for e in ESTIMATORS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| exact − sampled, paired by seed | step 50 | step 150 | best step, held out |",
+              "|---|---|---|---|"]
+    for base in ["single λ=1", "single λ=1.25", "single λ=1.5", "multi OPD (λ=1)",
+                 "multi ExOPD (λ=1.25)"]:
+        for d in domains_of(base):
+            ex, sa = runs[f"{base}, exact"], runs[f"{base}, sampled"]
+            lines.append(f"| {base} ({d}) | {paired(ex['test'][d]['50'], sa['test'][d]['50'])} "
+                         f"| {paired(ex['test'][d][last], sa['test'][d][last])} "
+                         f"| {paired(ex['held_out'][d], sa['held_out'][d])} |")
+    if "gradient_noise" in conv:
+        lines += ["", "| policy (one teacher) | half-batch cosine, sampled | half-batch cosine, exact "
+                  "| sampled vs exact, same states |", "|---|---|---|---|"]
+        for policy, rows in conv["gradient_noise"].items():
+            if policy != "protocol":
+                lines.append(f"| {policy} | " + " | ".join(
+                    "{:.3f} ± {:.3f}".format(*mean_se(rows[k], 1.0))
+                    for k in ["sampled", "exact", "sampled vs exact"]) + " |")
+    return lines
 
 
 def plots(res):
@@ -517,24 +645,27 @@ def plots(res):
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "lambda_sweep.png"), dpi=120)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for lam in SWEEP:
-        c = res["curves"][f"single λ={lam:g}"]["math"]
-        axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], "o-", lw=1,
-                     label=f"λ={lam:g}")
-    for name in [n for n in RUNS if not n.startswith("single")]:
-        for domain in domains_of(name):
-            c = res["curves"][name][domain]
-            axes[1].plot([int(t) for t in c], [100 * v for v in c.values()],
-                         "o-" if domain == "math" else "s--", lw=1, label=f"{name}: {domain}")
-    axes[0].set_title("sweep: math (seed 0)", fontsize=9)
-    axes[1].set_title("multi-teacher and strong-to-weak (seed 0)", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
+    if "convergence" in res:
+        convergence_plot(res, plt)
+    else:  # the 50-step runs' seed-0 curves
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for lam in SWEEP:
+            c = res["curves"][f"single λ={lam:g}"]["math"]
+            axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], "o-", lw=1,
+                         label=f"λ={lam:g}")
+        for name in [n for n in RUNS if not n.startswith("single")]:
+            for domain in domains_of(name):
+                c = res["curves"][name][domain]
+                axes[1].plot([int(t) for t in c], [100 * v for v in c.values()],
+                             "o-" if domain == "math" else "s--", lw=1, label=f"{name}: {domain}")
+        axes[0].set_title("sweep: math (seed 0)", fontsize=9)
+        axes[1].set_title("multi-teacher and strong-to-weak (seed 0)", fontsize=9)
+        for ax in axes:
+            ax.set_xlabel("step")
+            ax.set_ylabel("accuracy (%)")
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
     print("wrote toy/lambda_sweep.png, toy/curves.png")
 
 
@@ -552,6 +683,60 @@ def jobs_of(args):
                  for job in [(train_baseline_job, b, s) for b in TRAIN_BASELINES]
                  + [(conv_job, name, s) for name in CONV_RUNS if name in (args.only or CONV_RUNS)]]
     return jobs
+
+
+def convergence_plot(res, plt):
+    """toy/curves.png: the runs at convergence, mean +- SE over seeds, a curve per estimator
+    (sampled solid, exact dashed): one teacher's test accuracy, several teachers', training-prompt
+    against test accuracy, and the exact per-state KL to the target that both minimise."""
+    conv = res["convergence"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    style = {"sampled": "-", "exact": "--"}
+
+    def curve(ax, values, label, color, ls, marker="o", scale=100.0):
+        steps = sorted(values, key=int)
+        stats = [mean_se(values[t], scale) for t in steps]
+        ax.errorbar([int(t) for t in steps], [m for m, _ in stats], [e for _, e in stats], ls=ls,
+                    marker=marker, ms=3, lw=1, capsize=2, color=color, label=label)
+    for i, name in enumerate(["single λ=1", "single λ=1.25", "single λ=1.5"]):
+        for est in ESTIMATORS:
+            curve(axes[0, 0], conv["runs"][f"{name}, {est}"]["test"]["math"],
+                  f"{name[7:]}, {est}", f"C{i}", style[est])
+    teacher = mean_se(res["baselines"]["math_expert"]["math"])[0]
+    axes[0, 0].axhline(teacher, color="k", ls=":", lw=1, label=f"teacher {teacher:.1f}")
+    axes[0, 0].set_title("one teacher: test math", fontsize=9)
+    for i, name in enumerate(["multi OPD (λ=1)", "multi ExOPD (λ=1.25)"]):
+        for d, marker in [("math", "o"), ("code", "s")]:
+            for est in ESTIMATORS:
+                curve(axes[0, 1], conv["runs"][f"{name}, {est}"]["test"][d],
+                      f"{name[6:]} {d}, {est}", f"C{2 * i + (d == 'code')}", style[est], marker)
+    for d, expert in [("math", "math_expert"), ("code", "code_expert")]:
+        level = mean_se(res["baselines"][expert][d])[0]
+        axes[0, 1].axhline(level, color="k", ls=":", lw=1)
+        axes[0, 1].text(0, level + 0.3, f"{expert} {level:.1f}", fontsize=6)
+    axes[0, 1].set_title("several teachers: test math and code", fontsize=9)
+    for i, name in enumerate(["single λ=1.25, sampled", "single λ=1.25, exact",
+                              "single λ=1.25, sampled, lr 1e-4"]):
+        run = conv["runs"][name]
+        curve(axes[1, 0], run["test"]["math"], f"{name[7:]}: test", f"C{i}", "-")
+        curve(axes[1, 0], run["train_math"], f"{name[7:]}: training prompts", f"C{i}", ":", "s")
+    axes[1, 0].set_title("training prompts against test problems (math)", fontsize=9)
+    for i, name in enumerate(["single λ=1", "single λ=1.25", "single λ=1.5"]):
+        for est in ESTIMATORS:
+            kl = conv["runs"][f"{name}, {est}"]["train_metrics"]["kl_target"]
+            curve(axes[1, 1], kl, f"{name[7:]}, {est}", f"C{i}", style[est], scale=1000.0)
+    axes[1, 1].set_yscale("log")
+    axes[1, 1].set_ylabel("KL(π_θ ‖ p*) per token, 1e-3 nats (mean of 10 steps)")
+    axes[1, 1].set_title("what both estimators minimise (training rollouts)", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+    for ax in [axes[0, 0], axes[0, 1], axes[1, 0]]:
+        ax.set_ylabel("accuracy (%), T = 1")
+    fig.suptitle(f"toy, runs at convergence: mean ± SE of {len(conv['seeds'])} seeds "
+                 f"(sampled: solid, exact: dashed)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
 
 
 def main():
@@ -607,20 +792,28 @@ def main():
             dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs_of(args)))
-        blend_job(args.out)
-    if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
-        if not os.path.exists(results):
-            sys.exit(f"toy/experiments.py: no runs in {args.out} and no {results}; run without "
-                     f"--plot-only first")
-        res = json.load(open(results))  # no runs here: redraw from the committed numbers
-    else:
-        res = collect(args.out, args.seeds)
+        if args.part != "convergence":
+            blend_job(args.out)
+        if args.part != "short":
+            noise_job(args.out)
+    # each part's numbers from --out when its runs are there, else as toy/results.json has them
+    res = json.load(open(results)) if os.path.exists(results) else {}
+    found = False
+    if os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
+        res.update(collect(args.out, args.seeds or SEEDS))
+        found = True
+    if os.path.exists(os.path.join(args.out, "train_baseline_student_seed0.json")) and res:
+        res["convergence"] = collect_convergence(args.out, args.seeds or CONV_SEEDS, res)
+        found = True
+    if not res:
+        sys.exit(f"toy/experiments.py: no runs in {args.out} and no {results}; run without "
+                 f"--plot-only first")
+    if found:
         with open(results, "w") as f:
             json.dump(res, f, indent=1)
         print(f"wrote {results}")
     print(tables(res))
     plots(res)
-
 
 if __name__ == "__main__":
     main()
