@@ -801,11 +801,11 @@ def chunk_kl(head, hidden, targets, teacher_head, teacher_hidden, ref_head, ref_
 
 @contextmanager
 def frozen_heads(models, device, offload):
-    """{frozen model: its output layer, usable on `device`}, for target_kl in the update. A sharded
-    (FSDP) model's root unit (embeddings, final norm, output layer) is gathered on entry and freed
-    on exit: collectives, so every rank passes the same models in the same order, whatever its
-    rows' domains. An offloaded model (--offload-frozen) lends a copy of its output layer's weights
-    on the device."""
+    """{model: its output layer, usable on `device`}, for target_kl in the update (the frozen
+    models', and the student's for kept_kl). A sharded (FSDP) model's root unit (embeddings, final
+    norm, output layer) is gathered on entry and freed on exit: collectives, so every rank passes
+    the same models in the same order, whatever its rows' domains. With --offload-frozen, a frozen
+    model in CPU memory lends a copy of its output layer's weights on the device."""
     heads = {}
     for model in models:
         head = model.get_output_embeddings()
@@ -1347,6 +1347,22 @@ def write_samples(path, step, batches, rows, tokenizer, k=4):
 # Training loop
 
 
+@torch.no_grad()
+def kept_kl(student, kept, frozen, lam, temperature, device, offload):
+    """The sampled estimator's kl_target: the exact per-state KL to the target at the states whose
+    hidden states were kept, [(mask, sampled tokens, student's hidden states, frozen states)] per
+    micro-batch, once the update's backward passes have freed their activations; the student's and
+    the frozen models' output layers are gathered for it once (collectives: every rank, one order).
+    Returns (the KL summed over the kept response tokens, their number)."""
+    total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+    with frozen_heads([student, *frozen], device, offload) as heads:
+        for mask, targets, hidden, states in kept:
+            kl = target_kl(heads[student], hidden, targets, states, heads, lam, temperature)[0]
+            total += (kl * mask).sum()
+            count += mask.sum()
+    return total, count
+
+
 def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, frozen=()):
     """One optimizer step on the whole batch: the loss of --estimator on every micro-batch
     (gopd_loss on the sampled tokens, or exact_loss over the vocabulary at every state), normalised
@@ -1369,20 +1385,19 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
     autocast = nullcontext()
     if device.type == "cuda":  # float32 master weights, bf16 compute
         autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    sums = {}
-    # the frozen output layers stay gathered for the whole update: the exact loss's backward
-    # recomputes every chunk's target
-    with frozen_heads(frozen, device, args.offload_frozen) as heads:
+    sums, kept = {}, []
+    # exact: the frozen output layers stay gathered through every backward, which recomputes each
+    # chunk's target; sampled: they are gathered afterwards, for the metric only
+    with frozen_heads(frozen if exact else [], device, args.offload_frozen) as heads:
         for k, b in enumerate(batches):
             # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one,
             # which keeps only gradient shards between micro-batches
             no_sync = isinstance(model, DDP) and k < len(batches) - 1
             n, states = b["mask"].shape[1], b.pop("states")  # freed with this micro-batch
-            responses = b["seq"][:, -n:]
             with (model.no_sync() if no_sync else nullcontext()), autocast:
                 if exact:
                     hidden, head = response_hidden(model, b["seq"], b["attn"], n)
-                    kl, logp_s, entropy = target_kl(head, hidden, responses, states, heads,
+                    kl, logp_s, entropy = target_kl(head, hidden, b["seq"][:, -n:], states, heads,
                                                     args.lam, temperature)
                     loss = exact_loss(kl, b["mask"], n_global, args.loss_agg)
                 else:
@@ -1391,17 +1406,20 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
                         keep=states["keep"])
                     loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam,
                                      n_global, args.loss_agg)
-                    with torch.no_grad():  # the metric: the exact KL at the kept states
-                        kl = target_kl(student.get_output_embeddings(), hidden,
-                                       responses[:, states["keep"]], states, heads, args.lam,
-                                       temperature)[0]
+                    kept.append((b["mask"][:, states["keep"]], b["seq"][:, -n:][:, states["keep"]],
+                                 hidden, states))
             (loss * world).backward()  # DDP and FSDP average gradients over ranks: undo it
-            kept = b["mask"][:, states["keep"]]
-            micro = {"loss": loss.detach(), "kl_target": (kl.detach() * kept).sum(),
-                     "kl_target_tokens": kept.sum().float(),
+            micro = {"loss": loss.detach(),
                      **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, domains)}
+            if exact:  # the metric is the loss's own KL, at every state
+                micro.update(kl_target=(kl.detach() * b["mask"]).sum(),
+                             kl_target_tokens=b["mask"].sum().float())
             for name, value in micro.items():
                 sums[name] = sums.get(name, 0) + value
+    if not exact:
+        with autocast:
+            sums["kl_target"], sums["kl_target_tokens"] = kept_kl(
+                student, kept, frozen, args.lam, temperature, device, args.offload_frozen)
     grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()

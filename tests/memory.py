@@ -25,9 +25,11 @@ The parts, per GPU (N = student parameters, S = ranks sharing them: 8 under --fs
   layer's input (the checkpoints) and one layer's recomputed forward, the output layer's chunks, the
   causal mask, and under FSDP the gathered root and two layers with their gradients and the float32
   reduce-scatter buffer (under DDP on GPU: autocast's bf16 weight copies, kept for the backward).
+- the estimator's kept hidden states and gathered output layers (estimator_memory).
 The phases are rollout (weights, optimizer, frozen, rollout copy, KV), scoring (weights, optimizer,
-frozen, a frozen model's forward), update (weights, gradients, optimizer, frozen, activations) and
-optimizer step (AdamW's temporary square roots); the peak is the largest. "per GPU" is that peak with
+frozen, a frozen model's forward, kept states), update (weights, gradients, optimizer, frozen,
+activations, kept states; exact: gathered output layers), metric (sampled: the gathered output layers
+after the backward passes) and optimizer step (AdamW's temporary square roots); the peak is the largest. "per GPU" is that peak with
 the KV cache of one sequence; the rollout column is how many sequences gopd's budget then fits in the
 rest (of 80 GiB less 3 GiB for the CUDA context, NCCL buffers and fragmentation). On CPU the same
 arithmetic runs with float32 everywhere and no autocast copy.
@@ -114,28 +116,33 @@ def activations(config, tokens, seq_len, micro_batch, compute_bytes, residual_by
     return kept + layer + head + mask
 
 
-def estimator_memory(frozen, mode, world, rows, new_tokens, vocab, estimator, on_gpu=True, kept_hidden=None):
-    """Per-rank bytes that --estimator adds to a step (gopd.kept_positions, target_kl, frozen_heads):
+def estimator_memory(student, frozen, mode, rows, new_tokens, estimator, on_gpu=True, kept_hidden=None):
+    """Per-rank bytes that --estimator adds to a step (gopd.kept_positions, target_kl, frozen_heads,
+    kept_kl):
     - kept states: the frozen models' final hidden states at the kept response positions of all the
-      rank's rows of the step, from scoring until each micro-batch's update frees them: rows x
-      new_tokens x kept_hidden x 2 bytes (bf16), kept_hidden summing the hidden sizes of the models that
-      score a row (its teacher, and the reference at lam != 1; default: one frozen model's); every
-      position for exact, every gopd.KL_STRIDE-th for sampled (its kl_target metric).
-    - frozen heads, gathered for the whole update: under --fsdp each frozen model's root unit
-      (embeddings, final norm, output layer); DDP with --offload-frozen: a copy of each output layer;
-      resident DDP models: nothing new.
-    - exact's chunks: besides the student's chunk logits (in `activations`), the teacher's and the
-      reference's logits, the target and the KL's terms: 7 more float32 [128, vocab] tensors."""
+      rank's rows of the step, from scoring to the update: rows x new_tokens x kept_hidden x 2 bytes
+      (bf16), kept_hidden summing the hidden sizes of the models that score a row (its teacher, and
+      the reference at lam != 1; default: one frozen model's); every position for exact (each
+      micro-batch's freed after its backward), every gopd.KL_STRIDE-th for sampled (its metric),
+      with the student's own there.
+    - gathered output layers: under --fsdp each frozen model's root unit (embeddings, final norm,
+      output layer), for sampled's metric the student's too; DDP with --offload-frozen: a copy of
+      each frozen output layer; resident DDP models: nothing new. Exact holds them through the
+      update's backward passes; sampled only after them, for its metric (a phase of its own).
+    - chunk temporaries: the teacher's and reference's logits, the target and the KL's terms, about
+      7 float32 [128, vocab] tensors besides the student's chunk logits (in `activations`)."""
     fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
-    fb = 2 if on_gpu else 4
+    fb, cb = (2, 2) if on_gpu else (4, 4)
     kept_hidden = kept_hidden or max(c.hidden_size for c in frozen)
-    kept = rows * new_tokens * kept_hidden * fb / (1 if estimator == "exact" else gopd.KL_STRIDE)
+    kept = rows * new_tokens * kept_hidden * fb
+    if estimator == "sampled":
+        kept = kept / gopd.KL_STRIDE + rows * new_tokens * student.hidden_size * cb / gopd.KL_STRIDE
     if fsdp:
         heads = sum(fb * counts(c)["root"] for c in frozen)
+        heads += cb * counts(student)["root"] if estimator == "sampled" else 0
     else:
         heads = sum(fb * c.vocab_size * c.hidden_size for c in frozen) if offload else 0
-    chunks = 7 * 128 * vocab * 4 if estimator == "exact" else 0
-    return {"kept_states": kept, "frozen_heads": heads, "exact_chunks": chunks}
+    return {"kept_states": kept, "gathered_heads": heads, "chunks": 7 * 128 * student.vocab_size * 4}
 
 
 def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch, checkpointing, on_gpu=True,
@@ -176,15 +183,17 @@ def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch
     # AdamW's denominator sqrt(v) / c + eps: for every tensor at once on GPU (foreach, in place after the
     # square root), one tensor at a time on CPU (two temporaries)
     step_temp = (4 * n["total"] if on_gpu else 8 * n["largest"]) / s
-    p.update(estimator_memory(frozen, mode, world, rows, new_tokens, student.vocab_size, estimator, on_gpu,
-                              kept_hidden))
+    p.update(estimator_memory(student, frozen, mode, rows, new_tokens, estimator, on_gpu, kept_hidden))
+    extra = p["gathered_heads"] + p["chunks"]  # through the update (exact), or after it (sampled's metric)
     p["phases"] = {"rollout": rollout + rollout_batch * p["kv_per_seq"],
                    "score": states + scoring + score_acts + p["kept_states"],
-                   "update": states + grads + p["activations"] + p["kept_states"] + p["frozen_heads"]
-                   + p["exact_chunks"],
+                   "update": states + grads + p["activations"] + p["kept_states"]
+                   + (extra if estimator == "exact" else 0),
+                   "metric": states + grads + p["kept_states"] + (extra if estimator == "sampled" else 0),
                    "optimizer step": states + grads + step_temp}
     p["peak"] = max(p["phases"].values())
-    p["peak_one_seq"] = max(p["phases"]["score"], p["phases"]["update"], rollout + p["kv_per_seq"])
+    p["peak_one_seq"] = max(p["phases"]["score"], p["phases"]["update"], p["phases"]["metric"],
+                            rollout + p["kv_per_seq"])
     return p
 
 # -----------------------------------------------------------------------------
@@ -397,7 +406,7 @@ def main():
     for name in presets():
         used = preset_plan(name)[1]
         q, e = preset_plan(name, "sampled")[0][used], preset_plan(name, "exact")[0][used]
-        say(f"{name:18}{used:14}{gb(e['kept_states']):>8}{gb(e['frozen_heads']):>8}{gb(q['peak_one_seq']):>9}"
+        say(f"{name:18}{used:14}{gb(e['kept_states']):>8}{gb(e['gathered_heads']):>8}{gb(q['peak_one_seq']):>9}"
             f"{gb(e['peak_one_seq']):>8}{e['rollout_batch'] if fits(e) else 0:>8}  {'yes' if fits(e) else 'NO'}")
         summary[name]["exact_per_gpu_gb"] = round(e["peak_one_seq"] / GIB, 1)
         summary[name]["exact_fits"] = fits(e)
