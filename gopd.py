@@ -765,7 +765,8 @@ def target_kl(head, hidden, targets, states, heads, lam, temperature, chunk=128)
     ref = states["ref"]
     ref_head = heads[states["ref_model"]] if ref is not None else None
     for rows, teacher, teacher_hidden in states["teacher"]:
-        chunks = [x.flatten(0, 1).split(chunk) for x in [hidden[rows], targets[rows], teacher_hidden]]
+        chunks = [x.flatten(0, 1).split(chunk)
+                  for x in [hidden[rows], targets[rows], teacher_hidden]]
         chunks.append(ref[rows].flatten(0, 1).split(chunk) if ref is not None
                       else [None] * len(chunks[0]))
         parts = []
@@ -942,8 +943,9 @@ def exact_loss(kl, mask, n_global, loss_agg="seq-mean-token-mean"):
     interchangeable: gopd_loss's A_t = log p*(y_t|s_t) + log Z_t - log pi_theta(y_t|s_t), Z_t being
     p*'s normaliser, and
 
-        E_{y~pi_theta}[A_t grad log pi_theta(y)] = -E[(log pi_theta(y) - log p*(y)) grad log pi_theta(y)]
-                                                    + log Z_t * E[grad log pi_theta(y)] = -grad KL_t
+        E_{y~pi_theta}[A_t grad log pi_theta(y)]
+            = -E[(log pi_theta(y) - log p*(y)) grad log pi_theta(y)] + log Z_t E[grad log pi(y)]
+            = -grad KL_t
 
     since E[grad log pi_theta] = grad sum_y pi_theta(y) = 0 kills the normaliser. gopd_loss is the
     one-sample estimate of this gradient; this one has none of its sampling noise, for a pass over
@@ -1393,7 +1395,7 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
             # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one,
             # which keeps only gradient shards between micro-batches
             no_sync = isinstance(model, DDP) and k < len(batches) - 1
-            n, states = b["mask"].shape[1], b.pop("states")  # freed with this micro-batch
+            n, states = b["mask"].shape[1], b.pop("states")  # exact: freed after this backward
             with (model.no_sync() if no_sync else nullcontext()), autocast:
                 if exact:
                     hidden, head = response_hidden(model, b["seq"], b["attn"], n)
