@@ -684,9 +684,10 @@ KL_STRIDE = 16
 
 
 def response_hidden(model, sequences, attention_mask, n_response):
-    """(final hidden states [B, n_response, hidden] at the positions that predict the last n_response
-    tokens of each row, the output layer). The model runs through its own forward (logits for one
-    position only), so the wrappers' hooks run; a hook on the decoder body keeps its final states."""
+    """(final hidden states [B, n_response, hidden] at the positions that predict the last
+    n_response tokens of each row, the output layer). The model runs through its own forward
+    (logits for one position only), so the wrappers' hooks run; a hook on the decoder body keeps
+    its final states."""
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding shifts nothing
     bare = getattr(model, "module", model)
     kept = []
@@ -894,8 +895,9 @@ def score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, temperat
         with resident(model, device, offload):
             for b in batches:
                 own = {d: [p[r] for r in b["rows"]] for d, p in prompts.items() if p is not None}
-                logp = frozen_logprobs(models, b["domains"], b["seq"], b["attn"], b["mask"].shape[1],
-                                       temperature, own, pad_id, only=model, keep=keep)
+                logp = frozen_logprobs(models, b["domains"], b["seq"], b["attn"],
+                                       b["mask"].shape[1], temperature, own, pad_id, only=model,
+                                       keep=keep)
                 if keep is not None:
                     logp, kept = logp
                     if key == "logp_t":
