@@ -1,9 +1,10 @@
 """The paper's claims at toy scale: every number of the README's toy results, from the toy world.
 
-    python toy/experiments.py                     # every run, 5 seeds, two at a time
+    python toy/experiments.py                     # every run, two at a time
+    python toy/experiments.py --part convergence  # only the runs at convergence (3 seeds)
     python toy/experiments.py --seeds 0 --jobs 1  # one seed
-    python toy/experiments.py --plot-only         # toy/results.json, tables and plots from --out
-                                                  # (without runs there: from toy/results.json)
+    python toy/experiments.py --plot-only         # results.json, tables and plots from --out
+                                                  # (a part not in --out: as results.json has it)
 
 Runs (gopd.py with PROTOCOL; only the named flags differ between them):
 - the lambda sweep (the paper's Figs. 2-4 in miniature): the math expert into the student on the
@@ -16,6 +17,13 @@ Runs (gopd.py with PROTOCOL; only the named flags differ between them):
 The bundled models are evaluated the same way (greedy once: it ignores the seed), and so is the
 sweep's target itself: responses sampled token by token from the per-state blend
 pi_T^lam * pi_ref^(1-lam) that gopd_loss pushes every state toward (sample_blend).
+
+The runs at convergence (--part convergence): the single-teacher runs at lam 1, 1.25, 1.5 and the
+multi-teacher ones for 150 steps (CONVERGENCE), each with both estimators (--estimator sampled and
+exact), 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt accuracy at
+TRAIN_EVAL_STEPS (over-fitting?), one learning-rate check (lam 1.25, sampled, lr 1e-4), and the
+gradient noise of both estimators measured the same way (gradient_noise). The step reported besides
+the last is chosen on held-out halves of the test problems (held_out_best).
 
 Evaluation happens here, after training, with evaluate.py's generate and checkers: every seed's
 last checkpoint on all 1,000 test problems per domain, one sample each at temperature 1, and seed
@@ -68,8 +76,8 @@ RUNS.update({
 })
 BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
 
-# The runs at convergence: PROTOCOL for 150 steps, both estimators, test accuracy of every seed every
-# CURVE_EVERY steps and training-prompt accuracy at TRAIN_EVAL_STEPS (over-fitting?), one
+# The runs at convergence: PROTOCOL for 150 steps, both estimators, test accuracy of every seed
+# every CURVE_EVERY steps and training-prompt accuracy at TRAIN_EVAL_STEPS (over-fitting?), one
 # learning-rate check. Seed by seed, so that a cut leaves every run with the same seeds.
 CONVERGENCE = dict(PROTOCOL, steps=150)
 CURVE_EVERY = 10
@@ -206,7 +214,7 @@ def mean_tokens(tok, texts):
 
 def evaluate_model(path, domains, n, seed, verdicts, greedy=False, out=None):
     """({domain: accuracy at temperature 1, n samples each}, {domain: mean response tokens},
-    {domain: greedy accuracy} when greedy, {domain: '0'/'1' per sample at temperature 1, in order})."""
+    {domain: greedy accuracy} when greedy, {domain: '0'/'1' per temperature-1 sample, in order})."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import evaluate
@@ -328,7 +336,7 @@ def evaluate_curve(folder, domains, seed, out):
             which = domains + (["train_math"] if step in TRAIN_EVAL_STEPS else [])
             acc, length, _, correct = evaluate_model(path, which, 1, 1000 * seed + step, verdicts,
                                                      out=out)
-            with open(done, "w") as f:  # per problem too: the best step is chosen on held-out halves
+            with open(done, "w") as f:  # per problem: the best step is chosen on held-out halves
                 json.dump({"acc": acc, "response_len": length, "correct": correct}, f)
             print(f"step {step}: {acc}", flush=True)
         if step not in TRAIN_EVAL_STEPS:
@@ -380,7 +388,8 @@ def gradient_noise(out, lams, steps, repeats, write):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     torch.set_num_threads(1)
-    load = lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=torch.float32).eval()  # noqa: E731
+    def load(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(MODELS["student"])
     teacher = load(MODELS["math_expert"]).requires_grad_(False)
     with open(MATH_DATA.format(out=out)) as f:
@@ -398,8 +407,8 @@ def gradient_noise(out, lams, steps, repeats, write):
             rows = {"sampled": [], "exact": [], "sampled vs exact": []}
             for _ in range(repeats):
                 half = PROTOCOL["prompts_per_step"] // 2
-                a, b = (estimator_gradients(student, teacher, ref, tok, rng.sample(prompts, half), lam)
-                        for _ in range(2))
+                a, b = (estimator_gradients(student, teacher, ref, tok, rng.sample(prompts, half),
+                                            lam) for _ in range(2))
                 for estimator in ESTIMATORS:
                     rows[estimator].append(cos(a[estimator], b[estimator], dim=0).item())
                 rows["sampled vs exact"].append(cos(a["sampled"], a["exact"], dim=0).item())
@@ -453,44 +462,53 @@ def collect(out, seeds):
 
 
 def collect_convergence(out, seeds, res):
-    """toy/results.json's "convergence" part: per run and seed, test accuracy every CURVE_EVERY
-    steps (step 0: the student, res's baselines) and the accuracy a step chosen on held-out halves
-    of the test problems reaches (held_out), training-prompt accuracy at TRAIN_EVAL_STEPS, the
-    logged training metrics as means over CURVE_EVERY steps; only the seeds every run has finished
-    (seeds are cut last), and the gradient noise when measured."""
-    done = [s for s in seeds if all(os.path.exists(os.path.join(run_dir(out, name, s), "curve.json"))
-                                    for name in CONV_RUNS)]
-    if not done:
-        sys.exit(f"toy/experiments.py: no seed has every run at convergence finished in {out}")
-    conv = {"seeds": done, "protocol": dict(CONVERGENCE, curve_every=CURVE_EVERY, test_problems=1000,
-                                            train_eval_steps=TRAIN_EVAL_STEPS), "runs": {},
-            "train_baselines": {b: [json.load(open(os.path.join(
-                out, f"train_baseline_{b}_seed{s}.json")))["final"]["train_math"] for s in done]
-                for b in TRAIN_BASELINES}}
+    """toy/results.json's "convergence" part: per run, the seeds it has finished (seeds are cut
+    last) and per seed: test accuracy every CURVE_EVERY steps (step 0: the student, res's
+    baselines), the accuracy of a step chosen on held-out halves of the test problems (held_out),
+    training-prompt accuracy at TRAIN_EVAL_STEPS, the logged training metrics as means over
+    CURVE_EVERY steps; and the gradient noise when measured."""
+    def read(path):
+        with open(path) as f:
+            return json.load(f)
+    conv = {"protocol": dict(CONVERGENCE, curve_every=CURVE_EVERY, test_problems=1000,
+                             train_eval_steps=TRAIN_EVAL_STEPS), "runs": {}, "train_baselines": {}}
+    for b in TRAIN_BASELINES:
+        found = [s for s in seeds
+                 if os.path.exists(os.path.join(out, f"train_baseline_{b}_seed{s}.json"))]
+        conv["train_baselines"][b] = {"seeds": found, "math": [read(os.path.join(
+            out, f"train_baseline_{b}_seed{s}.json"))["final"]["train_math"] for s in found]}
     for name in CONV_RUNS:
-        per_seed = [json.load(open(os.path.join(run_dir(out, name, s), "curve.json"))) for s in done]
-        steps = sorted(map(int, per_seed[0]["eval"]))
-        run = {"test": {}, "held_out": {}, "held_out_step": {}}
+        done = [s for s in seeds
+                if os.path.exists(os.path.join(run_dir(out, name, s), "curve.json"))]
+        if not done:
+            continue
+        per_seed = [read(os.path.join(run_dir(out, name, s), "curve.json"))["eval"] for s in done]
+        logged = [read(os.path.join(run_dir(out, name, s), "curve.json"))["train_metrics"]
+                  for s in done]
+        steps = sorted(map(int, per_seed[0]))
+        run = {"seeds": done, "test": {}, "held_out": {}, "held_out_step": {}}
         for d in domains_of(name):
-            student = res["baselines"]["student"][d]
-            run["test"][d] = {0: [student[s] for s in done],
-                              **{t: [p["eval"][str(t)]["acc"][d] for p in per_seed] for t in steps}}
-            chosen = [held_out_best(p["eval"], d) for p in per_seed]
+            run["test"][d] = {0: [res["baselines"]["student"][d][s] for s in done],
+                              **{t: [p[str(t)]["acc"][d] for p in per_seed] for t in steps}}
+            chosen = [held_out_best(p, d) for p in per_seed]
             run["held_out"][d] = [acc for acc, _ in chosen]
             run["held_out_step"][d] = [t for _, t in chosen]
-        run["train_math"] = {0: conv["train_baselines"]["student"],
-                             **{t: [p["eval"][str(t)]["acc"]["train_math"] for p in per_seed]
+        student = dict(zip(*conv["train_baselines"]["student"].values()))
+        run["train_math"] = {0: [student[s] for s in done],
+                             **{t: [p[str(t)]["acc"]["train_math"] for p in per_seed]
                                 for t in TRAIN_EVAL_STEPS}}
-        run["response_len"] = {t: [p["eval"][str(t)]["response_len"]["math"] for p in per_seed]
+        run["response_len"] = {t: [p[str(t)]["response_len"]["math"] for p in per_seed]
                                for t in steps}
-        run["train_metrics"] = {key: {t: [statistics.mean(v for v in p["train_metrics"][key]
-                                                          [t - CURVE_EVERY:t] if v is not None)
-                                          for p in per_seed] for t in steps}
+        run["train_metrics"] = {key: {t: [statistics.mean(v for v in m[key][t - CURVE_EVERY:t]
+                                                          if v is not None) for m in logged]
+                                      for t in steps}
                                 for key in ["kl_target", "kl_teacher", "grad_norm"]}
         conv["runs"][name] = run
+    if not conv["runs"]:
+        sys.exit(f"toy/experiments.py: no run at convergence has finished in {out}")
     noise = os.path.join(out, "gradient_noise.json")
     if os.path.exists(noise):
-        conv["gradient_noise"] = dict(json.load(open(noise)), protocol=NOISE)
+        conv["gradient_noise"] = dict(read(noise), protocol=NOISE)
     return conv
 
 
@@ -546,14 +564,18 @@ def tables(res):
     return "\n".join(lines)
 
 
-def paired(a, b):
-    """mean +- standard error of a - b over seeds (the same seeds, in the same order)."""
-    return "{:+.1f} ± {:.1f}".format(*mean_se([x - y for x, y in zip(a, b)]))
+def paired(a, b, get):
+    """mean +- standard error over the seeds both runs have of get(run) (a list per seed, in the
+    run's seed order) of a minus the same of b."""
+    x, y = (dict(zip(r["seeds"], get(r))) for r in (a, b))
+    common = [s for s in x if s in y]
+    return "{:+.1f} ± {:.1f}".format(*mean_se([x[s] - y[s] for s in common])) + \
+        ("" if len(common) > 1 else " (1 seed)")
 
 
 def convergence_tables(res):
-    """The README's tables of the runs at convergence: accuracy by run, the comparisons behind the
-    verdicts (paired by seed), and the gradient noise."""
+    """The README's tables of the runs at convergence: accuracy by run (with its number of seeds),
+    the comparisons behind the verdicts (paired by seed), and the gradient noise."""
     conv, last = res["convergence"], str(CONVERGENCE["steps"])
     runs = {name: json.loads(json.dumps(r)) for name, r in conv["runs"].items()}  # str steps
 
@@ -561,51 +583,57 @@ def convergence_tables(res):
         means = {int(t): statistics.mean(v) for t, v in curve.items() if int(t) > 0}
         best = max(means, key=means.get)
         return f"{100 * means[best]:.1f} ({best})"
-    lines = ["| one teacher | estimator | math, step 50 | step 150 | best step, held out "
-             "| peak of the mean (step) | training prompts, step 150 |", "|---|---|---|---|---|---|---|"]
-    teacher = res["baselines"]["math_expert"]["math"]
-    lines.append(f"| teacher (`math_expert`) | – | {cell(teacher)} | {cell(teacher)} | – | – "
-                 f"| {cell(conv['train_baselines']['math_expert'])} |")
+    lines = ["| one teacher | estimator | seeds | math, step 50 | step 150 | best step, held out "
+             "| peak of the mean (step) | training prompts, step 150 |",
+             "|---|---|---|---|---|---|---|---|"]
+    teacher, train = res["baselines"]["math_expert"]["math"], conv["train_baselines"]["math_expert"]
+    lines.append(f"| teacher (`math_expert`) | – | {len(teacher)}, {len(train['seeds'])} "
+                 f"| {cell(teacher)} | {cell(teacher)} | – | – | {cell(train['math'])} |")
     for name, r in runs.items():
         if name.startswith("single"):
-            lam, estimator = name.split(", ", 1)
+            lam, estimator = name[len("single "):].split(", ", 1)
             t = r["test"]["math"]
-            lines.append(f"| {lam[len('single '):]} | {estimator} | {cell(t['50'])} | {cell(t[last])} "
-                         f"| {cell(r['held_out']['math'])} | {peak(t)} | {cell(r['train_math'][last])} |")
-    lines += ["", "| several teachers | estimator | math, step 150 | math, best step held out "
-              "| code, step 150 | code, best step held out |", "|---|---|---|---|---|---|"]
+            lines.append(f"| {lam} | {estimator} | {len(r['seeds'])} | {cell(t['50'])} "
+                         f"| {cell(t[last])} | {cell(r['held_out']['math'])} | {peak(t)} "
+                         f"| {cell(r['train_math'][last])} |")
+    lines += ["", "| several teachers | estimator | seeds | math, step 150 | math, best step held "
+              "out | code, step 150 | code, best step held out |", "|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         if name.startswith("multi"):
             run, estimator = name.rsplit(", ", 1)
             t, h = r["test"], r["held_out"]
-            lines.append(f"| {run} | {estimator} | {cell(t['math'][last])} | {cell(h['math'])} "
-                         f"| {cell(t['code'][last])} | {cell(h['code'])} |")
-    comparisons = [("one teacher, λ=1.25 − λ=1 (math)", "single λ=1.25", "single λ=1", "math"),
-                   ("one teacher, λ=1.5 − λ=1 (math)", "single λ=1.5", "single λ=1", "math"),
-                   ("several teachers, ExOPD − OPD (math)", "multi ExOPD (λ=1.25)", "multi OPD (λ=1)",
-                    "math"),
-                   ("several teachers, ExOPD − OPD (code)", "multi ExOPD (λ=1.25)", "multi OPD (λ=1)",
-                    "code")]
-    lines += ["", "| difference, paired by seed | sampled, step 150 | exact, step 150 "
-              "| sampled, held out | exact, held out |", "|---|---|---|---|---|"]
-    for label, a, b, d in comparisons:
-        cells = [paired(runs[f"{a}, {e}"]["test"][d][last], runs[f"{b}, {e}"]["test"][d][last])
-                 for e in ESTIMATORS]
-        cells += [paired(runs[f"{a}, {e}"]["held_out"][d], runs[f"{b}, {e}"]["held_out"][d])
-                  for e in ESTIMATORS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {run} | {estimator} | {len(r['seeds'])} | {cell(t['math'][last])} "
+                         f"| {cell(h['math'])} | {cell(t['code'][last])} | {cell(h['code'])} |")
+
+    def differences(a, b, d, estimators, steps):  # cells of a - b, for the runs that exist
+        cells = []
+        for e_a, e_b in estimators:
+            ra, rb = runs.get(f"{a}, {e_a}"), runs.get(f"{b}, {e_b}")
+            for step in steps:
+                get = (lambda r: r["held_out"][d]) if step == "held out" else \
+                    (lambda r, step=step: r["test"][d][step])
+                cells.append(paired(ra, rb, get) if ra and rb else "–")
+        return " | ".join(cells)
+    multi = ("multi ExOPD (λ=1.25)", "multi OPD (λ=1)")
+    lines += ["", "| difference, paired by seed | sampled, step 150 | sampled, held out "
+              "| exact, step 150 | exact, held out |", "|---|---|---|---|---|"]
+    for label, a, b, d in [("one teacher, λ=1.25 − λ=1 (math)", "single λ=1.25", "single λ=1",
+                            "math"),
+                           ("one teacher, λ=1.5 − λ=1 (math)", "single λ=1.5", "single λ=1",
+                            "math"),
+                           ("several teachers, ExOPD − OPD (math)", *multi, "math"),
+                           ("several teachers, ExOPD − OPD (code)", *multi, "code")]:
+        pairs = [(e, e) for e in ESTIMATORS]
+        lines.append(f"| {label} | {differences(a, b, d, pairs, [last, 'held out'])} |")
     lines += ["", "| exact − sampled, paired by seed | step 50 | step 150 | best step, held out |",
               "|---|---|---|---|"]
-    for base in ["single λ=1", "single λ=1.25", "single λ=1.5", "multi OPD (λ=1)",
-                 "multi ExOPD (λ=1.25)"]:
+    for base in ["single λ=1", "single λ=1.25", "single λ=1.5", *multi[::-1]]:
         for d in domains_of(base):
-            ex, sa = runs[f"{base}, exact"], runs[f"{base}, sampled"]
-            lines.append(f"| {base} ({d}) | {paired(ex['test'][d]['50'], sa['test'][d]['50'])} "
-                         f"| {paired(ex['test'][d][last], sa['test'][d][last])} "
-                         f"| {paired(ex['held_out'][d], sa['held_out'][d])} |")
+            cells = differences(base, base, d, [("exact", "sampled")], ["50", last, "held out"])
+            lines.append(f"| {base} ({d}) | {cells} |")
     if "gradient_noise" in conv:
-        lines += ["", "| policy (one teacher) | half-batch cosine, sampled | half-batch cosine, exact "
-                  "| sampled vs exact, same states |", "|---|---|---|---|"]
+        lines += ["", "| policy (one teacher) | half-batch cosine, sampled | half-batch cosine, "
+                  "exact | sampled vs exact, same states |", "|---|---|---|---|"]
         for policy, rows in conv["gradient_noise"].items():
             if policy != "protocol":
                 lines.append(f"| {policy} | " + " | ".join(
@@ -686,29 +714,33 @@ def jobs_of(args):
 
 
 def convergence_plot(res, plt):
-    """toy/curves.png: the runs at convergence, mean +- SE over seeds, a curve per estimator
+    """toy/curves.png: the runs at convergence, mean +- SE over their seeds, a curve per estimator
     (sampled solid, exact dashed): one teacher's test accuracy, several teachers', training-prompt
     against test accuracy, and the exact per-state KL to the target that both minimise."""
-    conv = res["convergence"]
+    runs = res["convergence"]["runs"]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     style = {"sampled": "-", "exact": "--"}
 
-    def curve(ax, values, label, color, ls, marker="o", scale=100.0):
+    def curve(ax, name, get, label, color, ls, marker="o", scale=100.0):
+        if name not in runs:
+            return
+        values = get(runs[name])
         steps = sorted(values, key=int)
         stats = [mean_se(values[t], scale) for t in steps]
         ax.errorbar([int(t) for t in steps], [m for m, _ in stats], [e for _, e in stats], ls=ls,
                     marker=marker, ms=3, lw=1, capsize=2, color=color, label=label)
-    for i, name in enumerate(["single λ=1", "single λ=1.25", "single λ=1.5"]):
+    singles = ["single λ=1", "single λ=1.25", "single λ=1.5"]
+    for i, name in enumerate(singles):
         for est in ESTIMATORS:
-            curve(axes[0, 0], conv["runs"][f"{name}, {est}"]["test"]["math"],
-                  f"{name[7:]}, {est}", f"C{i}", style[est])
+            curve(axes[0, 0], f"{name}, {est}", lambda r: r["test"]["math"], f"{name[7:]}, {est}",
+                  f"C{i}", style[est])
     teacher = mean_se(res["baselines"]["math_expert"]["math"])[0]
     axes[0, 0].axhline(teacher, color="k", ls=":", lw=1, label=f"teacher {teacher:.1f}")
     axes[0, 0].set_title("one teacher: test math", fontsize=9)
     for i, name in enumerate(["multi OPD (λ=1)", "multi ExOPD (λ=1.25)"]):
         for d, marker in [("math", "o"), ("code", "s")]:
             for est in ESTIMATORS:
-                curve(axes[0, 1], conv["runs"][f"{name}, {est}"]["test"][d],
+                curve(axes[0, 1], f"{name}, {est}", lambda r, d=d: r["test"][d],
                       f"{name[6:]} {d}, {est}", f"C{2 * i + (d == 'code')}", style[est], marker)
     for d, expert in [("math", "math_expert"), ("code", "code_expert")]:
         level = mean_se(res["baselines"][expert][d])[0]
@@ -717,14 +749,14 @@ def convergence_plot(res, plt):
     axes[0, 1].set_title("several teachers: test math and code", fontsize=9)
     for i, name in enumerate(["single λ=1.25, sampled", "single λ=1.25, exact",
                               "single λ=1.25, sampled, lr 1e-4"]):
-        run = conv["runs"][name]
-        curve(axes[1, 0], run["test"]["math"], f"{name[7:]}: test", f"C{i}", "-")
-        curve(axes[1, 0], run["train_math"], f"{name[7:]}: training prompts", f"C{i}", ":", "s")
+        curve(axes[1, 0], name, lambda r: r["test"]["math"], f"{name[7:]}: test", f"C{i}", "-")
+        curve(axes[1, 0], name, lambda r: r["train_math"], f"{name[7:]}: training prompts",
+              f"C{i}", ":", "s")
     axes[1, 0].set_title("training prompts against test problems (math)", fontsize=9)
-    for i, name in enumerate(["single λ=1", "single λ=1.25", "single λ=1.5"]):
+    for i, name in enumerate(singles):
         for est in ESTIMATORS:
-            kl = conv["runs"][f"{name}, {est}"]["train_metrics"]["kl_target"]
-            curve(axes[1, 1], kl, f"{name[7:]}, {est}", f"C{i}", style[est], scale=1000.0)
+            curve(axes[1, 1], f"{name}, {est}", lambda r: r["train_metrics"]["kl_target"],
+                  f"{name[7:]}, {est}", f"C{i}", style[est], scale=1000.0)
     axes[1, 1].set_yscale("log")
     axes[1, 1].set_ylabel("KL(π_θ ‖ p*) per token, 1e-3 nats (mean of 10 steps)")
     axes[1, 1].set_title("what both estimators minimise (training rollouts)", fontsize=9)
@@ -733,7 +765,8 @@ def convergence_plot(res, plt):
         ax.legend(fontsize=6)
     for ax in [axes[0, 0], axes[0, 1], axes[1, 0]]:
         ax.set_ylabel("accuracy (%), T = 1")
-    fig.suptitle(f"toy, runs at convergence: mean ± SE of {len(conv['seeds'])} seeds "
+    seeds = sorted({len(r["seeds"]) for r in runs.values()})
+    fig.suptitle(f"toy, runs at convergence: mean ± SE over {'-'.join(map(str, seeds))} seeds "
                  f"(sampled: solid, exact: dashed)", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
