@@ -149,15 +149,16 @@ def train_baseline_job(name, seed, out):
                    path[:-5] + ".log")
 
 
-NOISE = dict(lams=[1.0, 1.25], steps=[50, 150], repeats=12)
+NOISE = dict(lams=[1.25, 1.0], steps=[50, 150], repeats=8)
 
 
 def noise_job(out):
-    """gradient_noise, once seed 0's single-teacher sampled runs are done."""
-    path = os.path.join(out, "gradient_noise.json")
-    if not os.path.exists(path):
-        run_logged([sys.executable, __file__, "--noise", "--write", path, "--out", out],
-                   path[:-5] + ".log")
+    """gradient_noise for each lam of NOISE, once seed 0's single-teacher sampled runs are done."""
+    for lam in NOISE["lams"]:
+        path = os.path.join(out, f"gradient_noise_lam{lam:g}.json")
+        if not os.path.exists(path):
+            run_logged([sys.executable, __file__, "--noise", str(lam), "--write", path, "--out",
+                        out], path[:-5] + ".log")
 
 
 def baseline_job(name, seed, out):
@@ -379,7 +380,7 @@ def estimator_gradients(student, teacher, ref, tok, prompts, lam):
     return grads
 
 
-def gradient_noise(out, lams, steps, repeats, write):
+def gradient_noise(out, lam, steps, repeats, write):
     """The gradient noise of both estimators, measured the same way: at a fixed policy (the student,
     and seed 0's checkpoints of the single-teacher sampled run at `steps`), the cosine between the
     gradients of two independent half-batches (32 prompts each, their own rollouts), per estimator,
@@ -396,25 +397,23 @@ def gradient_noise(out, lams, steps, repeats, write):
         prompts = [json.loads(line)["prompt"] for line in f]
     cos = torch.nn.functional.cosine_similarity
     result = {}
-    for lam in lams:
-        ref = load(MODELS["student"]).requires_grad_(False) if lam != 1 else None
-        for step in [0] + steps:
-            folder = run_dir(out, f"single λ={lam:g}, sampled", 0)
-            path = MODELS["student"] if step == 0 else os.path.join(folder, f"step_{step:06d}")
-            student = load(path)
-            rng = random.Random(step)
-            torch.manual_seed(step)
-            rows = {"sampled": [], "exact": [], "sampled vs exact": []}
-            for _ in range(repeats):
-                half = PROTOCOL["prompts_per_step"] // 2
-                a, b = (estimator_gradients(student, teacher, ref, tok, rng.sample(prompts, half),
-                                            lam) for _ in range(2))
-                for estimator in ESTIMATORS:
-                    rows[estimator].append(cos(a[estimator], b[estimator], dim=0).item())
-                rows["sampled vs exact"].append(cos(a["sampled"], a["exact"], dim=0).item())
-            result[f"λ={lam:g}, step {step}"] = rows
-            print(f"lam {lam} step {step}: " + ", ".join(
-                f"{k} {statistics.mean(v):.3f}" for k, v in rows.items()), flush=True)
+    ref = load(MODELS["student"]).requires_grad_(False) if lam != 1 else None
+    for step in [0] + steps:
+        folder = run_dir(out, f"single λ={lam:g}, sampled", 0)
+        student = load(MODELS["student"] if step == 0 else os.path.join(folder, f"step_{step:06d}"))
+        rng = random.Random(step)
+        torch.manual_seed(step)
+        rows = {"sampled": [], "exact": [], "sampled vs exact": []}
+        for _ in range(repeats):
+            half = PROTOCOL["prompts_per_step"] // 2
+            a, b = (estimator_gradients(student, teacher, ref, tok, rng.sample(prompts, half), lam)
+                    for _ in range(2))
+            for estimator in ESTIMATORS:
+                rows[estimator].append(cos(a[estimator], b[estimator], dim=0).item())
+            rows["sampled vs exact"].append(cos(a["sampled"], a["exact"], dim=0).item())
+        result[f"λ={lam:g}, step {step}"] = rows
+        print(f"lam {lam} step {step}: " + ", ".join(
+            f"{k} {statistics.mean(v):.3f}" for k, v in rows.items()), flush=True)
     with open(write, "w") as f:
         json.dump(result, f)
 
@@ -506,9 +505,10 @@ def collect_convergence(out, seeds, res):
         conv["runs"][name] = run
     if not conv["runs"]:
         sys.exit(f"toy/experiments.py: no run at convergence has finished in {out}")
-    noise = os.path.join(out, "gradient_noise.json")
-    if os.path.exists(noise):
-        conv["gradient_noise"] = dict(read(noise), protocol=NOISE)
+    for lam in NOISE["lams"]:
+        noise = os.path.join(out, f"gradient_noise_lam{lam:g}.json")
+        if os.path.exists(noise):
+            conv.setdefault("gradient_noise", {"protocol": NOISE}).update(read(noise))
     return conv
 
 
@@ -791,7 +791,7 @@ def main():
     p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--write", help=argparse.SUPPRESS)
     p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--noise", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--noise", type=float, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
@@ -800,8 +800,8 @@ def main():
         p.error(f"--only: no run named {unknown[0]!r}; the runs are "
                 f"{', '.join(map(repr, [*RUNS, *CONV_RUNS]))}")
     os.makedirs(args.out, exist_ok=True)
-    if args.noise:
-        gradient_noise(args.out, **NOISE, write=args.write)
+    if args.noise is not None:
+        gradient_noise(args.out, args.noise, NOISE["steps"], NOISE["repeats"], args.write)
         return
     if args.blend:
         evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 0, args.write)
