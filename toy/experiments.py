@@ -161,6 +161,19 @@ def noise_job(out):
                         out], path[:-5] + ".log")
 
 
+EVAL_NOISE = dict(run="single λ=1.25, sampled", step=50, eval_seeds=[0, 1, 2, 3, 50])
+
+
+def eval_noise_job(out):
+    """The evaluation's own noise: one checkpoint (EVAL_NOISE) evaluated with several sampling
+    seeds (seed 0's is what the 50-step runs' final evaluation used)."""
+    path = os.path.join(out, "eval_noise.json")
+    if not os.path.exists(path):
+        folder = run_dir(out, EVAL_NOISE["run"], 0)
+        run_logged([sys.executable, __file__, "--eval-noise", folder, "--write", path, "--out", out],
+                   path[:-5] + ".log")
+
+
 def baseline_job(name, seed, out):
     path = os.path.join(out, f"baseline_{name}_seed{seed}.json")
     if not os.path.exists(path):
@@ -505,6 +518,8 @@ def collect_convergence(out, seeds, res):
         conv["runs"][name] = run
     if not conv["runs"]:
         sys.exit(f"toy/experiments.py: no run at convergence has finished in {out}")
+    if os.path.exists(os.path.join(out, "eval_noise.json")):
+        conv["eval_noise"] = read(os.path.join(out, "eval_noise.json"))
     for lam in NOISE["lams"]:
         noise = os.path.join(out, f"gradient_noise_lam{lam:g}.json")
         if os.path.exists(noise):
@@ -792,6 +807,7 @@ def main():
     p.add_argument("--write", help=argparse.SUPPRESS)
     p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--noise", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--eval-noise", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
@@ -800,6 +816,13 @@ def main():
         p.error(f"--only: no run named {unknown[0]!r}; the runs are "
                 f"{', '.join(map(repr, [*RUNS, *CONV_RUNS]))}")
     os.makedirs(args.out, exist_ok=True)
+    if args.eval_noise:
+        path = os.path.join(args.eval_noise, f"step_{EVAL_NOISE['step']:06d}")
+        accs = [evaluate_model(path, ["math"], 1, seed, Verdicts(args.out))[0]["math"]
+                for seed in EVAL_NOISE["eval_seeds"]]
+        with open(args.write, "w") as f:
+            json.dump(dict(EVAL_NOISE, math=accs), f)
+        return
     if args.noise is not None:
         gradient_noise(args.out, args.noise, NOISE["steps"], NOISE["repeats"], args.write)
         return
@@ -829,6 +852,7 @@ def main():
             blend_job(args.out)
         if args.part != "short":
             noise_job(args.out)
+            eval_noise_job(args.out)
     # each part's numbers from --out when its runs are there, else as toy/results.json has them
     res = json.load(open(results)) if os.path.exists(results) else {}
     found = False
