@@ -17,7 +17,7 @@ import gopd
 import tiny
 from test_fsdp import DRIVER, assert_same_run, metrics, world  # noqa: F401 (world: its fixture)
 from test_fsdp import argv as fsdp_argv
-from tiny import base_args, run_main
+from tiny import base_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
