@@ -602,7 +602,7 @@ def convergence_tables(res):
              "| peak of the mean (step) | training prompts, step 150 |",
              "|---|---|---|---|---|---|---|---|"]
     teacher, train = res["baselines"]["math_expert"]["math"], conv["train_baselines"]["math_expert"]
-    lines.append(f"| teacher (`math_expert`) | – | {len(teacher)}, {len(train['seeds'])} "
+    lines.append(f"| teacher (`math_expert`) | – | {len(teacher)} / {len(train['seeds'])} "
                  f"| {cell(teacher)} | {cell(teacher)} | – | – | {cell(train['math'])} |")
     for name, r in runs.items():
         if name.startswith("single"):
@@ -781,8 +781,8 @@ def convergence_plot(res, plt):
     for ax in [axes[0, 0], axes[0, 1], axes[1, 0]]:
         ax.set_ylabel("accuracy (%), T = 1")
     seeds = sorted({len(r["seeds"]) for r in runs.values()})
-    fig.suptitle(f"toy, runs at convergence: mean ± SE over {'-'.join(map(str, seeds))} seeds "
-                 f"(sampled: solid, exact: dashed)", fontsize=10)
+    fig.suptitle(f"toy, runs at convergence: mean ± SE over seeds ({'-'.join(map(str, seeds))}); "
+                 f"sampled: solid, exact: dashed", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
 
