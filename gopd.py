@@ -40,6 +40,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import timedelta
+from functools import partial
 
 import numpy as np
 import torch
@@ -76,6 +77,7 @@ PAPER_DEFAULTS = dict(
     micro_batch=1,           # ppo_micro_batch_size_per_gpu
     out="out",
     grade_every=1,
+    estimator="sampled",     # one sampled token per state, as every G-OPD implementation
 )
 # With no --student, everything points at the bundled toy world (a CPU demo of minutes).
 TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
@@ -85,7 +87,8 @@ TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     eval_data=[os.path.join(TOY, "data", "quick_math.jsonl"),
                                os.path.join(TOY, "data", "quick_code.jsonl")],
                     prompts_per_step=64, samples_per_prompt=1, max_new_tokens=96,
-                    lr=3e-4, steps=40, micro_batch=64, out="out/toy", grade_every=10)
+                    lr=3e-4, steps=40, micro_batch=64, out="out/toy", grade_every=10,
+                    estimator="exact")  # the toy's vocabulary is small: it trains faster (README)
 # Flags that may change on --resume: they do not change what is optimised.
 RESUMABLE = {"steps", "save_every", "eval_data", "eval_n", "eval_every", "log_samples_every",
              "grade_every", "out", "resume", "resume_override", "dist_timeout", "micro_batch",
@@ -134,6 +137,11 @@ def parse_args(argv=None):
     add("--warmup-steps", type=int, default=0, help="linear warmup steps (default: 0)")
     add("--weight-decay", type=float, default=0.01,
         help="AdamW weight decay (default: 0.01, verl's, which the paper's release uses)")
+    add("--estimator",
+        help="sampled: the advantage of each sampled token, as the paper; exact: at every response "
+             "state, the KL from the student's whole next-token distribution to the per-state "
+             "target, the same gradient in expectation without the sampling noise (needs --top-p "
+             "1)" + default("estimator"))
     add("--loss-agg", choices=["seq-mean-token-mean", "token-mean"], default="seq-mean-token-mean",
         help="seq-mean-token-mean: every response weighs the same, as the paper's release runs; "
              "token-mean: every token does (default: seq-mean-token-mean)")
@@ -220,6 +228,9 @@ def check_args(args):
             f"every sampled token under the untruncated softmax at the temperature (student, "
             f"teacher and reference alike), so a nucleus-truncated sampling distribution would not "
             f"be the one scored; evaluate a checkpoint at another top-p with evaluate.py --top-p")
+    if args.estimator not in ("sampled", "exact"):
+        die(f"--estimator must be sampled (one token per state, the paper's) or exact (the whole "
+            f"next-token distribution) (got {args.estimator!r})")
     if not args.lr > 0:
         die(f"--lr must be > 0 (got {args.lr})")
     for name in ["weight_decay", "grad_clip", "warmup_steps", "save_every", "eval_every",
@@ -943,13 +954,37 @@ def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
     return batch
 
 # -----------------------------------------------------------------------------
-# Scoring: log-probs of the sampled tokens
+# Scoring: log-probs of the sampled tokens, and the frozen models' final hidden states
+
+# The sampled estimator logs the exact per-state KL to the target, what both estimators minimise, on
+# every KL_STRIDE-th response position (the offset moves with the step): the frozen models' hidden
+# states it keeps for that cost 1/KL_STRIDE of what the exact estimator keeps.
+KL_STRIDE = 16
+
+
+def response_hidden(model, sequences, attention_mask, n_response):
+    """(final hidden states [B, n_response, hidden] at the positions that predict the last
+    n_response tokens of each row, the output layer). The model runs through its own forward
+    (logits for one position only), so the wrappers' hooks run; a hook on the decoder body keeps
+    its final states."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding shifts nothing
+    bare = getattr(model, "module", model)
+    kept = []
+    hook = bare.get_decoder().register_forward_hook(lambda module, args, out: kept.append(out[0]))
+    try:
+        model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids,
+              use_cache=False, logits_to_keep=1)
+    finally:
+        hook.remove()
+    return kept[0][:, -n_response - 1:-1], bare.get_output_embeddings()
 
 
 def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0, chunk=128,
-                   entropy=False):
+                   entropy=False, keep=None):
     """log pi(y_t | s_t) for the last n_response tokens of each row, float32 [B, n_response]; with
-    entropy=True also the entropy of each of those next-token distributions (no gradient).
+    entropy=True also the entropy of each of those next-token distributions (no gradient); with
+    `keep` (a slice of response positions) also the final hidden states there, [B, P, hidden] (no
+    gradient), from which target_kl computes whole next-token distributions later.
 
     The model runs on the whole rows but yields final hidden states, not logits; the output layer
     then runs on `chunk` response tokens at a time, and each chosen token's log-prob is its logit
@@ -960,19 +995,9 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
     Copying it: rows are left-padded with the responses right-aligned (the last n_response
     columns); the model is an HF causal LM (decoder body with final norm, then the output layer, no
     logit post-processing: Qwen, Llama, Mistral; not Gemma 2's soft-capping), bare, in DDP, or
-    sharded by `shard`. It is called through its own forward (logits for one position only), so
-    the wrappers' hooks run; a hook on the decoder body keeps its final hidden states."""
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding shifts nothing
-    bare = getattr(model, "module", model)
-    kept = []
-    hook = bare.get_decoder().register_forward_hook(lambda module, args, out: kept.append(out[0]))
-    try:
-        model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids,
-              use_cache=False, logits_to_keep=1)
-    finally:
-        hook.remove()
-    hidden, head = kept[0], bare.get_output_embeddings()
-    hidden = hidden[:, -n_response - 1:-1].reshape(-1, hidden.shape[-1])  # the states predicting y_t
+    sharded by `shard` (response_hidden)."""
+    states, head = response_hidden(model, sequences, attention_mask, n_response)
+    hidden = states.reshape(-1, states.shape[-1])
     targets = sequences[:, -n_response:].reshape(-1)
     parts = []
     for h, y in zip(hidden.split(chunk), targets.split(chunk)):
@@ -985,7 +1010,10 @@ def token_logprobs(model, sequences, attention_mask, n_response, temperature=1.0
         model.reshard()  # no backward will free a frozen model's gathered root unit: free it now
     logps, entropies = zip(*parts)
     logp = torch.cat(logps).view(sequences.shape[0], n_response)
-    return (logp, torch.cat(entropies).view_as(logp)) if entropy else logp
+    out = [logp] + ([torch.cat(entropies).view_as(logp)] if entropy else [])
+    if keep is not None:
+        out.append(states[:, keep].detach().clone())  # a copy: the whole rows' states are freed
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def chosen_logprobs(head, hidden, targets, temperature, entropy=False):
@@ -1000,6 +1028,88 @@ def chosen_logprobs(head, hidden, targets, temperature, entropy=False):
         return logp, lse - (logits.softmax(-1) * logits).sum(-1)
 
 
+def target_kl(head, hidden, targets, states, heads, lam, temperature, chunk=128):
+    """KL(pi_theta(.|s) || p*(.|s)) at P response positions of each row, float32 [B, P], with
+    p*(.|s) = softmax((lam * z_T + (1 - lam) * z_ref) / T), z the frozen models' logits there; also
+    the sampled tokens' log-probs and the entropies (no gradient), as token_logprobs gives them.
+
+    hidden [B, P, H] and head: the student's final hidden states there and its output layer;
+    targets [B, P]: the sampled tokens; states: the frozen models' final hidden states at the same
+    positions (score_batches), {"teacher": [(rows, model, [len(rows), P, H])], "ref": [B, P, H] or
+    None at lam = 1}, each row's from its own domain's teacher; heads: {frozen model: its output
+    layer on this device} (frozen_heads). As in token_logprobs, the three output layers run on
+    `chunk` positions at a time, recomputed in backward: no [B, P, vocab] tensor exists. Ids past
+    the narrowest output layer (padding rows, which no tokenizer produces) are left out: the
+    distributions are compared over the vocabulary all the models share."""
+    kl, logp, entropy = (hidden.new_zeros(targets.shape, dtype=torch.float32) for _ in range(3))
+    ref = states["ref"]
+    ref_head = heads[states["ref_model"]] if ref is not None else None
+    for rows, teacher, teacher_hidden in states["teacher"]:
+        chunks = [x.flatten(0, 1).split(chunk)
+                  for x in [hidden[rows], targets[rows], teacher_hidden]]
+        chunks.append(ref[rows].flatten(0, 1).split(chunk) if ref is not None
+                      else [None] * len(chunks[0]))
+        parts = []
+        for h, y, h_t, h_r in zip(*chunks):
+            args = (head, h, y, heads[teacher], h_t, ref_head, h_r, lam, temperature)
+            if torch.is_grad_enabled():
+                parts.append(checkpoint(chunk_kl, *args, use_reentrant=False))
+            else:
+                parts.append(chunk_kl(*args))
+        for out, part in zip([kl, logp, entropy], zip(*parts)):
+            out[rows] = torch.cat(part).view(len(rows), -1)
+    return kl, logp, entropy
+
+
+def chunk_kl(head, hidden, targets, teacher_head, teacher_hidden, ref_head, ref_hidden, lam,
+             temperature):
+    """target_kl on one chunk of states: (KL to p*, the sampled tokens' log-probs, entropies)."""
+    logits = head(hidden).float()
+    with torch.no_grad():  # the target: no gradient, recomputed in backward like the logits
+        frozen = [teacher_head(teacher_hidden).float()]
+        if ref_head is not None:
+            frozen.append(ref_head(ref_hidden).float())
+        vocab = min(z.shape[-1] for z in [logits, *frozen])
+        z = lam * frozen[0][:, :vocab]
+        if ref_head is not None:
+            z = z + (1 - lam) * frozen[1][:, :vocab]
+        log_target = (z / temperature).log_softmax(-1)
+    logp = (logits[:, :vocab] / temperature).log_softmax(-1)
+    kl = (logp.exp() * (logp - log_target)).sum(-1)
+    with torch.no_grad():
+        return kl, logp.gather(-1, targets[:, None])[:, 0], -(logp.exp() * logp).sum(-1)
+
+
+@contextmanager
+def frozen_heads(models, device, offload):
+    """{model: its output layer, usable on `device`}, for target_kl in the update (the frozen
+    models', and the student's for kept_kl). A sharded (FSDP) model's root unit (embeddings, final
+    norm, output layer) is gathered on entry and freed on exit: collectives, so every rank passes
+    the same models in the same order, whatever its rows' domains. With --offload-frozen, a frozen
+    model in CPU memory lends a copy of its output layer's weights on the device."""
+    heads = {}
+    for model in models:
+        head = model.get_output_embeddings()
+        if isinstance(model, FSDPModule):
+            model.unshard()
+        elif offload:
+            bias = None if head.bias is None else head.bias.to(device)
+            head = partial(torch.nn.functional.linear, weight=head.weight.to(device), bias=bias)
+        heads[model] = head
+    try:
+        yield heads
+    finally:
+        for model in models:
+            if isinstance(model, FSDPModule):
+                model.reshard()
+
+
+def kept_positions(estimator, step):
+    """The response positions whose frozen hidden states scoring keeps: all of them for the exact
+    estimator (its loss), every KL_STRIDE-th for the sampled one (its metric)."""
+    return slice(None) if estimator == "exact" else slice(step % KL_STRIDE, None, KL_STRIDE)
+
+
 def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
     """The same responses (the last n_response columns) after other prompts (lists of ids):
     another model's rendering of them in its own chat template, left-padded again."""
@@ -1010,16 +1120,19 @@ def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
 
 @torch.no_grad()  # not inference_mode: FSDP's gather buffers made there fail later version checks
 def frozen_logprobs(models, domains, sequences, attention_mask, n_response, temperature,
-                    own_prompts=None, pad_id=None, only=None):
+                    own_prompts=None, pad_id=None, only=None, keep=None):
     """Log-probs [B, n_response] of the sampled tokens under frozen models: each row under its
     domain's model ({domain: model}; key None is the default one). own_prompts[domain], when given,
     is that model's own rendering of each row's prompt (its chat template differs from the
     student's): it reads those ids followed by the same response ids, as the paper's release does.
-    With `only`, just the rows of that model are scored (the others stay 0).
+    With `only`, just the rows of that model are scored (the others stay 0). With `keep` (a slice of
+    response positions), also [(rows, final hidden states [len(rows), P, hidden])] per domain: the
+    responses end every rendering, so the positions line up whatever the template.
     A sharded (FSDP) model's forward is a collective, so every rank must call it as often, whatever
     its rows' domains: a rank with no row for it runs it on a stand-in row (row 0)."""
     out = torch.zeros(sequences.shape[0], n_response, device=sequences.device)
     route = [d if d in models else None for d in domains]
+    kept = []
     for domain, model in models.items():
         rows = [i for i, d in enumerate(route) if d == domain]
         skip_empty = not rows and not isinstance(model, FSDPModule)
@@ -1030,21 +1143,29 @@ def frozen_logprobs(models, domains, sequences, attention_mask, n_response, temp
         if own_prompts and own_prompts.get(domain) is not None:
             own = [own_prompts[domain][i] for i in run]
             seq, attn = with_prompts(own, seq, attn, n_response, pad_id)
-        logp = token_logprobs(model, seq, attn, n_response, temperature)
+        logp = token_logprobs(model, seq, attn, n_response, temperature, keep=keep)
+        if keep is not None:
+            logp, hidden = logp
+            if rows:
+                kept.append((rows, hidden))
         if rows:
             out[rows] = logp
-    return out
+    return out if keep is None else (out, kept)
 
 
 def score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, temperature, pad_id, device,
-                  offload):
+                  offload, keep=None):
     """b["logp_t"] and b["logp_r"] (None at lam = 1) for every micro-batch: each sampled token under
     its row's teacher, and under the reference. One frozen model at a time over all micro-batches,
     so that with --offload-frozen each is on the GPU once per step, for its own pass only.
-    teacher_prompts / ref_prompts: {domain: every row's prompt ids in that model's own template}."""
+    teacher_prompts / ref_prompts: {domain: every row's prompt ids in that model's own template}.
+    With `keep` (kept_positions), b["states"] holds the frozen models' final hidden states at those
+    response positions, for target_kl: B x P x hidden values per frozen model, in its dtype."""
     for b in batches:
         b["logp_t"] = torch.zeros(b["mask"].shape, device=b["mask"].device)
         b["logp_r"] = None if ref is None else torch.zeros(b["mask"].shape, device=b["mask"].device)
+        if keep is not None:
+            b["states"] = {"keep": keep, "teacher": [], "ref": None, "ref_model": ref}
     passes = [(model, teachers, teacher_prompts, "logp_t")
               for model in dict.fromkeys(teachers.values())]
     if ref is not None:
@@ -1053,8 +1174,16 @@ def score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, temperat
         with resident(model, device, offload):
             for b in batches:
                 own = {d: [p[r] for r in b["rows"]] for d, p in prompts.items() if p is not None}
-                b[key] += frozen_logprobs(models, b["domains"], b["seq"], b["attn"],
-                                          b["mask"].shape[1], temperature, own, pad_id, only=model)
+                logp = frozen_logprobs(models, b["domains"], b["seq"], b["attn"],
+                                       b["mask"].shape[1], temperature, own, pad_id, only=model,
+                                       keep=keep)
+                if keep is not None:
+                    logp, kept = logp
+                    if key == "logp_t":
+                        b["states"]["teacher"] += [(rows, model, h) for rows, h in kept]
+                    else:
+                        b["states"]["ref"] = kept[0][1]
+                b[key] += logp
 
 # -----------------------------------------------------------------------------
 # Objective
@@ -1079,7 +1208,36 @@ def gopd_loss(logp_student, logp_teacher, logp_ref, mask, lam, n_global,
             raise ValueError("logp_ref is needed when lam != 1")
         logp_ref = torch.zeros_like(logp_teacher)
     advantage = (lam * (logp_teacher - logp_ref) - (logp_student - logp_ref)).detach()
-    per_token = -advantage * logp_student * mask
+    return aggregate(-advantage * logp_student * mask, mask, n_global, loss_agg)
+
+
+def exact_loss(kl, mask, n_global, loss_agg="seq-mean-token-mean"):
+    """The same objective with the exact per-state estimator (--estimator exact): at every response
+    state s_t the student's whole next-token distribution, not one sampled token ([B, R] tensors;
+    kl from target_kl, with z_T, z_ref the frozen models' logits at s_t and tau the temperature).
+
+        log p*(.|s_t) = log_softmax((lam * z_T + (1 - lam) * z_ref) / tau)    per-state target
+        KL_t = sum_v pi_theta(v|s_t) * (log pi_theta(v|s_t) - log p*(v|s_t))
+        loss = mean over responses of ( mean over its tokens of KL_t )
+
+    Both losses have the same gradient in expectation at every state, so the estimators are
+    interchangeable: gopd_loss's A_t = log p*(y_t|s_t) + log Z_t - log pi_theta(y_t|s_t), Z_t being
+    p*'s normaliser, and
+
+        E_{y~pi_theta}[A_t grad log pi_theta(y)]
+            = -E[(log pi_theta(y) - log p*(y)) grad log pi_theta(y)] + log Z_t E[grad log pi(y)]
+            = -grad KL_t
+
+    since E[grad log pi_theta] = grad sum_y pi_theta(y) = 0 kills the normaliser. gopd_loss is the
+    one-sample estimate of this gradient; this one has none of its sampling noise, for a pass over
+    the vocabulary at every state. Aggregated as gopd_loss (n_global, loss_agg)."""
+    return aggregate(kl * mask, mask, n_global, loss_agg)
+
+
+def aggregate(per_token, mask, n_global, loss_agg):
+    """A micro-batch's per-token loss terms (0 off the response), normalised over the global batch:
+    the token mean of each response, summed over responses (or the sum over tokens, for token-mean),
+    divided by the global batch's responses (or tokens)."""
     if loss_agg == "token-mean":
         return per_token.sum() / n_global
     return (per_token.sum(-1) / mask.sum(-1).clamp(min=1)).sum() / n_global
@@ -1471,6 +1629,8 @@ def step_metrics(sums, batches):
     tokens, responses = sums["tokens"], sums["responses"]
     names = ["implicit_reward", "kl_ref", "ref_gap", "kl_teacher", "entropy"]
     metrics = {name: (sums[name] / tokens).item() for name in names if name in sums}
+    # what both estimators minimise: at every state (exact) or the kept ones (sampled)
+    metrics["kl_target"] = (sums["kl_target"] / sums["kl_target_tokens"]).item()
     lengths = all_gather_cat(torch.cat([b["mask"].sum(1) for b in batches])).float()
     metrics.update(response_len=(tokens / responses).item(),
                    response_len_p90=lengths.quantile(0.9).item(),
@@ -1598,13 +1758,35 @@ def close_trackers(trackers):
 # Training loop
 
 
-def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step):
-    """One optimizer step on the whole batch: gopd_loss on every micro-batch, normalised over the
-    global batch, then clipping and AdamW. Returns the step's named sums over all ranks (the loss
-    and batch_sums) and the gradient norm. A non-finite loss or gradient stops before the step."""
+@torch.no_grad()
+def kept_kl(student, kept, frozen, lam, temperature, device, offload):
+    """The sampled estimator's kl_target: the exact per-state KL to the target at the states whose
+    hidden states were kept, [(mask, sampled tokens, student's hidden states, frozen states)] per
+    micro-batch, once the update's backward passes have freed their activations; the student's and
+    the frozen models' output layers are gathered for it once (collectives: every rank, one order).
+    Returns (the KL summed over the kept response tokens, their number)."""
+    total, count = torch.zeros((), device=device), torch.zeros((), device=device)
+    with frozen_heads([student, *frozen], device, offload) as heads:
+        for mask, targets, hidden, states in kept:
+            kl = target_kl(heads[student], hidden, targets, states, heads, lam, temperature)[0]
+            total += (kl * mask).sum()
+            count += mask.sum()
+    return total, count
+
+
+def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, frozen=()):
+    """One optimizer step on the whole batch: the loss of --estimator on every micro-batch
+    (gopd_loss on the sampled tokens, or exact_loss over the vocabulary at every state), normalised
+    over the global batch, then clipping and AdamW. frozen: the distinct frozen models, in the same
+    order on every rank (their output layers give the per-state target, frozen_heads). Returns the
+    step's named sums over all ranks (the loss, batch_sums, and the exact per-state KL to the
+    target: all states for exact, the kept ones for sampled) and the gradient norm. A non-finite
+    loss or gradient stops before the step."""
     student = getattr(model, "module", model)  # under DDP, the wrapped model
     world = dist.get_world_size() if dist.is_initialized() else 1
     device = batches[0]["mask"].device
+    temperature = args.temperature or 1.0
+    exact = args.estimator == "exact"
     student.train()
     if args.loss_agg == "token-mean":
         count = sum(b["mask"].sum() for b in batches)
@@ -1614,21 +1796,41 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step):
     autocast = nullcontext()
     if device.type == "cuda":  # float32 master weights, bf16 compute
         autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    sums = {}
-    for k, b in enumerate(batches):
-        # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one, which
-        # keeps only gradient shards between micro-batches
-        no_sync = isinstance(model, DDP) and k < len(batches) - 1
-        with (model.no_sync() if no_sync else nullcontext()), autocast:
-            logp_s, entropy = token_logprobs(model, b["seq"], b["attn"], b["mask"].shape[1],
-                                             args.temperature or 1.0, entropy=True)
-            loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam, n_global,
-                             args.loss_agg)
-        (loss * world).backward()  # DDP and FSDP average gradients over ranks: undo it
-        micro = {"loss": loss.detach(),
-                 **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, domains)}
-        for name, value in micro.items():
-            sums[name] = sums.get(name, 0) + value
+    sums, kept = {}, []
+    # exact: the frozen output layers stay gathered through every backward, which recomputes each
+    # chunk's target; sampled: they are gathered afterwards, for the metric only
+    with frozen_heads(frozen if exact else [], device, args.offload_frozen) as heads:
+        for k, b in enumerate(batches):
+            # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one,
+            # which keeps only gradient shards between micro-batches
+            no_sync = isinstance(model, DDP) and k < len(batches) - 1
+            n, states = b["mask"].shape[1], b.pop("states")  # exact: freed after this backward
+            with (model.no_sync() if no_sync else nullcontext()), autocast:
+                if exact:
+                    hidden, head = response_hidden(model, b["seq"], b["attn"], n)
+                    kl, logp_s, entropy = target_kl(head, hidden, b["seq"][:, -n:], states, heads,
+                                                    args.lam, temperature)
+                    loss = exact_loss(kl, b["mask"], n_global, args.loss_agg)
+                else:
+                    logp_s, entropy, hidden = token_logprobs(
+                        model, b["seq"], b["attn"], n, temperature, entropy=True,
+                        keep=states["keep"])
+                    loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam,
+                                     n_global, args.loss_agg)
+                    kept.append((b["mask"][:, states["keep"]], b["seq"][:, -n:][:, states["keep"]],
+                                 hidden, states))
+            (loss * world).backward()  # DDP and FSDP average gradients over ranks: undo it
+            micro = {"loss": loss.detach(),
+                     **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, domains)}
+            if exact:  # the metric is the loss's own KL, at every state
+                micro.update(kl_target=(kl.detach() * b["mask"]).sum(),
+                             kl_target_tokens=b["mask"].sum().float())
+            for name, value in micro.items():
+                sums[name] = sums.get(name, 0) + value
+    if not exact:
+        with autocast:
+            sums["kl_target"], sums["kl_target_tokens"] = kept_kl(
+                student, kept, frozen, args.lam, temperature, device, args.offload_frozen)
     grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
@@ -1741,6 +1943,7 @@ def train(args, rank, world, device, progress):
     teacher_prompts = {d: own_prompts.get(path) for d, path in args.teachers.items()}
     ref_prompts = {None: own_prompts.get(args.ref or args.student)}
     domains = list(teachers) if len(teachers) > 1 else []  # per-domain metrics with several teachers
+    frozen = list(dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]))
     gradable = set(outcome_rows(rows))
     grader = ThreadPoolExecutor(1)  # grades rollouts while the step goes on
     autocast = nullcontext()
@@ -1779,12 +1982,12 @@ def train(args, rank, world, device, progress):
             with phase("score", times, device):
                 score_batches(batches, teachers, ref, teacher_prompts, ref_prompts,
                               args.temperature or 1.0, tokenizer.pad_token_id, device,
-                              args.offload_frozen)
+                              args.offload_frozen, kept_positions(args.estimator, step))
 
             # 3. Update: one optimizer step on gopd_loss over the whole batch
             with phase("update", times, device):
                 sums, grad_norm = update(model, batches, optimizer, scheduler, args, stop_ids,
-                                         domains, step)
+                                         domains, step, frozen)
 
             # Bookkeeping: metrics, samples, evaluation, checkpoint
             outcome = torch.tensor(grading.result(), dtype=torch.float, device=device)
@@ -1816,8 +2019,8 @@ def train(args, rank, world, device, progress):
                 if every and (step == 0 or (step + 1) % every == 0):
                     write_samples(os.path.join(args.out, "samples.jsonl"), step + 1, batches, rows,
                                   tokenizer)
-                shown = ["step", "loss", "implicit_reward", "kl_teacher", "entropy", "response_len",
-                         "outcome_accuracy", "grad_norm", "eval"]
+                shown = ["step", "loss", "implicit_reward", "kl_teacher", "kl_target", "entropy",
+                         "response_len", "outcome_accuracy", "grad_norm", "eval"]
                 tqdm.write(" ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float)
                                     else f"{k}={metrics[k]}" for k in shown if k in metrics))
             if (args.save_every and (step + 1) % args.save_every == 0) or last:

@@ -5,6 +5,8 @@ and the peak memory of gopd's scoring path next to a naive full-vocabulary log-s
     python tests/bench.py                # table; CUDA in bf16 when available, else CPU float32
     python tests/bench.py --device cpu   # force CPU
     python tests/bench.py --json         # last line: {"gopd_vs_trl": .., "gopd_vs_floor": .., "scoring_mem_vs_naive": ..}
+    python tests/bench.py --estimators --json   # the exact estimator beside the sampled one (no trl needed);
+                                         # last line: {"sampled": {..}, "exact": {..}, "exact_vs_sampled_time": ..}
 
 Not collected by pytest (the name does not start with test_). Targets: gopd step <= 0.8x TRL,
 <= 1.15x the floor, scoring peak memory <= 1/4 of naive.
@@ -446,6 +448,99 @@ def rollout_bench(argv):
                           for k, v in result.items()}))
 
 # -----------------------------------------------------------------------------
+# --estimators: the scoring and update phases of one step, with the sampled and the exact estimator
+
+
+def estimator_world(a, device):
+    """A random Qwen3 student (float32), teacher and reference (bf16 on GPU) of a.est_hidden x
+    a.est_layers with a.est_vocab tokens, built on the device, and a.est_rows micro-batches of one
+    row each: a.est_prompt prompt + a.est_response response tokens, random, none of them EOS. The
+    rollout does not depend on the estimator, so the rows are made here, not generated."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    gpu = device.type == "cuda"
+    config = Qwen3Config(vocab_size=a.est_vocab, hidden_size=a.est_hidden, intermediate_size=3 * a.est_hidden,
+                         num_hidden_layers=a.est_layers, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                         max_position_embeddings=a.est_prompt + a.est_response, tie_word_embeddings=True,
+                         eos_token_id=0, pad_token_id=0, bos_token_id=None)
+    models = []
+    for seed, dtype in [(0, torch.float32), (1, torch.bfloat16 if gpu else torch.float32), (2, None)]:
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = Qwen3ForCausalLM(config).to(dtype or models[1].dtype)
+        models.append(model if seed == 0 else model.eval().requires_grad_(False))
+    g = torch.Generator().manual_seed(0)
+    n = a.est_prompt + a.est_response
+    batches = [{"seq": torch.randint(1, a.est_vocab, (1, n), generator=g).to(device),
+                "attn": torch.ones(1, n, dtype=torch.long, device=device),
+                "mask": torch.ones(1, a.est_response, dtype=torch.long, device=device),
+                "rows": [i], "domains": [None]} for i in range(a.est_rows)]
+    return models, batches
+
+
+def estimator_step(models, batches, optimizer, scheduler, estimator, step, device):
+    """gopd's scoring (score_batches) and update (update) of one step at lam 1.25: (seconds of each,
+    peak bytes above what was allocated before: CUDA's allocator, or the process's peak RSS)."""
+    from types import SimpleNamespace
+    student, teacher, ref = models
+    args = SimpleNamespace(estimator=estimator, lam=1.25, loss_agg="seq-mean-token-mean", temperature=1.0,
+                           grad_clip=1.0, offload_frozen=False, out="(bench)")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+        base = proc_status("VmRSS")
+    t0 = sync(device)
+    gopd.score_batches(batches, {None: teacher}, ref, {None: None}, {None: None}, 1.0, 0, device, False,
+                       gopd.kept_positions(estimator, step))
+    t1 = sync(device)
+    gopd.update(student, batches, optimizer, scheduler, args, {0}, [], step, [teacher, ref])
+    t2 = sync(device)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else proc_status("VmHWM")
+    for b in batches:  # the next step scores afresh
+        del b["logp_t"], b["logp_r"]
+    return {"score": t1 - t0, "update": t2 - t1, "step": t2 - t0, "peak": peak - base}
+
+
+def estimator_bench(a, say):
+    """Both estimators on the same models and rows, in alternating rounds (one warm-up step each,
+    which also makes AdamW's state); the median step and the largest peak."""
+    device = torch.device(a.device)
+    models, batches = estimator_world(a, device)
+    optimizer = torch.optim.AdamW(models[0].parameters(), lr=1e-5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    runs = {"sampled": [], "exact": []}
+    for estimator in runs:
+        estimator_step(models, batches, optimizer, scheduler, estimator, 0, device)
+    for r in range(a.rounds):
+        for estimator, steps in runs.items():
+            steps += [estimator_step(models, batches, optimizer, scheduler, estimator, 1 + r * a.steps + k, device)
+                      for k in range(a.steps)]
+        say(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{k} {median(v, 'step'):.3f}s" for k, v in runs.items()))
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    say(f"\ndevice: {name}; Qwen3 {a.est_layers} layers x {a.est_hidden} hidden, vocab {a.est_vocab}, tied; "
+        f"lam 1.25 (teacher and reference); {a.est_rows} micro-batches of 1 row, {a.est_prompt} prompt + "
+        f"{a.est_response} response tokens; median of {a.rounds * a.steps} steps")
+    say(f"{'':10}{'score':>10}{'update':>10}{'step':>10}{'peak MiB':>10}")
+    result = {}
+    for estimator, steps in runs.items():
+        peak = max(s["peak"] for s in steps)
+        cells = [median(steps, k) for k in ["score", "update", "step"]]
+        say(f"{estimator:10}" + "".join(f"{c:>9.3f}s" for c in cells) + f"{peak / 2**20:>10.0f}")
+        result[estimator] = {"score_s": round(cells[0], 4), "update_s": round(cells[1], 4),
+                             "step_s": round(cells[2], 4), "peak_mib": round(peak / 2**20, 1)}
+    result["exact_vs_sampled_time"] = round(result["exact"]["step_s"] / result["sampled"]["step_s"], 3)
+    # on CPU a small run may grow no resident memory at all (freed blocks are reused): no ratio then
+    memory = result["sampled"]["peak_mib"] and result["exact"]["peak_mib"] / result["sampled"]["peak_mib"]
+    result["exact_vs_sampled_memory"] = round(memory, 3) if memory else None
+    result["device"] = name
+    say(f"exact / sampled: step time {result['exact_vs_sampled_time']:.2f}x, peak memory above the models "
+        f"{f'{memory:.2f}x' if memory else 'not measurable at this size'}")
+    return result
+
+# -----------------------------------------------------------------------------
 
 
 def median(steps, key):
@@ -472,11 +567,30 @@ def main():
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads; on a shared machine OpenMP threads that wait for each other thrash")
     p.add_argument("--memory-probe", choices=["naive", "gopd"], help=argparse.SUPPRESS)
+    p.add_argument("--estimators", action="store_true",
+                   help="instead: the scoring and update of one step with --estimator sampled and exact")
+    p.add_argument("--est-vocab", type=int, default=151936, help="--estimators: vocabulary (Qwen3's)")
+    p.add_argument("--est-hidden", type=int, help="--estimators: hidden size (default: 2048, Qwen3-1.7B's, "
+                                                   "on CUDA; 128 on CPU)")
+    p.add_argument("--est-layers", type=int, default=2, help="--estimators: decoder layers")
+    p.add_argument("--est-rows", type=int, help="--estimators: micro-batches of one row (default: 4 on CUDA; 2)")
+    p.add_argument("--est-prompt", type=int, default=512, help="--estimators: prompt tokens")
+    p.add_argument("--est-response", type=int, help="--estimators: response tokens (default: 16384 on CUDA, the "
+                                                     "paper's limit; 256 on CPU)")
     a = p.parse_args()
     if a.device == "cpu":
         torch.set_num_threads(a.threads)
     if a.memory_probe:
         print(memory_probe(a.memory_probe, a))
+        return
+    if a.estimators:
+        gpu = a.device == "cuda"
+        a.est_hidden = a.est_hidden or (2048 if gpu else 128)
+        a.est_rows = a.est_rows or (4 if gpu else 2)
+        a.est_response = a.est_response or (16384 if gpu else 256)
+        result = estimator_bench(a, (lambda *x, **k: print(*x, **k, file=sys.stderr)) if a.json else print)
+        if a.json:
+            print(json.dumps(result))
         return
     try:
         import trl  # noqa: F401

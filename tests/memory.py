@@ -29,9 +29,11 @@ The parts, per GPU (N = student parameters, S = ranks sharing them: 8 under --fs
   layer's input (the checkpoints) and one layer's recomputed forward, the output layer's chunks, the
   causal mask, and under FSDP the gathered root and two layers with their gradients and the float32
   reduce-scatter buffer (under DDP on GPU: autocast's bf16 weight copies, kept for the backward).
+- the estimator's kept hidden states and gathered output layers (estimator_memory).
 The phases are rollout (weights, optimizer, frozen, rollout copy, KV), scoring (weights, optimizer,
-frozen, a frozen model's forward), update (weights, gradients, optimizer, frozen, activations) and
-optimizer step (AdamW's temporary square roots); the peak is the largest. "per GPU" is that peak with
+frozen, a frozen model's forward, kept states), update (weights, gradients, optimizer, frozen,
+activations, kept states; exact: gathered output layers), metric (sampled: the gathered output layers
+after the backward passes) and optimizer step (AdamW's temporary square roots); the peak is the largest. "per GPU" is that peak with
 the KV cache of one sequence; the rollout column is how many sequences gopd's budget then fits in the
 rest (of 80 GiB less 3 GiB for the CUDA context, NCCL buffers and fragmentation). On CPU the same
 arithmetic runs with float32 everywhere and no autocast copy.
@@ -136,11 +138,40 @@ def activations(config, tokens, seq_len, micro_batch, compute_bytes, residual_by
     return kept + layer + head + mask
 
 
+def estimator_memory(student, frozen, mode, rows, new_tokens, estimator, on_gpu=True, kept_hidden=None):
+    """Per-rank bytes that --estimator adds to a step (gopd.kept_positions, target_kl, frozen_heads,
+    kept_kl):
+    - kept states: the frozen models' final hidden states at the kept response positions of all the
+      rank's rows of the step, from scoring to the update: rows x new_tokens x kept_hidden x 2 bytes
+      (bf16), kept_hidden summing the hidden sizes of the models that score a row (its teacher, and
+      the reference at lam != 1; default: one frozen model's); every position for exact (each
+      micro-batch's freed after its backward), every gopd.KL_STRIDE-th for sampled (its metric),
+      with the student's own there.
+    - gathered output layers: under --fsdp each frozen model's root unit (embeddings, final norm,
+      output layer), for sampled's metric the student's too; DDP with --offload-frozen: a copy of
+      each frozen output layer; resident DDP models: nothing new. Exact holds them through the
+      update's backward passes; sampled only after them, for its metric (a phase of its own).
+    - chunk temporaries: the teacher's and reference's logits, the target and the KL's terms, about
+      7 float32 [128, vocab] tensors besides the student's chunk logits (in `activations`)."""
+    fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
+    fb, cb = (2, 2) if on_gpu else (4, 4)
+    kept_hidden = kept_hidden or max(c.hidden_size for c in frozen)
+    kept = rows * new_tokens * kept_hidden * fb
+    if estimator == "sampled":
+        kept = kept / gopd.KL_STRIDE + rows * new_tokens * student.hidden_size * cb / gopd.KL_STRIDE
+    if fsdp:
+        heads = sum(fb * counts(c)["root"] for c in frozen)
+        heads += cb * counts(student)["root"] if estimator == "sampled" else 0
+    else:
+        heads = sum(fb * c.vocab_size * c.hidden_size for c in frozen) if offload else 0
+    return {"kept_states": kept, "gathered_heads": heads, "chunks": 7 * 128 * student.vocab_size * 4}
+
+
 def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch, checkpointing, on_gpu=True,
-         memory_gib=GPU_GIB - RESERVED_GIB, rollout_batch=None):
+         memory_gib=GPU_GIB - RESERVED_GIB, rollout_batch=None, estimator="sampled", kept_hidden=None):
     """Per-rank bytes of each part and each phase of one step. student: a transformers config; frozen:
     the configs of the distinct frozen models. rollout_batch: the KV cache's sequences (default: what
-    gopd's budget picks in memory_gib)."""
+    gopd's budget picks in memory_gib). estimator, kept_hidden: see estimator_memory."""
     fsdp, offload = mode.startswith("fsdp"), mode.endswith("offload")
     s = world if fsdp else 1
     n = counts(student)
@@ -174,12 +205,17 @@ def plan(student, frozen, mode, world, rows, prompt_len, new_tokens, micro_batch
     # AdamW's denominator sqrt(v) / c + eps: for every tensor at once on GPU (foreach, in place after the
     # square root), one tensor at a time on CPU (two temporaries)
     step_temp = (4 * n["total"] if on_gpu else 8 * n["largest"]) / s
+    p.update(estimator_memory(student, frozen, mode, rows, new_tokens, estimator, on_gpu, kept_hidden))
+    extra = p["gathered_heads"] + p["chunks"]  # through the update (exact), or after it (sampled's metric)
     p["phases"] = {"rollout": rollout + rollout_batch * p["kv_per_seq"],
-                   "score": states + scoring + score_acts,
-                   "update": states + grads + p["activations"],
+                   "score": states + scoring + score_acts + p["kept_states"],
+                   "update": states + grads + p["activations"] + p["kept_states"]
+                   + (extra if estimator == "exact" else 0),
+                   "metric": states + grads + p["kept_states"] + (extra if estimator == "sampled" else 0),
                    "optimizer step": states + grads + step_temp}
     p["peak"] = max(p["phases"].values())
-    p["peak_one_seq"] = max(p["phases"]["score"], p["phases"]["update"], rollout + p["kv_per_seq"])
+    p["peak_one_seq"] = max(p["phases"]["score"], p["phases"]["update"], p["phases"]["metric"],
+                            rollout + p["kv_per_seq"])
     return p
 
 
@@ -240,15 +276,20 @@ def presets():
     return [line.split()[0] for line in block.splitlines() if line.startswith("  ") and not line.startswith("   ")]
 
 
-def preset_plan(name):
-    """{mode: plan} for a preset on 8 GPUs, and the mode it uses."""
+def preset_plan(name, estimator=None):
+    """{mode: plan} for a preset on 8 GPUs (with its --estimator, or the one given), and the mode it
+    uses."""
     args = preset_args(name)
     paths = [*args.teachers.values(), *([args.ref or args.student] if args.lam != 1 else [])]
     frozen = [config_of(SHAPES[path]) for path in dict.fromkeys(paths)]
     student = config_of(SHAPES[args.student])
     rows = args.prompts_per_step // N_GPUS * args.samples_per_prompt
+    kept_hidden = max(config_of(SHAPES[p]).hidden_size for p in args.teachers.values())
+    if args.lam != 1:
+        kept_hidden += config_of(SHAPES[args.ref or args.student]).hidden_size
     plans = {mode: plan(student, frozen, mode, N_GPUS, rows, args.max_prompt_len, args.max_new_tokens,
-                        args.micro_batch, args.grad_checkpointing) for mode in MODES}
+                        args.micro_batch, args.grad_checkpointing, estimator=estimator or args.estimator,
+                        kept_hidden=kept_hidden) for mode in MODES}
     for mode, p in plans.items():
         p["host"] = host_plan(student, frozen, mode, N_GPUS)
     used = ("fsdp" if args.fsdp else "ddp") + ("+offload" if args.offload_frozen else "")
@@ -273,6 +314,10 @@ SMALL = {  # name: model shape, teachers, gopd flags
     "B: 20M untied, 2 teachers + reference, lam 1.25, long responses": (
         dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
              head_dim=64, tie_word_embeddings=False), 2, ["--lam", "1.25", "--max-new-tokens", "384", "--micro-batch", "4"]),
+    "C: B with --estimator exact": (
+        dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=64, tie_word_embeddings=False), 2,
+        ["--lam", "1.25", "--max-new-tokens", "384", "--micro-batch", "4", "--estimator", "exact"]),
 }
 VOCAB, PROMPTS, PROMPT_WORDS = 32768, 8, 24
 # The same run with models of 70k parameters: what the process itself grows by (Python objects, the
@@ -379,8 +424,10 @@ def measure(say):
                                                  flags, mode)
                 growth, _ = measured_run(os.path.join(root, f"{name[0]}_{mode}_null"), NULL_SHAPE, NULL_VOCAB,
                                          n_teachers, flags, mode)
+                estimator = flags[flags.index("--estimator") + 1] if "--estimator" in flags else "sampled"
                 predicted = plan(student, frozen, mode, 2, 4, prompt_len, new_tokens, micro, True, on_gpu=False,
-                                 rollout_batch=4)["peak"]
+                                 rollout_batch=4, estimator=estimator,
+                                 kept_hidden=student.hidden_size * (1 + (lam != 1)))["peak"]
                 results.append((name, mode, max(peaks), max(growth), predicted))
                 say(f"  {name:62} {mode:5} measured {max(peaks) / 2**20:5.0f} MiB, predicted {predicted / 2**20:5.0f}"
                     f" MiB: ratio {max(peaks) / predicted:.2f} (process growth, no tensors: {max(growth) / 2**20:.0f} MiB)")
@@ -522,6 +569,18 @@ def main():
                          "host_fits": host_fits(plans[used])}
     say(f"host/node: CPU memory of a node's {N_GPUS} ranks (GiB), {PROCESS_GIB} GiB a rank for the process (an "
         f"allowance), at its peak: all ranks loading, or rank 0 gathering the student for a checkpoint (host_plan)")
+
+    say(f"\nWith --estimator exact, in the mode each preset uses: the frozen models' final hidden states at every "
+        f"response position\n(sampled keeps every {gopd.KL_STRIDE}th, for its metric), their gathered output "
+        f"layers, the chunks' vocabulary-wide temporaries.")
+    say(f"{'preset':18}{'mode':14}{'kept':>8}{'heads':>8}{'sampled':>9}{'exact':>8}{'rollout':>8}  fits")
+    for name in presets():
+        used = preset_plan(name)[1]
+        q, e = preset_plan(name, "sampled")[0][used], preset_plan(name, "exact")[0][used]
+        say(f"{name:18}{used:14}{gb(e['kept_states']):>8}{gb(e['gathered_heads']):>8}{gb(q['peak_one_seq']):>9}"
+            f"{gb(e['peak_one_seq']):>8}{e['rollout_batch'] if fits(e) else 0:>8}  {'yes' if fits(e) else 'NO'}")
+        summary[name]["exact_per_gpu_gb"] = round(e["peak_one_seq"] / GIB, 1)
+        summary[name]["exact_fits"] = fits(e)
 
     worst = host = None
     if not a.no_measure:

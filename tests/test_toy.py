@@ -198,6 +198,22 @@ def test_readme_quotes_toy_results_json():
                 assert len(values) == len(seeds), (name, key)
                 assert all(0 <= v <= 1 for v in values) or "len" in key, (name, key)
     assert res["sweep"]["lam"][0] == 0 and res["sweep"]["math"][0] == res["baselines"]["student"]["math"]
+    # the runs at convergence: both estimators for every setting, curves every 10 steps to 150, one
+    # number per finished seed everywhere, step 0 being the student of that seed
+    conv = res["convergence"]
+    settings = {name.rsplit(", ", 1)[0] for name in conv["runs"] if name.endswith(("sampled", "exact"))}
+    assert {f"{s}, {e}" for s in settings for e in ["sampled", "exact"]} <= set(conv["runs"]), settings
+    for name, run in conv["runs"].items():
+        n = len(run["seeds"])
+        assert n >= 1 and run["seeds"] == sorted(set(run["seeds"]))
+        for domain, curve in run["test"].items():
+            assert sorted(map(int, curve)) == list(range(0, conv["protocol"]["steps"] + 1, 10)), name
+            assert conv["protocol"]["steps"] >= 150
+            assert all(len(v) == n and all(0 <= x <= 1 for x in v) for v in curve.values()), name
+            student = res["baselines"]["student"][domain]
+            assert curve["0"] == [student[s] for s in run["seeds"]], name
+            assert len(run["held_out"][domain]) == n
+        assert all(len(v) == n for v in run["train_math"].values())
     readme = (ROOT / "README.md").read_text()
     for line in experiments.tables(res).splitlines():
         assert line in readme, f"README lacks the results.json row: {line}"

@@ -1,9 +1,10 @@
 """The paper's claims at toy scale: every number of the README's toy results, from the toy world.
 
-    python toy/experiments.py                     # every run, 5 seeds, two at a time
+    python toy/experiments.py                     # every run, two at a time
+    python toy/experiments.py --part convergence  # only the runs at convergence (3 seeds)
     python toy/experiments.py --seeds 0 --jobs 1  # one seed
-    python toy/experiments.py --plot-only         # toy/results.json, tables and plots from --out
-                                                  # (without runs there: from toy/results.json)
+    python toy/experiments.py --plot-only         # results.json, tables and plots from --out
+                                                  # (a part not in --out: as results.json has it)
 
 Runs (gopd.py with PROTOCOL; only the named flags differ between them):
 - the lambda sweep (the paper's Figs. 2-4 in miniature): the math expert into the student on the
@@ -16,6 +17,13 @@ Runs (gopd.py with PROTOCOL; only the named flags differ between them):
 The bundled models are evaluated the same way (greedy once: it ignores the seed), and so is the
 sweep's target itself: responses sampled token by token from the per-state blend
 pi_T^lam * pi_ref^(1-lam) that gopd_loss pushes every state toward (sample_blend).
+
+The runs at convergence (--part convergence): the single-teacher runs at lam 1, 1.25, 1.5 and the
+multi-teacher ones for 150 steps (CONVERGENCE), each with both estimators (--estimator sampled and
+exact), 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt accuracy at
+TRAIN_EVAL_STEPS (over-fitting?), one learning-rate check (lam 1.25, sampled, lr 1e-4), and the
+gradient noise of both estimators measured the same way (gradient_noise). The step reported besides
+the last is chosen on held-out halves of the test problems (held_out_best).
 
 Evaluation happens here, after training, with evaluate.py's generate and checkers: every seed's
 last checkpoint on all 1,000 test problems per domain, one sample each at temperature 1, and seed
@@ -43,6 +51,7 @@ MODELS = {name: os.path.join(TOY, "models", name) for name in
           ["student", "math_expert", "code_expert", "large_base", "large_math_expert"]}
 DATA = os.path.join(TOY, "data")
 TEST = {d: os.path.join(DATA, f"test_{d}.jsonl") for d in ["math", "code"]}
+TEST["train_math"] = "{out}/train_math.jsonl"  # the 1,000 math prompts the runs train on
 
 PROTOCOL = dict(steps=50, prompts_per_step=64, samples_per_prompt=1, lr=3e-4, max_new_tokens=96,
                 micro_batch=64, rollout_batch=64, grade_every=0)
@@ -66,6 +75,24 @@ RUNS.update({
                                                      MODELS["large_base"]],
 })
 BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
+
+# The runs at convergence: PROTOCOL for 150 steps, both estimators, test accuracy of every seed
+# every CURVE_EVERY steps and training-prompt accuracy at TRAIN_EVAL_STEPS (over-fitting?), one
+# learning-rate check. Seed by seed, so that a cut leaves every run with the same seeds.
+CONVERGENCE = dict(PROTOCOL, steps=150)
+CURVE_EVERY = 10
+TRAIN_EVAL_STEPS = [50, 100, 150]
+CONV_SEEDS = [0, 1, 2]
+ESTIMATORS = ["sampled", "exact"]
+CONV_RUNS = {f"{name}, {est}": flags + ["--estimator", est]
+             for name, flags in [("single λ=1.25", SINGLE + ["--lam", "1.25"]),
+                                 ("single λ=1", SINGLE + ["--lam", "1"]),
+                                 ("single λ=1.5", SINGLE + ["--lam", "1.5"]),
+                                 ("multi OPD (λ=1)", MULTI + ["--lam", "1"]),
+                                 ("multi ExOPD (λ=1.25)", MULTI + ["--lam", "1.25"])]
+             for est in ESTIMATORS}
+CONV_RUNS["single λ=1.25, sampled, lr 1e-4"] = SINGLE + ["--lam", "1.25", "--lr", "1e-4"]
+TRAIN_BASELINES = ["student", "math_expert"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
 
@@ -96,6 +123,55 @@ def run_job(name, seed, out):
     if not os.path.exists(os.path.join(folder, "eval.json")):
         run_logged([sys.executable, __file__, "--evaluate", folder, "--seed", str(seed),
                     "--out", out, "--domains", *domains_of(name)], folder + ".eval.log")
+
+
+def conv_job(name, seed, out):
+    """A run at convergence: train (unless done; checkpoints every CURVE_EVERY steps), then
+    evaluate every checkpoint (unless done: each checkpoint's numbers are kept as they come)."""
+    folder = run_dir(out, name, seed)
+    if not os.path.exists(os.path.join(folder, f"step_{CONVERGENCE['steps']:06d}")):
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run restarts from scratch
+        flags = [x for k, v in CONVERGENCE.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+        run_logged([sys.executable, os.path.join(ROOT, "gopd.py"), "--student", MODELS["student"],
+                    *flags, *[a.format(out=out) for a in CONV_RUNS[name]], "--seed", str(seed),
+                    "--save-every", str(CURVE_EVERY), "--out", folder], folder + ".log")
+    if not os.path.exists(os.path.join(folder, "curve.json")):
+        run_logged([sys.executable, __file__, "--evaluate-curve", folder, "--seed", str(seed),
+                    "--out", out, "--domains", *domains_of(name)], folder + ".eval.log")
+
+
+def train_baseline_job(name, seed, out):
+    """A bundled model's accuracy on the math training prompts (the runs' train accuracy at 0)."""
+    path = os.path.join(out, f"train_baseline_{name}_seed{seed}.json")
+    if not os.path.exists(path):
+        run_logged([sys.executable, __file__, "--evaluate", MODELS[name],
+                    "--seed", str(seed), "--out", out, "--domains", "train_math", "--write", path],
+                   path[:-5] + ".log")
+
+
+NOISE = dict(lams=[1.25, 1.0], steps=[50, 150], repeats=8)
+
+
+def noise_job(out):
+    """gradient_noise for each lam of NOISE, once seed 0's single-teacher sampled runs are done."""
+    for lam in NOISE["lams"]:
+        path = os.path.join(out, f"gradient_noise_lam{lam:g}.json")
+        if not os.path.exists(path):
+            run_logged([sys.executable, __file__, "--noise", str(lam), "--write", path, "--out",
+                        out], path[:-5] + ".log")
+
+
+EVAL_NOISE = dict(run="single λ=1.25, sampled", step=50, eval_seeds=[0, 1, 2, 3, 50])
+
+
+def eval_noise_job(out):
+    """The evaluation's own noise: one checkpoint (EVAL_NOISE) evaluated with several sampling
+    seeds (seed 0's is what the 50-step runs' final evaluation used)."""
+    path = os.path.join(out, "eval_noise.json")
+    if not os.path.exists(path):
+        folder = run_dir(out, EVAL_NOISE["run"], 0)
+        run_logged([sys.executable, __file__, "--eval-noise", folder, "--write", path, "--out", out],
+                   path[:-5] + ".log")
 
 
 def baseline_job(name, seed, out):
@@ -150,18 +226,18 @@ def mean_tokens(tok, texts):
     return sum(len(tok(y, add_special_tokens=False).input_ids) for y in texts) / len(texts)
 
 
-def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
+def evaluate_model(path, domains, n, seed, verdicts, greedy=False, out=None):
     """({domain: accuracy at temperature 1, n samples each}, {domain: mean response tokens},
-    {domain: greedy accuracy} when greedy)."""
+    {domain: greedy accuracy} when greedy, {domain: '0'/'1' per temperature-1 sample, in order})."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import evaluate
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    acc, length, acc_greedy = {}, {}, {}
+    acc, length, acc_greedy, correct = {}, {}, {}, {}
     for domain in domains:
-        rows = evaluate.load_benchmark(TEST[domain])
+        rows = evaluate.load_benchmark(TEST[domain].format(out=out))
         for temperature in [1.0, 0.0] if greedy else [1.0]:
             k = n if temperature else 1
             torch.manual_seed(seed)
@@ -173,9 +249,10 @@ def evaluate_model(path, domains, n, seed, verdicts, greedy=False):
             if temperature:
                 acc[domain] = sum(ok) / len(ok)
                 length[domain] = mean_tokens(tok, flat)
+                correct[domain] = "".join("01"[bool(x)] for x in ok)
             else:
                 acc_greedy[domain] = sum(ok) / len(ok)
-    return acc, length, acc_greedy
+    return acc, length, acc_greedy, correct
 
 
 def sample_blend(teacher, ref, tok, prompts, lam, max_new_tokens, batch_size=250):
@@ -249,7 +326,7 @@ def evaluate_run(folder, domains, seed, out):
         curve[step] = evaluate_model(path, domains, 1, 1000 * seed + step, verdicts)[0]
         print(f"step {step}: {curve[step]}", flush=True)
     last = os.path.join(folder, f"step_{steps[-1]:06d}")
-    acc, length, _ = evaluate_model(last, domains, EVAL_N, seed, verdicts)
+    acc, length, *_ = evaluate_model(last, domains, EVAL_N, seed, verdicts)
     curve[steps[-1]] = acc
     result = {"final": acc, "response_len": length, "curve": curve, "steps": steps[-1]}
     with open(os.path.join(folder, "eval.json"), "w") as f:
@@ -257,6 +334,101 @@ def evaluate_run(folder, domains, seed, out):
     for step in steps[:-1]:
         shutil.rmtree(os.path.join(folder, f"step_{step:06d}"), ignore_errors=True)
     print(result, flush=True)
+
+def evaluate_curve(folder, domains, seed, out):
+    """Test accuracy of every checkpoint of a run at convergence, and training-prompt accuracy at
+    TRAIN_EVAL_STEPS, into curve.json; each checkpoint's numbers are written as they come (an
+    interrupted evaluation goes on where it stopped), and checkpoints other than
+    TRAIN_EVAL_STEPS' are dropped once evaluated (gradient_noise reads those)."""
+    verdicts = Verdicts(out)
+    steps = sorted(int(d[5:]) for d in os.listdir(folder)
+                   if d.startswith("step_") and d[5:].isdigit())
+    for step in steps:
+        path = os.path.join(folder, f"step_{step:06d}")
+        done = os.path.join(folder, f"eval_step_{step}.json")
+        if not os.path.exists(done):
+            which = domains + (["train_math"] if step in TRAIN_EVAL_STEPS else [])
+            acc, length, _, correct = evaluate_model(path, which, 1, 1000 * seed + step, verdicts,
+                                                     out=out)
+            with open(done, "w") as f:  # per problem: the best step is chosen on held-out halves
+                json.dump({"acc": acc, "response_len": length, "correct": correct}, f)
+            print(f"step {step}: {acc}", flush=True)
+        if step not in TRAIN_EVAL_STEPS:
+            shutil.rmtree(path, ignore_errors=True)
+    per_step = {step: json.load(open(os.path.join(folder, f"eval_step_{step}.json")))
+                for step in steps}
+    with open(os.path.join(folder, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    train = {key: [r.get(key) for r in logged if "loss" in r]
+             for key in ["kl_target", "kl_teacher", "loss", "grad_norm", "entropy", "response_len"]}
+    with open(os.path.join(folder, "curve.json"), "w") as f:
+        json.dump({"eval": per_step, "train_metrics": train}, f)
+
+def estimator_gradients(student, teacher, ref, tok, prompts, lam):
+    """The student's gradient of each estimator's loss on one batch of its own rollouts of
+    `prompts` (the same states for both): {estimator: flat gradient}, through gopd's functions."""
+    import torch
+    import evaluate
+    import gopd
+    ids = [evaluate.prompt_ids(tok, p) for p in prompts]
+    seq, attn, mask = gopd.rollout(student, ids, tok.pad_token_id, {tok.eos_token_id},
+                                   PROTOCOL["max_new_tokens"], 1.0, 1.0)
+    b = {"seq": seq, "attn": attn, "mask": mask, "rows": list(range(len(ids))),
+         "domains": [None] * len(ids)}
+    gopd.score_batches([b], {None: teacher}, ref, {None: None}, {None: None}, 1.0, tok.pad_token_id,
+                       torch.device("cpu"), False, keep=slice(None))
+    heads = {m: m.get_output_embeddings() for m in [teacher, ref] if m is not None}
+    n, grads = mask.shape[1], {}
+    for estimator in ESTIMATORS:
+        student.zero_grad()
+        if estimator == "exact":
+            hidden, head = gopd.response_hidden(student, seq, attn, n)
+            kl = gopd.target_kl(head, hidden, seq[:, -n:], b["states"], heads, lam, 1.0)[0]
+            loss = gopd.exact_loss(kl, mask, len(mask))
+        else:
+            logp = gopd.token_logprobs(student, seq, attn, n)
+            loss = gopd.gopd_loss(logp, b["logp_t"], b["logp_r"], mask, lam, len(mask))
+        loss.backward()
+        grads[estimator] = torch.cat([p.grad.flatten() for p in student.parameters()])
+    return grads
+
+
+def gradient_noise(out, lam, steps, repeats, write):
+    """The gradient noise of both estimators, measured the same way: at a fixed policy (the student,
+    and seed 0's checkpoints of the single-teacher sampled run at `steps`), the cosine between the
+    gradients of two independent half-batches (32 prompts each, their own rollouts), per estimator,
+    and the cosine between the two estimators' gradients on the same half-batch; `repeats` pairs."""
+    import random
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    torch.set_num_threads(1)
+    def load(path):
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(MODELS["student"])
+    teacher = load(MODELS["math_expert"]).requires_grad_(False)
+    with open(MATH_DATA.format(out=out)) as f:
+        prompts = [json.loads(line)["prompt"] for line in f]
+    cos = torch.nn.functional.cosine_similarity
+    result = {}
+    ref = load(MODELS["student"]).requires_grad_(False) if lam != 1 else None
+    for step in [0] + steps:
+        folder = run_dir(out, f"single λ={lam:g}, sampled", 0)
+        student = load(MODELS["student"] if step == 0 else os.path.join(folder, f"step_{step:06d}"))
+        rng = random.Random(step)
+        torch.manual_seed(step)
+        rows = {"sampled": [], "exact": [], "sampled vs exact": []}
+        for _ in range(repeats):
+            half = PROTOCOL["prompts_per_step"] // 2
+            a, b = (estimator_gradients(student, teacher, ref, tok, rng.sample(prompts, half), lam)
+                    for _ in range(2))
+            for estimator in ESTIMATORS:
+                rows[estimator].append(cos(a[estimator], b[estimator], dim=0).item())
+            rows["sampled vs exact"].append(cos(a["sampled"], a["exact"], dim=0).item())
+        result[f"λ={lam:g}, step {step}"] = rows
+        print(f"lam {lam} step {step}: " + ", ".join(
+            f"{k} {statistics.mean(v):.3f}" for k, v in rows.items()), flush=True)
+    with open(write, "w") as f:
+        json.dump(result, f)
 
 # -----------------------------------------------------------------------------
 # Results: toy/results.json, the README tables, the plots
@@ -301,6 +473,76 @@ def collect(out, seeds):
     return res
 
 
+def collect_convergence(out, seeds, res):
+    """toy/results.json's "convergence" part: per run, the seeds it has finished (seeds are cut
+    last) and per seed: test accuracy every CURVE_EVERY steps (step 0: the student, res's
+    baselines), the accuracy of a step chosen on held-out halves of the test problems (held_out),
+    training-prompt accuracy at TRAIN_EVAL_STEPS, the logged training metrics as means over
+    CURVE_EVERY steps; and the gradient noise when measured."""
+    def read(path):
+        with open(path) as f:
+            return json.load(f)
+    conv = {"protocol": dict(CONVERGENCE, curve_every=CURVE_EVERY, test_problems=1000,
+                             train_eval_steps=TRAIN_EVAL_STEPS), "runs": {}, "train_baselines": {}}
+    for b in TRAIN_BASELINES:
+        found = [s for s in seeds
+                 if os.path.exists(os.path.join(out, f"train_baseline_{b}_seed{s}.json"))]
+        conv["train_baselines"][b] = {"seeds": found, "math": [read(os.path.join(
+            out, f"train_baseline_{b}_seed{s}.json"))["final"]["train_math"] for s in found]}
+    for name in CONV_RUNS:
+        done = [s for s in seeds
+                if os.path.exists(os.path.join(run_dir(out, name, s), "curve.json"))]
+        if not done:
+            continue
+        per_seed = [read(os.path.join(run_dir(out, name, s), "curve.json"))["eval"] for s in done]
+        logged = [read(os.path.join(run_dir(out, name, s), "curve.json"))["train_metrics"]
+                  for s in done]
+        steps = sorted(map(int, per_seed[0]))
+        run = {"seeds": done, "test": {}, "held_out": {}, "held_out_step": {}}
+        for d in domains_of(name):
+            run["test"][d] = {0: [res["baselines"]["student"][d][s] for s in done],
+                              **{t: [p[str(t)]["acc"][d] for p in per_seed] for t in steps}}
+            chosen = [held_out_best(p, d) for p in per_seed]
+            run["held_out"][d] = [acc for acc, _ in chosen]
+            run["held_out_step"][d] = [t for _, t in chosen]
+        student = dict(zip(*conv["train_baselines"]["student"].values()))
+        run["train_math"] = {0: [student[s] for s in done],
+                             **{t: [p[str(t)]["acc"]["train_math"] for p in per_seed]
+                                for t in TRAIN_EVAL_STEPS}}
+        run["response_len"] = {t: [p[str(t)]["response_len"]["math"] for p in per_seed]
+                               for t in steps}
+        run["train_metrics"] = {key: {t: [statistics.mean(v for v in m[key][t - CURVE_EVERY:t]
+                                                          if v is not None) for m in logged]
+                                      for t in steps}
+                                for key in ["kl_target", "kl_teacher", "grad_norm"]}
+        conv["runs"][name] = run
+    if not conv["runs"]:
+        sys.exit(f"toy/experiments.py: no run at convergence has finished in {out}")
+    if os.path.exists(os.path.join(out, "eval_noise.json")):
+        conv["eval_noise"] = read(os.path.join(out, "eval_noise.json"))
+    for lam in NOISE["lams"]:
+        noise = os.path.join(out, f"gradient_noise_lam{lam:g}.json")
+        if os.path.exists(noise):
+            conv.setdefault("gradient_noise", {"protocol": NOISE}).update(read(noise))
+    return conv
+
+
+def held_out_best(evals, domain):
+    """Two-fold choice of the step: the step with the best accuracy on the even-numbered test
+    problems is scored on the odd ones, and the reverse; (mean of the two scores, the two steps)."""
+    scores, steps = [], []
+    for pick, score in [(0, 1), (1, 0)]:
+        best = max(evals, key=lambda t: (halves(evals[t]["correct"][domain])[pick], -int(t)))
+        scores.append(halves(evals[best]["correct"][domain])[score])
+        steps.append(int(best))
+    return statistics.mean(scores), steps
+
+
+def halves(correct):
+    """Accuracy on the even- and on the odd-numbered problems of a '0'/'1' string."""
+    return [statistics.mean(int(c) for c in correct[k::2]) for k in (0, 1)]
+
+
 def mean_se(values, scale=100.0):
     values = [scale * v for v in values]
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
@@ -332,7 +574,87 @@ def tables(res):
         if not name.startswith("single"):
             code = cell(r["code"]) if "code" in r else "–"
             lines.append(f"| {name} | {cell(r['math'])} | {code} | {cell(r['response_len'], 1)} |")
+    if "convergence" in res:
+        lines += ["", *convergence_tables(res)]
     return "\n".join(lines)
+
+
+def paired(a, b, get):
+    """mean +- standard error over the seeds both runs have of get(run) (a list per seed, in the
+    run's seed order) of a minus the same of b."""
+    x, y = (dict(zip(r["seeds"], get(r))) for r in (a, b))
+    common = [s for s in x if s in y]
+    return "{:+.1f} ± {:.1f}".format(*mean_se([x[s] - y[s] for s in common])) + \
+        ("" if len(common) > 1 else " (1 seed)")
+
+
+def convergence_tables(res):
+    """The README's tables of the runs at convergence: accuracy by run (with its number of seeds),
+    the comparisons behind the verdicts (paired by seed), and the gradient noise."""
+    conv, last = res["convergence"], str(CONVERGENCE["steps"])
+    runs = {name: json.loads(json.dumps(r)) for name, r in conv["runs"].items()}  # str steps
+
+    def peak(curve):  # the best step of the seed-mean curve
+        means = {int(t): statistics.mean(v) for t, v in curve.items() if int(t) > 0}
+        best = max(means, key=means.get)
+        return f"{100 * means[best]:.1f} ({best})"
+    lines = ["| one teacher | estimator | seeds | math, step 50 | step 150 | best step, held out "
+             "| peak of the mean (step) | training prompts, step 150 |",
+             "|---|---|---|---|---|---|---|---|"]
+    teacher, train = res["baselines"]["math_expert"]["math"], conv["train_baselines"]["math_expert"]
+    lines.append(f"| teacher (`math_expert`) | – | {len(teacher)} / {len(train['seeds'])} "
+                 f"| {cell(teacher)} | {cell(teacher)} | – | – | {cell(train['math'])} |")
+    for name, r in runs.items():
+        if name.startswith("single"):
+            lam, estimator = name[len("single "):].split(", ", 1)
+            t = r["test"]["math"]
+            lines.append(f"| {lam} | {estimator} | {len(r['seeds'])} | {cell(t['50'])} "
+                         f"| {cell(t[last])} | {cell(r['held_out']['math'])} | {peak(t)} "
+                         f"| {cell(r['train_math'][last])} |")
+    lines += ["", "| several teachers | estimator | seeds | math, step 150 | math, best step held "
+              "out | code, step 150 | code, best step held out |", "|---|---|---|---|---|---|---|"]
+    for name, r in runs.items():
+        if name.startswith("multi"):
+            run, estimator = name.rsplit(", ", 1)
+            t, h = r["test"], r["held_out"]
+            lines.append(f"| {run} | {estimator} | {len(r['seeds'])} | {cell(t['math'][last])} "
+                         f"| {cell(h['math'])} | {cell(t['code'][last])} | {cell(h['code'])} |")
+
+    def differences(a, b, d, estimators, steps):  # cells of a - b, for the runs that exist
+        cells = []
+        for e_a, e_b in estimators:
+            ra, rb = runs.get(f"{a}, {e_a}"), runs.get(f"{b}, {e_b}")
+            for step in steps:
+                get = (lambda r: r["held_out"][d]) if step == "held out" else \
+                    (lambda r, step=step: r["test"][d][step])
+                cells.append(paired(ra, rb, get) if ra and rb else "–")
+        return " | ".join(cells)
+    multi = ("multi ExOPD (λ=1.25)", "multi OPD (λ=1)")
+    lines += ["", "| difference, paired by seed | sampled, step 150 | sampled, held out "
+              "| exact, step 150 | exact, held out |", "|---|---|---|---|---|"]
+    for label, a, b, d in [("one teacher, λ=1.25 − λ=1 (math)", "single λ=1.25", "single λ=1",
+                            "math"),
+                           ("one teacher, λ=1.5 − λ=1 (math)", "single λ=1.5", "single λ=1",
+                            "math"),
+                           ("several teachers, ExOPD − OPD (math)", *multi, "math"),
+                           ("several teachers, ExOPD − OPD (code)", *multi, "code")]:
+        pairs = [(e, e) for e in ESTIMATORS]
+        lines.append(f"| {label} | {differences(a, b, d, pairs, [last, 'held out'])} |")
+    lines += ["", "| exact − sampled, paired by seed | step 50 | step 150 | best step, held out |",
+              "|---|---|---|---|"]
+    for base in ["single λ=1", "single λ=1.25", "single λ=1.5", *multi[::-1]]:
+        for d in domains_of(base):
+            cells = differences(base, base, d, [("exact", "sampled")], ["50", last, "held out"])
+            lines.append(f"| {base} ({d}) | {cells} |")
+    if "gradient_noise" in conv:
+        lines += ["", "| policy (one teacher) | half-batch cosine, sampled | half-batch cosine, "
+                  "exact | sampled vs exact, same states |", "|---|---|---|---|"]
+        for policy, rows in conv["gradient_noise"].items():
+            if policy != "protocol":
+                lines.append(f"| {policy} | " + " | ".join(
+                    "{:.3f} ± {:.3f}".format(*mean_se(rows[k], 1.0))
+                    for k in ["sampled", "exact", "sampled vs exact"]) + " |")
+    return lines
 
 
 def plots(res):
@@ -366,30 +688,111 @@ def plots(res):
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "lambda_sweep.png"), dpi=120)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for lam in SWEEP:
-        c = res["curves"][f"single λ={lam:g}"]["math"]
-        axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], "o-", lw=1,
-                     label=f"λ={lam:g}")
-    for name in [n for n in RUNS if not n.startswith("single")]:
-        for domain in domains_of(name):
-            c = res["curves"][name][domain]
-            axes[1].plot([int(t) for t in c], [100 * v for v in c.values()],
-                         "o-" if domain == "math" else "s--", lw=1, label=f"{name}: {domain}")
-    axes[0].set_title("sweep: math (seed 0)", fontsize=9)
-    axes[1].set_title("multi-teacher and strong-to-weak (seed 0)", fontsize=9)
-    for ax in axes:
+    if "convergence" in res:
+        convergence_plot(res, plt)
+    else:  # the 50-step runs' seed-0 curves
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for lam in SWEEP:
+            c = res["curves"][f"single λ={lam:g}"]["math"]
+            axes[0].plot([int(t) for t in c], [100 * v for v in c.values()], "o-", lw=1,
+                         label=f"λ={lam:g}")
+        for name in [n for n in RUNS if not n.startswith("single")]:
+            for domain in domains_of(name):
+                c = res["curves"][name][domain]
+                axes[1].plot([int(t) for t in c], [100 * v for v in c.values()],
+                             "o-" if domain == "math" else "s--", lw=1, label=f"{name}: {domain}")
+        axes[0].set_title("sweep: math (seed 0)", fontsize=9)
+        axes[1].set_title("multi-teacher and strong-to-weak (seed 0)", fontsize=9)
+        for ax in axes:
+            ax.set_xlabel("step")
+            ax.set_ylabel("accuracy (%)")
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
+    print("wrote toy/lambda_sweep.png, toy/curves.png")
+
+
+def jobs_of(args):
+    """The jobs of --part, seed by seed (an interrupted sweep leaves every run with the same
+    seeds): the 50-step runs over --seeds (default SEEDS), then the runs at convergence over
+    --seeds (default CONV_SEEDS)."""
+    jobs = []
+    if args.part != "convergence":
+        jobs += [job for s in args.seeds or SEEDS
+                 for job in [(run_job, name, s) for name in RUNS if name in (args.only or RUNS)]
+                 + [(baseline_job, b, s) for b in BASELINES]]
+    if args.part != "short":
+        jobs += [job for s in args.seeds or CONV_SEEDS
+                 for job in [(train_baseline_job, b, s) for b in TRAIN_BASELINES]
+                 + [(conv_job, name, s) for name in CONV_RUNS if name in (args.only or CONV_RUNS)]]
+    return jobs
+
+
+def convergence_plot(res, plt):
+    """toy/curves.png: the runs at convergence, mean +- SE over their seeds, a curve per estimator
+    (sampled solid, exact dashed): one teacher's test accuracy, several teachers', training-prompt
+    against test accuracy, and the exact per-state KL to the target that both minimise."""
+    runs = res["convergence"]["runs"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    style = {"sampled": "-", "exact": "--"}
+
+    def curve(ax, name, get, label, color, ls, marker="o", scale=100.0):
+        if name not in runs:
+            return
+        values = get(runs[name])
+        steps = sorted(values, key=int)
+        stats = [mean_se(values[t], scale) for t in steps]
+        ax.errorbar([int(t) for t in steps], [m for m, _ in stats], [e for _, e in stats], ls=ls,
+                    marker=marker, ms=3, lw=1, capsize=2, color=color, label=label)
+    singles = ["single λ=1", "single λ=1.25", "single λ=1.5"]
+    for i, name in enumerate(singles):
+        for est in ESTIMATORS:
+            curve(axes[0, 0], f"{name}, {est}", lambda r: r["test"]["math"], f"{name[7:]}, {est}",
+                  f"C{i}", style[est])
+    teacher = mean_se(res["baselines"]["math_expert"]["math"])[0]
+    axes[0, 0].axhline(teacher, color="k", ls=":", lw=1, label=f"teacher {teacher:.1f}")
+    axes[0, 0].set_title("one teacher: test math", fontsize=9)
+    for i, name in enumerate(["multi OPD (λ=1)", "multi ExOPD (λ=1.25)"]):
+        for d, marker in [("math", "o"), ("code", "s")]:
+            for est in ESTIMATORS:
+                curve(axes[0, 1], f"{name}, {est}", lambda r, d=d: r["test"][d],
+                      f"{name[6:]} {d}, {est}", f"C{2 * i + (d == 'code')}", style[est], marker)
+    for d, expert in [("math", "math_expert"), ("code", "code_expert")]:
+        level = mean_se(res["baselines"][expert][d])[0]
+        axes[0, 1].axhline(level, color="k", ls=":", lw=1)
+        axes[0, 1].text(0, level + 0.3, f"{expert} {level:.1f}", fontsize=6)
+    axes[0, 1].set_title("several teachers: test math and code", fontsize=9)
+    for i, name in enumerate(["single λ=1.25, sampled", "single λ=1.25, exact",
+                              "single λ=1.25, sampled, lr 1e-4"]):
+        curve(axes[1, 0], name, lambda r: r["test"]["math"], f"{name[7:]}: test", f"C{i}", "-")
+        curve(axes[1, 0], name, lambda r: r["train_math"], f"{name[7:]}: training prompts",
+              f"C{i}", ":", "s")
+    axes[1, 0].set_title("training prompts against test problems (math)", fontsize=9)
+    for i, name in enumerate(singles):
+        for est in ESTIMATORS:
+            curve(axes[1, 1], f"{name}, {est}", lambda r: r["train_metrics"]["kl_target"],
+                  f"{name[7:]}, {est}", f"C{i}", style[est], scale=1000.0)
+    axes[1, 1].set_yscale("log")
+    axes[1, 1].set_ylabel("KL(π_θ ‖ p*) per token, 1e-3 nats (mean of 10 steps)")
+    axes[1, 1].set_title("what both estimators minimise (training rollouts)", fontsize=9)
+    for ax in axes.flat:
         ax.set_xlabel("step")
-        ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=6)
+    for ax in [axes[0, 0], axes[0, 1], axes[1, 0]]:
+        ax.set_ylabel("accuracy (%), T = 1")
+    seeds = sorted({len(r["seeds"]) for r in runs.values()})
+    fig.suptitle(f"toy, runs at convergence: mean ± SE over seeds ({'-'.join(map(str, seeds))}); "
+                 f"sampled: solid, exact: dashed", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(TOY, "curves.png"), dpi=120)
-    print("wrote toy/lambda_sweep.png, toy/curves.png")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"default: {SEEDS} (50-step runs), {CONV_SEEDS} (runs at convergence)")
+    p.add_argument("--part", choices=["all", "short", "convergence"], default="all",
+                   help="the 50-step runs, the runs at convergence, or both (default)")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (one CPU thread each)")
     p.add_argument("--out", default=os.path.join(ROOT, "runs", "toy"))
     p.add_argument("--only", nargs="+", help="run names (default: all)")
@@ -397,55 +800,77 @@ def main():
                    help="no training: results, tables and plots from --out")
     # internal: evaluate one run folder (or, with --write, one bundled model), or the blends
     p.add_argument("--evaluate", help=argparse.SUPPRESS)
+    p.add_argument("--evaluate-curve", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--domains", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--greedy", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--write", help=argparse.SUPPRESS)
     p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--noise", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--eval-noise", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
-    unknown = [name for name in args.only or [] if name not in RUNS]
+    unknown = [name for name in args.only or [] if name not in RUNS and name not in CONV_RUNS]
     if unknown:
-        p.error(f"--only: no run named {unknown[0]!r}; the runs are {', '.join(map(repr, RUNS))}")
+        p.error(f"--only: no run named {unknown[0]!r}; the runs are "
+                f"{', '.join(map(repr, [*RUNS, *CONV_RUNS]))}")
     os.makedirs(args.out, exist_ok=True)
+    if args.eval_noise:
+        path = os.path.join(args.eval_noise, f"step_{EVAL_NOISE['step']:06d}")
+        accs = [evaluate_model(path, ["math"], 1, seed, Verdicts(args.out))[0]["math"]
+                for seed in EVAL_NOISE["eval_seeds"]]
+        with open(args.write, "w") as f:
+            json.dump(dict(EVAL_NOISE, math=accs), f)
+        return
+    if args.noise is not None:
+        gradient_noise(args.out, args.noise, NOISE["steps"], NOISE["repeats"], args.write)
+        return
     if args.blend:
         evaluate_blends(MODELS["math_expert"], MODELS["student"], [0.0] + SWEEP, 0, args.write)
         return
     if args.evaluate and args.write:
-        acc, length, greedy = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed,
-                                             Verdicts(args.out), greedy=args.greedy)
+        acc, length, greedy, _ = evaluate_model(args.evaluate, args.domains, EVAL_N, args.seed,
+                                             Verdicts(args.out), greedy=args.greedy, out=args.out)
         with open(args.write, "w") as f:
             json.dump({"final": acc, "response_len": length, "greedy": greedy}, f)
         return
     if args.evaluate:
         evaluate_run(args.evaluate, args.domains, args.seed, args.out)
         return
+    if args.evaluate_curve:
+        evaluate_curve(args.evaluate_curve, args.domains, args.seed, args.out)
+        return
     results = os.path.join(TOY, "results.json")
     if not args.plot_only:
         with open(os.path.join(DATA, "train.jsonl")) as src, \
                 open(MATH_DATA.format(out=args.out), "w") as dst:
             dst.writelines(line for line in src if json.loads(line)["domain"] == "math")
-        # seed by seed, so that an interrupted sweep leaves every run with the same seeds
-        jobs = [job for s in args.seeds
-                for job in [(run_job, name, s) for name in args.only or RUNS]
-                + [(baseline_job, b, s) for b in BASELINES]]
         with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs))
-        blend_job(args.out)
-    if args.plot_only and not os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
-        if not os.path.exists(results):
-            sys.exit(f"toy/experiments.py: no runs in {args.out} and no {results}; run without "
-                     f"--plot-only first")
-        res = json.load(open(results))  # no runs here: redraw from the committed numbers
-    else:
-        res = collect(args.out, args.seeds)
+            list(pool.map(lambda job: job[0](job[1], job[2], args.out), jobs_of(args)))
+        if args.part != "convergence":
+            blend_job(args.out)
+        if args.part != "short":
+            noise_job(args.out)
+            eval_noise_job(args.out)
+    # each part's numbers from --out when its runs are there, else as toy/results.json has them
+    res = json.load(open(results)) if os.path.exists(results) else {}
+    found = False
+    if os.path.exists(os.path.join(args.out, "baseline_student_seed0.json")):
+        res.update(collect(args.out, args.seeds or SEEDS))
+        found = True
+    if os.path.exists(os.path.join(args.out, "train_baseline_student_seed0.json")) and res:
+        res["convergence"] = collect_convergence(args.out, args.seeds or CONV_SEEDS, res)
+        found = True
+    if not res:
+        sys.exit(f"toy/experiments.py: no runs in {args.out} and no {results}; run without "
+                 f"--plot-only first")
+    if found:
         with open(results, "w") as f:
             json.dump(res, f, indent=1)
         print(f"wrote {results}")
     print(tables(res))
     plots(res)
-
 
 if __name__ == "__main__":
     main()
