@@ -21,9 +21,10 @@ def world(tmp_path_factory):
     return tiny.make_world(tmp_path_factory.mktemp("world"))
 
 
-# The tests that cover every version-sensitive call: the sharded loading and FSDP2, DCP save, load
-# and resume, activation checkpointing, chat templates, generate, logits_to_keep, DDP. `pytest -m
-# versions` runs them; CI runs them again at the oldest supported torch and transformers (.ci/run).
+# The tests that cover every version-sensitive call: the sharded loading and FSDP2, sharded
+# checkpoints (save, load, resume), activation checkpointing, chat templates, generate,
+# logits_to_keep, DDP. `pytest -m versions` runs them; CI runs them again at the oldest supported
+# torch and transformers (.ci/run).
 VERSIONS = {
     "test_scale.py": None, "test_fsdp.py": None,  # None: every test of the file
     "test_gopd.py": ["test_token_logprobs_match_naive_softmax_and_ignore_padding",

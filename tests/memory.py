@@ -231,7 +231,7 @@ def host_plan(student, frozen, mode, world, on_gpu=True, checkpoint_bytes=2, pro
       dtype, twice (the copy read, and the file's pages mapped while it is read); a fused MoE
       layer's experts are read one by one, concatenated and stacked: three times;
     - save, at each checkpoint: under --fsdp every rank writes its shard of AdamW's state through a
-      CPU copy (torch.distributed.checkpoint; measured here: 4 bytes a parameter over S ranks at
+      CPU copy (optimizer_rankR.pt, plain tensors; measured here: 4 bytes a parameter over S ranks at
       once; under DDP rank 0 writes it alone, a tensor at a time), and rank 0 holds the whole float32
       student in CPU memory for save_pretrained (4 bytes a parameter).
     The node's peak is the larger of all ranks loading at once and all ranks saving."""

@@ -254,11 +254,11 @@ def test_exact_two_ranks_match_one_process_and_resume_bit_exact(world, tmp_path)
 
 def test_bad_estimator_input_stops_with_one_line(world, tmp_path):
     """An unknown estimator, and the exact one with nucleus sampling (it compares whole next-token
-    distributions, which top-p truncates): one line each, from the command line, before any model
-    loads."""
+    distributions, which top-p truncates; training refuses top-p < 1 for either estimator): one
+    line each, from the command line, before any model loads."""
     for over, expected in [({"--estimator": "exakt"}, "gopd: error: --estimator must be sampled"),
                            ({"--estimator": "exact", "--top-p": "0.9"},
-                            "gopd: error: --estimator exact compares whole next-token distributions")]:
+                            "gopd: error: --top-p 0.9: sample with --top-p 1")]:
         r = subprocess.run([sys.executable, os.path.join(ROOT, "gopd.py"), *base_args(world, tmp_path / "o", **over)],
                            capture_output=True, text=True)
         lines = r.stderr.strip().splitlines()

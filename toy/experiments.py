@@ -550,6 +550,9 @@ def mean_se(values, scale=100.0):
 
 
 def cell(values, scale=100.0):
+    """mean ± standard error; one value alone (one seed) has no error to show."""
+    if len(values) == 1:
+        return f"{scale * values[0]:.1f}"
     return "{:.1f} ± {:.1f}".format(*mean_se(values, scale))
 
 
