@@ -82,6 +82,8 @@ BASELINES = ["student", "math_expert", "code_expert", "large_math_expert"]
 CONVERGENCE = dict(PROTOCOL, steps=150)
 CURVE_EVERY = 10
 TRAIN_EVAL_STEPS = [50, 100, 150]
+# At convergence: the mean of these checkpoints (10 x 1,000 samples per seed, past the rise)
+PLATEAU = [str(t) for t in range(60, 151, CURVE_EVERY)]
 CONV_SEEDS = [0, 1, 2]
 ESTIMATORS = ["sampled", "exact"]
 CONV_RUNS = {f"{name}, {est}": flags + ["--estimator", est]
@@ -587,8 +589,15 @@ def paired(a, b, get):
     run's seed order) of a minus the same of b."""
     x, y = (dict(zip(r["seeds"], get(r))) for r in (a, b))
     common = [s for s in x if s in y]
-    return "{:+.1f} ± {:.1f}".format(*mean_se([x[s] - y[s] for s in common])) + \
-        ("" if len(common) > 1 else " (1 seed)")
+    if len(common) == 1:
+        return f"{100 * (x[common[0]] - y[common[0]]):+.1f} (1 seed)"
+    return "{:+.1f} ± {:.1f}".format(*mean_se([x[s] - y[s] for s in common]))
+
+
+def plateau(run, domain):
+    """Per seed, the mean test accuracy over the PLATEAU checkpoints (10 x 1,000 samples)."""
+    return [statistics.mean(run["test"][domain][t][k] for t in PLATEAU)
+            for k in range(len(run["seeds"]))]
 
 
 def convergence_tables(res):
@@ -601,40 +610,46 @@ def convergence_tables(res):
         means = {int(t): statistics.mean(v) for t, v in curve.items() if int(t) > 0}
         best = max(means, key=means.get)
         return f"{100 * means[best]:.1f} ({best})"
-    lines = ["| one teacher | estimator | seeds | math, step 50 | step 150 | best step, held out "
-             "| peak of the mean (step) | training prompts, step 150 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| one teacher | estimator | seeds | math, step 50 | step 150 | mean of steps 60–150 "
+             "| best step, held out | peak of the mean (step) | training prompts, step 150 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     teacher, train = res["baselines"]["math_expert"]["math"], conv["train_baselines"]["math_expert"]
     lines.append(f"| teacher (`math_expert`) | – | {len(teacher)} / {len(train['seeds'])} "
-                 f"| {cell(teacher)} | {cell(teacher)} | – | – | {cell(train['math'])} |")
+                 f"| {cell(teacher)} | {cell(teacher)} | {cell(teacher)} | – | – "
+                 f"| {cell(train['math'])} |")
     for name, r in runs.items():
         if name.startswith("single"):
             lam, estimator = name[len("single "):].split(", ", 1)
             t = r["test"]["math"]
             lines.append(f"| {lam} | {estimator} | {len(r['seeds'])} | {cell(t['50'])} "
-                         f"| {cell(t[last])} | {cell(r['held_out']['math'])} | {peak(t)} "
+                         f"| {cell(t[last])} | {cell(plateau(r, 'math'))} "
+                         f"| {cell(r['held_out']['math'])} | {peak(t)} "
                          f"| {cell(r['train_math'][last])} |")
-    lines += ["", "| several teachers | estimator | seeds | math, step 150 | math, best step held "
-              "out | code, step 150 | code, best step held out |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| several teachers | estimator | seeds | math, step 150 | math, mean of steps "
+              "60–150 | math, best step held out | code, step 150 | code, mean of steps 60–150 "
+              "| code, best step held out |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         if name.startswith("multi"):
             run, estimator = name.rsplit(", ", 1)
             t, h = r["test"], r["held_out"]
-            lines.append(f"| {run} | {estimator} | {len(r['seeds'])} | {cell(t['math'][last])} "
-                         f"| {cell(h['math'])} | {cell(t['code'][last])} | {cell(h['code'])} |")
+            lines.append(f"| {run} | {estimator} | {len(r['seeds'])} " + "".join(
+                f"| {cell(t[d][last])} | {cell(plateau(r, d))} | {cell(h[d])} "
+                for d in ["math", "code"]) + "|")
 
     def differences(a, b, d, estimators, steps):  # cells of a - b, for the runs that exist
         cells = []
         for e_a, e_b in estimators:
             ra, rb = runs.get(f"{a}, {e_a}"), runs.get(f"{b}, {e_b}")
             for step in steps:
-                get = (lambda r: r["held_out"][d]) if step == "held out" else \
-                    (lambda r, step=step: r["test"][d][step])
+                get = {"held out": lambda r: r["held_out"][d],
+                       "plateau": lambda r: plateau(r, d)}.get(
+                    step, lambda r, step=step: r["test"][d][step])
                 cells.append(paired(ra, rb, get) if ra and rb else "–")
         return " | ".join(cells)
     multi = ("multi ExOPD (λ=1.25)", "multi OPD (λ=1)")
-    lines += ["", "| difference, paired by seed | sampled, step 150 | sampled, held out "
-              "| exact, step 150 | exact, held out |", "|---|---|---|---|---|"]
+    lines += ["", "| difference, paired by seed | sampled, step 150 | sampled, steps 60–150 "
+              "| sampled, held out | exact, step 150 | exact, steps 60–150 | exact, held out |",
+              "|---|---|---|---|---|---|---|"]
     for label, a, b, d in [("one teacher, λ=1.25 − λ=1 (math)", "single λ=1.25", "single λ=1",
                             "math"),
                            ("one teacher, λ=1.5 − λ=1 (math)", "single λ=1.5", "single λ=1",
@@ -642,12 +657,13 @@ def convergence_tables(res):
                            ("several teachers, ExOPD − OPD (math)", *multi, "math"),
                            ("several teachers, ExOPD − OPD (code)", *multi, "code")]:
         pairs = [(e, e) for e in ESTIMATORS]
-        lines.append(f"| {label} | {differences(a, b, d, pairs, [last, 'held out'])} |")
-    lines += ["", "| exact − sampled, paired by seed | step 50 | step 150 | best step, held out |",
-              "|---|---|---|---|"]
+        lines.append(f"| {label} | {differences(a, b, d, pairs, [last, 'plateau', 'held out'])} |")
+    lines += ["", "| exact − sampled, paired by seed | step 50 | step 150 | steps 60–150 "
+              "| best step, held out |", "|---|---|---|---|---|"]
     for base in ["single λ=1", "single λ=1.25", "single λ=1.5", *multi[::-1]]:
         for d in domains_of(base):
-            cells = differences(base, base, d, [("exact", "sampled")], ["50", last, "held out"])
+            cells = differences(base, base, d, [("exact", "sampled")],
+                                ["50", last, "plateau", "held out"])
             lines.append(f"| {base} ({d}) | {cells} |")
     if "gradient_noise" in conv:
         lines += ["", "| policy (one teacher) | half-batch cosine, sampled | half-batch cosine, "
