@@ -200,13 +200,13 @@ def parse_args(argv=None):
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    check_args(args)
+    validate_args(args)
     args.teachers = parse_teachers(args.teacher)
     args.report_to = parse_trackers(args.report_to or [])
     return args
 
 
-def check_args(args):
+def validate_args(args):
     """Refuse, at parse time, values that would crash later or silently train nothing."""
     def flag(name):
         return "--" + name.replace("_", "-")
@@ -287,7 +287,7 @@ def die(msg):
 TESTED = {"torch": ((2, 11), (2, 13)), "transformers": ((5, 17), (5, 25))}
 
 
-def check_versions():
+def validate_versions():
     """Stop on a torch or transformers older than the oldest tested (calls gopd makes would be
     missing); warn on one newer than the newest tested."""
     import transformers
@@ -306,7 +306,7 @@ def check_versions():
 def setup_distributed(timeout_minutes=60, fsdp=False):
     """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device.
     FSDP needs a process group even in one process: a group of one, with an in-memory store."""
-    check_versions()
+    validate_versions()
     gpu = torch.cuda.is_available()
     if "RANK" not in os.environ and not fsdp:
         return 0, 1, torch.device("cuda" if gpu else "cpu")
@@ -352,7 +352,7 @@ def synced_time(device):
     return time.time()
 
 
-def check_out_dir(out):
+def validate_out_dir(out):
     """--out must be a folder this process can write to: checked before any model loads."""
     if os.path.exists(out) and not os.path.isdir(out):
         die(f"--out {out!r} is a file; pass a folder")
@@ -366,7 +366,7 @@ def check_out_dir(out):
         die(f"--out {out!r} is not writable ({e.strerror}); pass a folder you can write to")
 
 
-def check_model_path(path):
+def validate_model_path(path):
     """A path that is clearly local (not an 'org/name' hub id) must exist: fail now, not after
     the hub client's retries."""
     looks_local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1
@@ -377,7 +377,7 @@ def check_model_path(path):
 
 def load_tokenizer(path):
     from transformers import AutoTokenizer
-    check_model_path(path)
+    validate_model_path(path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # the library's own errors are pages long; name the path and the fix
@@ -399,7 +399,7 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
     at a time passes through it, under FSDP this rank's rows of one tensor. A collective: a rank
     that fails (a missing shard file, an unreadable one) stops every rank with its line."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-    check_model_path(path)
+    validate_model_path(path)
     model, error = None, None
     try:
         folder = path if os.path.isdir(path) else snapshot(path)
@@ -505,7 +505,7 @@ def fill_weights(model, folder):
                     return opened[files[key]].get_tensor(key)
                 return opened[files[key]].get_slice(key)[rows[0]:rows[1]]
 
-            rows = checkpoint_rows(read, name, start, end, n, files)
+            rows = checkpoint_slice(read, name, start, end, n, files)
             if rows.shape != local.shape:
                 raise ValueError(f"{name} has shape {tuple(rows.shape)} in the checkpoint, the "
                                  f"model expects {tuple(local.shape)}")
@@ -513,7 +513,7 @@ def fill_weights(model, folder):
                 local.copy_(rows)
 
 
-def checkpoint_rows(read, name, start, end, n, files):
+def checkpoint_slice(read, name, start, end, n, files):
     """Rows start:end of the model's tensor `name` (n rows) as stored in the checkpoint: the
     tensor of that name, or the experts start:end of a fused MoE layer, each expert's gate and up
     projections concatenated (how transformers fuses them)."""
@@ -648,7 +648,7 @@ def resident(model, device, offload):
             model.to("cpu")
 
 
-def check_same_tokenizer(student_tok, other_tok, name):
+def validate_same_tokenizer(student_tok, other_tok, name):
     """G-OPD compares log-probs of the same token ids under two models, so the tokenizers (not the
     embedding sizes, which families pad differently) must agree on vocabulary and EOS. A different
     chat template is fine: each model scores the prompt rendered in its own template."""
@@ -665,7 +665,7 @@ def check_same_tokenizer(student_tok, other_tok, name):
 # Data
 
 
-def load_rows(data):
+def load_train_rows(data):
     """Rows {'prompt': str or chat messages, 'domain': optional str, and 'answer' or 'tests' for
     the outcome metric} from a file or the hub: gopd's own rows, or any schema evaluate.py knows
     (the release's parquets: gold in reward_model.ground_truth, the domain in
@@ -693,7 +693,7 @@ def load_rows(data):
     return rows
 
 
-def check_domains(rows, teachers):
+def validate_domains(rows, teachers):
     """Every row's domain needs its own teacher or the default one (key None)."""
     missing = sorted({r.get("domain") for r in rows if r.get("domain") not in teachers}, key=str)
     if missing and None not in teachers:
@@ -746,13 +746,13 @@ def load_data(args, log):
     """Everything that can fail cheaply, before any weights load: training rows and their prompts as
     token ids (the student's rendering, and each differently-templated frozen model's own), the
     tokenizers' agreement, and the evaluation rows."""
-    rows = load_rows(args.data)
-    check_domains(rows, args.teachers)
+    rows = load_train_rows(args.data)
+    validate_domains(rows, args.teachers)
     tokenizer = load_tokenizer(args.student)
     own_tokenizers = {}
     for name, path in frozen_paths(args).items():
         tok = load_tokenizer(path)
-        check_same_tokenizer(tokenizer, tok, name)
+        validate_same_tokenizer(tokenizer, tok, name)
         if tok.chat_template != tokenizer.chat_template:
             own_tokenizers[path] = tok
             log(f"gopd: the {name} has its own chat template; it scores its own rendering of each "
@@ -767,7 +767,7 @@ def load_data(args, log):
     return rows, tokenizer, prompts, own_prompts, eval_sets
 
 
-def step_rows(n_rows, step, n, seed):
+def step_indices(n_rows, step, n, seed):
     """Indices of the n prompts of a global step: consecutive slices of per-epoch seeded shuffles.
     A pure function of the step, so resuming needs no data-loader state."""
     idx, perms = [], {}
@@ -806,7 +806,7 @@ def response_mask(responses, stop_ids):
 def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p):
     """Sample one response per prompt (lists of ids) with evaluate.sample, the one sampling rule of
     training and evaluation: softmax(logits / temperature) with top-p and nothing else, whatever the
-    checkpoint's generation_config says. Training samples at top-p 1 (check_args), so the sampled
+    checkpoint's generation_config says. Training samples at top-p 1 (validate_args), so the sampled
     distribution is the one the loss scores.
     Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R] and
     response mask [B, R]."""
@@ -832,7 +832,7 @@ def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args, stage
     indices), domains, row_steps (the decode steps its rows held a slot in generate)}.
     staged (the default): evaluate.sample_staged over all of them, finished rows leaving the batch,
     each call sized by the memory of --rollout-batch sequences of prompt + --max-new-tokens (see
-    stage_rows); else one evaluate.sample call per --rollout-batch rows (rollout). Either way a
+    sequences_per_call); else one evaluate.sample call per --rollout-batch rows (rollout). Either way a
     micro-batch is --micro-batch consecutive rows (for the one-call path, of one call) in rollout's
     layout, and every rank has as many: update and the frozen models' passes are collectives."""
     if not staged:
@@ -849,7 +849,7 @@ def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args, stage
                                 "row_steps": float(len(mask_m) * mask.shape[1])})
         return batches
     dtype_bytes = 2 if model.device.type == "cuda" else 4  # bf16 under autocast on GPU
-    budget = stage_rows(model.config, args.rollout_batch, max(map(len, prompts)),
+    budget = sequences_per_call(model.config, args.rollout_batch, max(map(len, prompts)),
                         args.max_new_tokens, dtype_bytes)
     responses, stats = evaluate.sample_staged(
         model, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -874,7 +874,7 @@ def with_responses(prompts, responses, pad_id, stop_ids):
     return torch.cat([ids, tail], 1), torch.cat([prompt_attn, mask], 1), mask
 
 
-def stage_rows(config, batch, prompt_len, new_tokens, dtype_bytes):
+def sequences_per_call(config, batch, prompt_len, new_tokens, dtype_bytes):
     """rows_per_call for evaluate.sample_staged: a call whose rows span `width` columns and
     generate up to `new` tokens holds as many rows as fit in the memory (rollout_budget's cost of
     a sequence) of `batch` sequences of prompt_len + new_tokens. So --rollout-batch sizes the
@@ -1253,7 +1253,7 @@ def out_lock(out, rank, device):
     when the process ends, however it ends (a kill -9 included), so a lock file left behind blocks
     nothing; a POSIX lock (lockf), not flock, so that no forked child holds it. Every rank learns
     the verdict in one collective and all stop with the same line, before any model loads."""
-    check_out_dir(out)
+    validate_out_dir(out)
     path = os.path.join(out, ".gopd.lock")
     held, busy = None, None
     if rank == 0:
@@ -1419,7 +1419,7 @@ def save_error(error):
     return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
-def check_weights(folder):
+def validate_weights(folder):
     """Raise unless folder holds complete safetensors weights (each file as long as its header
     says)."""
     files = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
@@ -1436,7 +1436,7 @@ def check_weights(folder):
             raise ValueError(f"{name} is truncated")
 
 
-def check_record(record, folder):
+def validate_record(record, folder):
     """Raise (naming the field) unless run.json holds, with the right types, what a resume reads.
     The folder's name orders the checkpoints, so its step must be run.json's."""
     if not isinstance(record, dict):
@@ -1461,12 +1461,12 @@ def read_checkpoint(folder, world, rank):
     outright."""
     with open(os.path.join(folder, "run.json")) as f:
         record = json.load(f)
-    check_record(record, folder)
+    validate_record(record, folder)
     if record["world"] != world:
         die(f"--resume: {folder} was written by {record['world']} rank(s) and this run has {world}; "
             f"each rank's sampling stream is saved apart, so resume with "
             f"--nproc_per_node={record['world']}")
-    check_weights(folder)
+    validate_weights(folder)
     pickled = [f for f in os.listdir(folder) if f.endswith((".bin", ".pth", ".pkl", ".ckpt"))]
     if pickled:
         raise ValueError(f"{pickled[0]} is a pickle, which gopd never writes and loading could run")
@@ -1515,7 +1515,7 @@ def newest_intact_checkpoint(out, world, rank, device, log):
         f"deleted)")
 
 
-def check_resume_flags(record, args, data_hash, folder, log):
+def validate_resume_flags(record, args, data_hash, folder, log):
     """Refuse to resume with flags that change what is optimised, unless --resume-override."""
     old, new = record["args"], run_record(args, 0, 0, data_hash)["args"]
     differ = [k for k in sorted(set(old) | set(new))
@@ -1652,7 +1652,7 @@ def step_metrics(sums, batches):
     return metrics
 
 
-def outcome_rows(rows):
+def outcome_idx(rows):
     """Indices of rows evaluate.check can grade: a math 'answer' or code 'tests'."""
     graded = []
     for i, row in enumerate(rows):
@@ -1913,7 +1913,7 @@ def train(args, rank, world, device, progress):
     data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode())
     data_hash = data_hash.hexdigest()
     if resume:
-        check_resume_flags(resume[1], args, data_hash, resume[0], log)
+        validate_resume_flags(resume[1], args, data_hash, resume[0], log)
     if args.ref and args.lam == 1:
         log("gopd: --lam 1: the reference cancels out of the advantage, so --ref is not loaded")
     student, teachers, ref = load_models(args, device, resume[0] if resume else None)
@@ -1944,7 +1944,7 @@ def train(args, rank, world, device, progress):
     ref_prompts = {None: own_prompts.get(args.ref or args.student)}
     domains = list(teachers) if len(teachers) > 1 else []  # per-domain metrics with several teachers
     frozen = list(dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]))
-    gradable = set(outcome_rows(rows))
+    gradable = set(outcome_idx(rows))
     grader = ThreadPoolExecutor(1)  # grades rollouts while the step goes on
     autocast = nullcontext()
     if device.type == "cuda":
@@ -1964,7 +1964,7 @@ def train(args, rank, world, device, progress):
                          total=args.steps):
             progress["step"] = step + 1
             times, t0 = {}, synced_time(device)
-            idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
+            idx = step_indices(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
             idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
             # 1. Rollout: the student samples, unwrapped (or gathered, under FSDP), since no

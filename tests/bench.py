@@ -300,7 +300,7 @@ def scoring_memory(a):
 # temperature 1 with the same memory budget, --rollout-batch sequences of the longest prompt +
 # --max-new-tokens: the one-call path runs gopd.rollout on --rollout-batch rows at a time (each
 # call lasts as long as its longest response), the staged path evaluate.sample_staged on all rows
-# with gopd.stage_rows (what gopd.rollout_batches does either way). They alternate for --rounds
+# with gopd.sequences_per_call (what gopd.rollout_batches does either way). They alternate for --rounds
 # rounds with fresh seeds; each path's totals are summed over its rounds. The two paths draw
 # different samples, so they do different amounts of real work: new_vs_static compares wall time
 # per real token (static tokens/s / staged tokens/s).
@@ -354,8 +354,8 @@ def rollout_paths(model, prompts, a, device, seed):
         torch.manual_seed(seed)
         t0 = sync(device)
         if staged:
-            budget = gopd.stage_rows(model.config, a.rollout_batch, max(map(len, prompts)),
-                                     a.max_new_tokens, dtype_bytes)
+            budget = gopd.sequences_per_call(model.config, a.rollout_batch, max(map(len, prompts)),
+                                             a.max_new_tokens, dtype_bytes)
             responses, stats = evaluate.sample_staged(
                 model, prompts, max_new_tokens=a.max_new_tokens, temperature=1.0, top_p=1.0,
                 stop_ids=[eos], pad_id=eos, rows_per_call=budget,

@@ -88,7 +88,7 @@ def world(tmp_path_factory):
     tiny.build_model(w["code_untied"], tok, seed=4, scale=8.0, tie=False)
     math_rows = [r for r in rows if r["domain"] == "math"]
     code_rows = [r for r in rows if r["domain"] == "code"]
-    perm = gopd.step_rows(N_ROWS, 0, N_ROWS, seed=0)  # steps 0 and 1 together: one epoch
+    perm = gopd.step_indices(N_ROWS, 0, N_ROWS, seed=0)  # steps 0 and 1 together: one epoch
     split = [None] * N_ROWS
     for j, i in enumerate(perm):  # idx[rank::2] of each step: even positions -> rank 0, odd -> rank 1
         split[i] = (math_rows if j % 2 == 0 else code_rows)[j // 2]
@@ -135,7 +135,7 @@ def test_split_data_gives_each_rank_one_domain(world):
     """The premise of the multi-teacher jobs below: rank 0 sees only math rows, rank 1 only code."""
     rows = [json.loads(line) for line in open(world["split_data"])]
     for step in range(2):
-        idx = gopd.step_rows(N_ROWS, step, PROMPTS_PER_STEP, seed=0)
+        idx = gopd.step_indices(N_ROWS, step, PROMPTS_PER_STEP, seed=0)
         assert {rows[i]["domain"] for i in idx[0::2]} == {"math"}
         assert {rows[i]["domain"] for i in idx[1::2]} == {"code"}
 

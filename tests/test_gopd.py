@@ -224,10 +224,10 @@ def test_each_row_is_scored_by_its_domain_teacher(world):
     assert not torch.allclose(got[1], gopd.token_logprobs(math_t, seq[1:2], attn[1:2], 6)[0], atol=1e-3)
 
 
-def test_step_rows_is_a_seeded_pure_function_covering_each_epoch():
-    a = gopd.step_rows(10, 3, 4, seed=7)
-    assert a == gopd.step_rows(10, 3, 4, seed=7) and a != gopd.step_rows(10, 3, 4, seed=8)
-    epoch0 = sum((gopd.step_rows(10, s, 5, seed=7) for s in range(2)), [])
+def test_step_indices_is_a_seeded_pure_function_covering_each_epoch():
+    a = gopd.step_indices(10, 3, 4, seed=7)
+    assert a == gopd.step_indices(10, 3, 4, seed=7) and a != gopd.step_indices(10, 3, 4, seed=8)
+    epoch0 = sum((gopd.step_indices(10, s, 5, seed=7) for s in range(2)), [])
     assert sorted(epoch0) == list(range(10))
 
 # -----------------------------------------------------------------------------
@@ -476,11 +476,11 @@ def test_release_rows_route_by_extra_info_opd_teacher(tmp_path):
     """The G-OPD release's parquet rows tag their teacher as extra_info.opd_teacher."""
     rows = [{"prompt": [{"role": "user", "content": "1+1?"}], "extra_info": {"opd_teacher": "math"}},
             {"prompt": "def f", "extra_info": {"opd_teacher": "code"}, "domain": "code"}]
-    loaded = gopd.load_rows(tiny.write_jsonl(tmp_path / "release.jsonl", rows))
+    loaded = gopd.load_train_rows(tiny.write_jsonl(tmp_path / "release.jsonl", rows))
     assert [r["domain"] for r in loaded] == ["math", "code"]
-    gopd.check_domains(loaded, {"math": "A", "code": "B"})
+    gopd.validate_domains(loaded, {"math": "A", "code": "B"})
     with pytest.raises(SystemExit, match=r"\['math'\] have no teacher"):
-        gopd.check_domains(loaded, {"code": "B"})
+        gopd.validate_domains(loaded, {"code": "B"})
 
 
 def test_chat_prompts_need_a_chat_template(world, tmp_path):
