@@ -1808,21 +1808,22 @@ def append_jsonl(path, *records):
         f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def run_eval(model, tokenizer, eval_sets, args, batch_size, rank, world, device):
-    """avg@n per benchmark with evaluate.py, batch_size sequences a generate call. Each rank
-    evaluates every world-th problem and the counts are summed, so no rank idles in a collective
-    while another evaluates alone."""
-    result = {}
-    for rows in eval_sets.values():
+def run_eval(run):
+    """avg@n per benchmark of the student now, with evaluate.py, the run's rollout batch of
+    sequences a generate call. Each rank evaluates every world-th problem and the counts are
+    summed, so no rank idles in a collective while another evaluates alone."""
+    args, device, result = run.args, run.device, {}
+    for rows in run.eval_sets.values():
         names = sorted({evaluate.benchmark_of(row) for row in rows})
         counts = torch.zeros(len(names), 2, device=device)  # correct samples, samples
-        mine = rows[rank::world]
+        mine = rows[run.rank::run.world]
         records = []
-        with gathered(model):  # every rank gathers, even one with no problem to evaluate
+        with gathered(run.student):  # every rank gathers, even one with no problem to evaluate
             if mine:
                 _, records = evaluate.evaluate_model(
-                    model, tokenizer, mine, n=args.eval_n, max_new_tokens=args.max_new_tokens,
-                    temperature=args.temperature, top_p=args.top_p, batch_size=batch_size,
+                    run.student, run.tokenizer, mine, n=args.eval_n,
+                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_p=args.top_p, batch_size=run.rollout_batch,
                     enable_thinking=args.enable_thinking)
         for r in records:
             counts[names.index(r["benchmark"])] += torch.tensor([float(r["correct"]), 1.0],
@@ -2029,8 +2030,7 @@ def end_step(run, step, batches, sums, grad_norm, outcome, times, t0):
                 f"reference term of the advantage is biased by the precision gap (frozen "
                 f"bf16 vs float32 master weights)")
     if run.eval_sets and due(step, args.eval_every, last=last):
-        metrics["eval"] = run_eval(run.student, run.tokenizer, run.eval_sets, args,
-                                   run.rollout_batch, run.rank, run.world, run.device)
+        metrics["eval"] = run_eval(run)
         if last:
             run.results["after"] = metrics["eval"]
     if run.rank == 0:
@@ -2044,16 +2044,14 @@ def end_step(run, step, batches, sums, grad_norm, outcome, times, t0):
         tqdm.write(" ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float)
                             else f"{k}={metrics[k]}" for k in shown if k in metrics))
     if due(step, args.save_every, last=last):
-        save_checkpoint(args.out, run_record(args, run.rollout_batch, run.world, step,
-                                             run.data_hash),
-                        run.student, run.tokenizer, run.optimizer, run.scheduler, run.rank,
-                        run.device)
+        record = run_record(args, run.rollout_batch, run.world, step, run.data_hash)
+        save_checkpoint(args.out, record, run.student, run.tokenizer, run.optimizer,
+                        run.scheduler, run.rank, run.device)
 
 
 def eval_before(run):
     """The evaluation before training: logged, and metrics.jsonl's record of step 0."""
-    run.results["before"] = run_eval(run.student, run.tokenizer, run.eval_sets, run.args,
-                                     run.rollout_batch, run.rank, run.world, run.device)
+    run.results["before"] = run_eval(run)
     run.log(f"gopd: before training {run.results['before']}")
     if run.rank == 0:
         record = {"step": 0, "eval": run.results["before"]}
@@ -2065,8 +2063,7 @@ def eval_after(run):
     """The evaluation after training (the last step's, or a new one when resumed after it): the
     table of both, and OUT/eval.json."""
     if "after" not in run.results:  # resumed after the last step
-        run.results["after"] = run_eval(run.student, run.tokenizer, run.eval_sets, run.args,
-                                        run.rollout_batch, run.rank, run.world, run.device)
+        run.results["after"] = run_eval(run)
     if run.rank == 0:
         percent = {when: {k: 100 * v for k, v in accs.items()}
                    for when, accs in run.results.items()}
