@@ -520,21 +520,21 @@ def fill_weights(model, folder):
         with ExitStack() as stack:  # this tensor's files, mapped only while it is read
             opened = {}
 
-            def read(key, rows=None):
+            def read(key, span=None):
                 if key not in files:
                     raise KeyError(f"{name} is not in the checkpoint (no {key})")
                 if files[key] not in opened:
                     opened[files[key]] = stack.enter_context(safe_open(files[key], "pt"))
-                if rows is None:
+                if span is None:
                     return opened[files[key]].get_tensor(key)
-                return opened[files[key]].get_slice(key)[rows[0]:rows[1]]
+                return opened[files[key]].get_slice(key)[span[0]:span[1]]
 
-            rows = checkpoint_slice(read, name, start, end, n, files)
-            if rows.shape != local.shape:
-                raise ValueError(f"{name} has shape {tuple(rows.shape)} in the checkpoint, the "
+            stored = checkpoint_slice(read, name, start, end, n, files)
+            if stored.shape != local.shape:
+                raise ValueError(f"{name} has shape {tuple(stored.shape)} in the checkpoint, the "
                                  f"model expects {tuple(local.shape)}")
             with torch.no_grad():
-                local.copy_(rows)
+                local.copy_(stored)
 
 
 def checkpoint_slice(read, name, start, end, n, files):
