@@ -19,7 +19,15 @@ negative, maximised.
 
 The file reads in the order of the method: arguments, setup, data, rollout, scoring, objective,
 checkpoints, metrics and evaluation, and the training loop, whose step is three numbered phases
-(rollout, scoring, update) and the bookkeeping. The objective is `gopd_loss`.
+(rollout, scoring, update) and one call for the bookkeeping. What a reader would copy, on plain
+tensors ([B, R]: B responses of R tokens; the contracts are in the docstrings):
+
+  gopd_loss        the G-OPD loss of a micro-batch, from its sampled tokens' log-probs
+  exact_loss       the same objective from the exact per-state KL of target_kl
+  target_kl        KL(pi_theta(.|s) || p*(.|s)) at response states, p* ~ pi_T^lam pi_ref^(1-lam)
+  token_logprobs   log pi(y_t|s_t) of a model's response tokens, with no [B, R, vocab] tensor
+  frozen_logprobs  the same under each row's domain's frozen model (teacher or reference)
+  rollout          the student's sampled responses: (sequences, attention mask, response mask)
 """
 
 import argparse
@@ -39,8 +47,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -75,10 +85,10 @@ PAPER_DEFAULTS = dict(
     lr=1e-5,                 # actor.optim.lr
     steps=50,                # the paper's same-size runs (Sec. 4.1.1); strong-to-weak runs 100
     micro_batch=1,           # ppo_micro_batch_size_per_gpu
-    out="out",
-    grade_every=1,
     estimator="sampled",     # one sampled token per state, as every G-OPD implementation
 )
+# A --student run: the paper's hyperparameters, where it writes, and how often it grades rollouts.
+RUN_DEFAULTS = dict(PAPER_DEFAULTS, out="out", grade_every=1)
 # With no --student, everything points at the bundled toy world (a CPU demo of minutes).
 TOY_DEFAULTS = dict(student=os.path.join(TOY, "models", "student"),
                     teacher=[f"math={os.path.join(TOY, 'models', 'math_expert')}",
@@ -103,7 +113,7 @@ def parse_args(argv=None):
                                 "--student, every default points at the bundled toy world.")
 
     def default(key):  # defaults that differ between a real run (the paper's) and the toy demo
-        return f" (default: {PAPER_DEFAULTS[key]}; toy: {TOY_DEFAULTS[key]})"
+        return f" (default: {RUN_DEFAULTS[key]}; toy: {TOY_DEFAULTS[key]})"
     add = p.add_argument
     # what is distilled, into what
     add("--student", help="student model: local folder or hub id (default: the toy student)")
@@ -158,8 +168,9 @@ def parse_args(argv=None):
     add("--grad-checkpointing", action="store_true", help="trade compute for activation memory")
     add("--fsdp", action="store_true",
         help="shard the student, its gradients and optimizer state, and the frozen models over the "
-             "ranks (FSDP2) instead of a full copy per rank (DDP): for models too big to replicate, "
-             "e.g. the paper's recipes on 8 GPUs (python tests/memory.py prints the arithmetic)")
+             "ranks (FSDP2) instead of a full copy per rank (DDP): for models too big to "
+             "replicate, e.g. the paper's recipes on 8 GPUs (python tests/memory.py prints the "
+             "arithmetic)")
     add("--offload-frozen", action="store_true",
         help="keep the teachers and reference in CPU memory; each moves to the GPU only to score")
     add("--dist-timeout", type=float, default=60,
@@ -196,17 +207,17 @@ def parse_args(argv=None):
         help="with --resume, accept flags that differ from the checkpoint's run (they take effect)")
     args = p.parse_args(argv)
 
-    defaults = TOY_DEFAULTS if args.student is None else PAPER_DEFAULTS
+    defaults = TOY_DEFAULTS if args.student is None else RUN_DEFAULTS
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    check_args(args)
+    validate_args(args)
     args.teachers = parse_teachers(args.teacher)
     args.report_to = parse_trackers(args.report_to or [])
     return args
 
 
-def check_args(args):
+def validate_args(args):
     """Refuse, at parse time, values that would crash later or silently train nothing."""
     def flag(name):
         return "--" + name.replace("_", "-")
@@ -287,7 +298,7 @@ def die(msg):
 TESTED = {"torch": ((2, 11), (2, 13)), "transformers": ((5, 17), (5, 25))}
 
 
-def check_versions():
+def validate_versions():
     """Stop on a torch or transformers older than the oldest tested (calls gopd makes would be
     missing); warn on one newer than the newest tested."""
     import transformers
@@ -306,7 +317,7 @@ def check_versions():
 def setup_distributed(timeout_minutes=60, fsdp=False):
     """One process (python gopd.py) or one rank per device (torchrun). Returns rank, world, device.
     FSDP needs a process group even in one process: a group of one, with an in-memory store."""
-    check_versions()
+    validate_versions()
     gpu = torch.cuda.is_available()
     if "RANK" not in os.environ and not fsdp:
         return 0, 1, torch.device("cuda" if gpu else "cpu")
@@ -332,7 +343,8 @@ def all_gather_cat(t):
     """Every rank's 1-D tensor t, concatenated (the lengths may differ between ranks)."""
     if not dist.is_initialized():
         return t
-    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(dist.get_world_size())]
+    sizes = [torch.zeros(1, dtype=torch.long, device=t.device)
+             for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, torch.tensor([t.numel()], device=t.device))
     width = int(max(sizes))
     parts = [t.new_zeros(width) for _ in sizes]
@@ -352,7 +364,20 @@ def synced_time(device):
     return time.time()
 
 
-def check_out_dir(out):
+def compute_dtype(device):
+    """What the frozen models are stored in and the student computes in: bf16 on GPU (the student
+    keeps float32 master weights, under autocast), float32 on CPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def autocast(device):
+    """The student's forwards in compute_dtype: autocast on GPU, nothing to do on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=compute_dtype(device))
+    return nullcontext()
+
+
+def validate_out_dir(out):
     """--out must be a folder this process can write to: checked before any model loads."""
     if os.path.exists(out) and not os.path.isdir(out):
         die(f"--out {out!r} is a file; pass a folder")
@@ -366,7 +391,7 @@ def check_out_dir(out):
         die(f"--out {out!r} is not writable ({e.strerror}); pass a folder you can write to")
 
 
-def check_model_path(path):
+def validate_model_path(path):
     """A path that is clearly local (not an 'org/name' hub id) must exist: fail now, not after
     the hub client's retries."""
     looks_local = os.path.isabs(path) or path.startswith(".") or path.count("/") > 1
@@ -377,7 +402,7 @@ def check_model_path(path):
 
 def load_tokenizer(path):
     from transformers import AutoTokenizer
-    check_model_path(path)
+    validate_model_path(path)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # the library's own errors are pages long; name the path and the fix
@@ -399,7 +424,7 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
     at a time passes through it, under FSDP this rank's rows of one tensor. A collective: a rank
     that fails (a missing shard file, an unreadable one) stops every rank with its line."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-    check_model_path(path)
+    validate_model_path(path)
     model, error = None, None
     try:
         folder = path if os.path.isdir(path) else snapshot(path)
@@ -421,8 +446,7 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
         if os.path.exists(os.path.join(folder, "generation_config.json")):  # its stop tokens
             model.generation_config = GenerationConfig.from_pretrained(folder)
     except Exception as e:  # the library's errors are pages long: the first line names the cause
-        text = str(e).strip()
-        error = f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+        error = first_line(e, 300)
     failed = first_error(error)
     if failed:
         die(f"cannot load a causal LM from {path!r} ({failed}); pass a folder with config.json and "
@@ -496,24 +520,24 @@ def fill_weights(model, folder):
         with ExitStack() as stack:  # this tensor's files, mapped only while it is read
             opened = {}
 
-            def read(key, rows=None):
+            def read(key, span=None):
                 if key not in files:
                     raise KeyError(f"{name} is not in the checkpoint (no {key})")
                 if files[key] not in opened:
                     opened[files[key]] = stack.enter_context(safe_open(files[key], "pt"))
-                if rows is None:
+                if span is None:
                     return opened[files[key]].get_tensor(key)
-                return opened[files[key]].get_slice(key)[rows[0]:rows[1]]
+                return opened[files[key]].get_slice(key)[span[0]:span[1]]
 
-            rows = checkpoint_rows(read, name, start, end, n, files)
-            if rows.shape != local.shape:
-                raise ValueError(f"{name} has shape {tuple(rows.shape)} in the checkpoint, the "
+            stored = checkpoint_slice(read, name, start, end, n, files)
+            if stored.shape != local.shape:
+                raise ValueError(f"{name} has shape {tuple(stored.shape)} in the checkpoint, the "
                                  f"model expects {tuple(local.shape)}")
             with torch.no_grad():
-                local.copy_(rows)
+                local.copy_(stored)
 
 
-def checkpoint_rows(read, name, start, end, n, files):
+def checkpoint_slice(read, name, start, end, n, files):
     """Rows start:end of the model's tensor `name` (n rows) as stored in the checkpoint: the
     tensor of that name, or the experts start:end of a fused MoE layer, each expert's gate and up
     projections concatenated (how transformers fuses them)."""
@@ -550,6 +574,12 @@ def weight_files(folder):
     return files
 
 
+def first_line(error, width):
+    """An exception in one line: its type and the first `width` characters of its first line."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:width] if text else ''}"
+
+
 def first_error(error):
     """A collective: every rank's error (a string, or None), and the first rank's that failed
     (\"rank R: ...\" when several ranks run), on every rank: all stop together, none waits."""
@@ -571,13 +601,23 @@ def peak_host_memory(device):
     return int(peaks.max()), int(peaks.argmax())
 
 
+def uses_reference(lam):
+    """Whether pi_ref is loaded and scored: at lam = 1 it cancels out of the advantage."""
+    return lam != 1
+
+
+def reference_path(args):
+    """The reference pi_ref: --ref, else the student's initial weights."""
+    return args.ref or args.student
+
+
 def load_models(args, device, weights=None):
     """The student (float32 master weights, from `weights` when resuming), the teachers by domain,
-    and the reference (not loaded at lam = 1, where pi_ref cancels). Frozen models run in bf16 on
-    GPU. With --fsdp every model is sharded over the ranks (`shard`) before any weight is read;
-    with --offload-frozen the frozen ones stay in CPU memory (see `resident`). Logs the peak host
+    and the reference (None unless uses_reference). Frozen models are in compute_dtype. With
+    --fsdp every model is sharded over the ranks (`shard`) before any weight is read; with
+    --offload-frozen the frozen ones stay in CPU memory (see `resident`). Logs the peak host
     memory over the ranks."""
-    frozen_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    frozen_dtype = compute_dtype(device)
     student = load_model(weights or args.student, torch.float32, device, trainable=True,
                          fsdp=args.fsdp, checkpointing=args.grad_checkpointing)
     loaded = {}
@@ -587,8 +627,8 @@ def load_models(args, device, weights=None):
                                       offload=args.offload_frozen)
     teachers = {domain: loaded[path] for domain, path in args.teachers.items()}
     ref = None
-    if args.lam != 1:
-        ref = load_model(args.ref or args.student, frozen_dtype, device, fsdp=args.fsdp,
+    if uses_reference(args.lam):
+        ref = load_model(reference_path(args), frozen_dtype, device, fsdp=args.fsdp,
                          offload=args.offload_frozen)
     peak, rank = peak_host_memory(device)
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -606,7 +646,7 @@ def shard(model, device, trainable=False, offload=False):
     runs the output layer in chunks after the forward, and recomputes them in the backward."""
     mp = MixedPrecisionPolicy()
     if trainable and device.type == "cuda":
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        mp = MixedPrecisionPolicy(param_dtype=compute_dtype(device), reduce_dtype=torch.float32)
     policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
     for layer in model.get_decoder().layers:
         fully_shard(layer, mp_policy=mp, offload_policy=policy)
@@ -648,7 +688,7 @@ def resident(model, device, offload):
             model.to("cpu")
 
 
-def check_same_tokenizer(student_tok, other_tok, name):
+def validate_same_tokenizer(student_tok, other_tok, name):
     """G-OPD compares log-probs of the same token ids under two models, so the tokenizers (not the
     embedding sizes, which families pad differently) must agree on vocabulary and EOS. A different
     chat template is fine: each model scores the prompt rendered in its own template."""
@@ -665,7 +705,7 @@ def check_same_tokenizer(student_tok, other_tok, name):
 # Data
 
 
-def load_rows(data):
+def load_train_rows(data):
     """Rows {'prompt': str or chat messages, 'domain': optional str, and 'answer' or 'tests' for
     the outcome metric} from a file or the hub: gopd's own rows, or any schema evaluate.py knows
     (the release's parquets: gold in reward_model.ground_truth, the domain in
@@ -678,8 +718,8 @@ def load_rows(data):
         die(f"--data {data!r} has no rows; give a dataset with at least one prompt")
     for i, row in enumerate(rows):
         if "prompt" not in row:
-            die(f"row {i} of {data!r} has no 'prompt' field; each row needs 'prompt' (a string or a "
-                f"list of chat messages) and optionally 'domain'")
+            die(f"row {i} of {data!r} has no 'prompt' field; each row needs 'prompt' (a string or "
+                f"a list of chat messages) and optionally 'domain'")
         try:
             evaluate.validate_prompt(row["prompt"])
         except ValueError as e:
@@ -693,20 +733,20 @@ def load_rows(data):
     return rows
 
 
-def check_domains(rows, teachers):
+def validate_domains(rows, teachers):
     """Every row's domain needs its own teacher or the default one (key None)."""
     missing = sorted({r.get("domain") for r in rows if r.get("domain") not in teachers}, key=str)
     if missing and None not in teachers:
         missing = ["(no domain)" if d is None else d for d in missing]
-        die(f"rows of domain(s) {missing} have no teacher; add --teacher DOMAIN=PATH for each, or a "
-            f"default --teacher PATH (have: {sorted(map(str, teachers))})")
+        die(f"rows of domain(s) {missing} have no teacher; add --teacher DOMAIN=PATH for each, or "
+            f"a default --teacher PATH (have: {sorted(map(str, teachers))})")
 
 
 def frozen_paths(args):
     """{name: path} of the models that score the student's tokens."""
     paths = {f"teacher {d}" if d else "teacher": path for d, path in args.teachers.items()}
-    if args.lam != 1:
-        paths["reference"] = args.ref or args.student
+    if uses_reference(args.lam):
+        paths["reference"] = reference_path(args)
     return paths
 
 
@@ -734,7 +774,8 @@ def encode_prompts(rows, tokenizer, own_tokenizers, args, log):
             if max(len(ids[i]) for ids in [encoded, *own.values()]) <= limit]
     if len(keep) < len(rows):
         log(f"gopd: skipped {len(rows) - len(keep)} of {len(rows)} prompts longer than {limit} "
-            f"tokens (context {context} - max new tokens {args.max_new_tokens}, or --max-prompt-len)")
+            f"tokens (context {context} - max new tokens {args.max_new_tokens}, or "
+            f"--max-prompt-len)")
     if not keep:
         die(f"every prompt is longer than {limit} tokens; raise --max-prompt-len or lower "
             f"--max-new-tokens")
@@ -745,14 +786,14 @@ def encode_prompts(rows, tokenizer, own_tokenizers, args, log):
 def load_data(args, log):
     """Everything that can fail cheaply, before any weights load: training rows and their prompts as
     token ids (the student's rendering, and each differently-templated frozen model's own), the
-    tokenizers' agreement, and the evaluation rows."""
-    rows = load_rows(args.data)
-    check_domains(rows, args.teachers)
+    tokenizers' agreement, the evaluation rows, and the sandbox that will run model code."""
+    rows = load_train_rows(args.data)
+    validate_domains(rows, args.teachers)
     tokenizer = load_tokenizer(args.student)
     own_tokenizers = {}
     for name, path in frozen_paths(args).items():
         tok = load_tokenizer(path)
-        check_same_tokenizer(tokenizer, tok, name)
+        validate_same_tokenizer(tokenizer, tok, name)
         if tok.chat_template != tokenizer.chat_template:
             own_tokenizers[path] = tok
             log(f"gopd: the {name} has its own chat template; it scores its own rendering of each "
@@ -764,10 +805,25 @@ def load_data(args, log):
             eval_sets[path] = evaluate.load_benchmark(path)
         except ValueError as e:
             die(f"--eval-data: {e}")
+    checked = (rows if args.grade_every else []) + [r for s in eval_sets.values() for r in s]
+    if any("tests" in row for row in checked):  # model code will run: say how it is contained
+        try:
+            log("gopd: code checks run in the sandbox's %s mode (%s)"
+                % evaluate.sandbox_status(require=args.require_isolation))
+        except RuntimeError as e:
+            die(str(e))
+    if args.ref and not uses_reference(args.lam):
+        log("gopd: --lam 1: the reference cancels out of the advantage, so --ref is not loaded")
     return rows, tokenizer, prompts, own_prompts, eval_sets
 
 
-def step_rows(n_rows, step, n, seed):
+def hash_rows(rows):
+    """What a resumed run's training rows are compared by: a hash of every prompt and domain."""
+    text = json.dumps([[r["prompt"], r.get("domain")] for r in rows])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def step_indices(n_rows, step, n, seed):
     """Indices of the n prompts of a global step: consecutive slices of per-epoch seeded shuffles.
     A pure function of the step, so resuming needs no data-loader state."""
     idx, perms = [], {}
@@ -784,7 +840,7 @@ def step_rows(n_rows, step, n, seed):
 
 
 def left_pad(seqs, pad_id):
-    """List of id lists -> (ids [B, P], attention_mask [B, P]), padded on the left for generation."""
+    """List of id lists -> (ids [B, P], attention_mask [B, P]), left-padded for generation."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -795,10 +851,10 @@ def left_pad(seqs, pad_id):
 
 
 def response_mask(responses, stop_ids):
-    """1 for generated tokens up to and including the first stop token, 0 after it. pad may equal
-    EOS, so the first EOS is kept (the student must learn to stop) and only what follows is masked."""
-    stops = torch.tensor(sorted(stop_ids), device=responses.device)
-    is_stop = torch.isin(responses, stops).long()
+    """1 for generated tokens up to and including the first stop token (stop_ids: a list, as
+    evaluate.stop_ids gives it), 0 after it. pad may equal EOS, so the first EOS is kept (the
+    student must learn to stop) and only what follows is masked."""
+    is_stop = torch.isin(responses, torch.tensor(stop_ids, device=responses.device)).long()
     return (is_stop.cumsum(-1) - is_stop == 0).long()
 
 
@@ -806,14 +862,14 @@ def response_mask(responses, stop_ids):
 def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p):
     """Sample one response per prompt (lists of ids) with evaluate.sample, the one sampling rule of
     training and evaluation: softmax(logits / temperature) with top-p and nothing else, whatever the
-    checkpoint's generation_config says. Training samples at top-p 1 (check_args), so the sampled
+    checkpoint's generation_config says. Training samples at top-p 1 (validate_args), so the sampled
     distribution is the one the loss scores.
     Returns sequences [B, P+R] (left-padded prompt, response), attention mask [B, P+R] and
     response mask [B, R]."""
     ids, attn = left_pad(prompts, pad_id)
     ids, attn = ids.to(model.device), attn.to(model.device)
     seq = evaluate.sample(model, ids, attn, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, stop_ids=sorted(stop_ids), pad_id=pad_id)
+                          top_p=top_p, stop_ids=stop_ids, pad_id=pad_id)
     mask = response_mask(seq[:, ids.shape[1]:], stop_ids)
     return seq, torch.cat([attn, mask], dim=1), mask
 
@@ -827,40 +883,53 @@ def drop_padding_columns(seq, attn, mask):
     return seq[:, first:end], attn[:, first:end], mask[:, :end - n_prompt]
 
 
-def rollout_batches(model, prompts, rows, domains, pad_id, stop_ids, args, staged=True):
-    """Rollouts for this rank's prompts, cut into micro-batches {seq, attn, mask, rows (dataset
-    indices), domains, row_steps (the decode steps its rows held a slot in generate)}.
-    staged (the default): evaluate.sample_staged over all of them, finished rows leaving the batch,
-    each call sized by the memory of --rollout-batch sequences of prompt + --max-new-tokens (see
-    stage_rows); else one evaluate.sample call per --rollout-batch rows (rollout). Either way a
-    micro-batch is --micro-batch consecutive rows (for the one-call path, of one call) in rollout's
-    layout, and every rank has as many: update and the frozen models' passes are collectives."""
+@dataclass
+class MicroBatch:
+    """The rollouts of one forward and backward, in rollout's layout. rollout_batches builds it,
+    score_batches fills the frozen models' fields, update reads them."""
+    seq: torch.Tensor         # [B, P+R] left-padded prompts, each followed by its response
+    attn: torch.Tensor        # [B, P+R] attention mask
+    mask: torch.Tensor        # [B, R] response mask (response_mask)
+    idx: list                 # each row's dataset index
+    domains: list             # each row's domain (None: the default teacher's)
+    row_steps: float = 0.0    # decode steps its rows held a slot in generate (useful_fraction)
+    logp_t: torch.Tensor = None  # [B, R] each sampled token under its row's teacher
+    logp_r: torch.Tensor = None  # [B, R] and under the reference; None without one
+    states: dict = None       # the frozen models' final hidden states kept for target_kl
+
+
+def rollout_batches(model, prompts, idx, domains, sampling, rollout_batch, micro_batch,
+                    staged=True):
+    """Rollouts of this rank's prompts (idx: their dataset indices, domains: theirs), cut into
+    MicroBatches. sampling: evaluate.sample's settings (max_new_tokens, temperature, top_p,
+    stop_ids, pad_id). staged (the default): evaluate.sample_staged over all of them, finished
+    rows leaving the batch, each call sized by the memory of rollout_batch sequences of prompt +
+    max_new_tokens (see sequences_per_call); else one evaluate.sample call per rollout_batch rows
+    (rollout). Either way a micro-batch is micro_batch consecutive rows (for the one-call path, of
+    one call), and every rank has as many: update and the frozen models' passes are collectives."""
     if not staged:
         batches = []
-        for s in range(0, len(prompts), args.rollout_batch):
-            seq, attn, mask = rollout(model, prompts[s:s + args.rollout_batch], pad_id, stop_ids,
-                                      args.max_new_tokens, args.temperature, args.top_p)
-            for m in range(0, len(seq), args.micro_batch):
-                part = slice(m, m + args.micro_batch)
+        for s in range(0, len(prompts), rollout_batch):
+            seq, attn, mask = rollout(model, prompts[s:s + rollout_batch], **sampling)
+            for m in range(0, len(seq), micro_batch):
+                part = slice(m, m + micro_batch)
                 seq_m, attn_m, mask_m = drop_padding_columns(seq[part], attn[part], mask[part])
-                batches.append({"seq": seq_m, "attn": attn_m, "mask": mask_m,
-                                "rows": rows[s:s + args.rollout_batch][part],
-                                "domains": domains[s:s + args.rollout_batch][part],
-                                "row_steps": float(len(mask_m) * mask.shape[1])})
+                batches.append(MicroBatch(seq_m, attn_m, mask_m, idx[s:s + rollout_batch][part],
+                                          domains[s:s + rollout_batch][part],
+                                          float(len(mask_m) * mask.shape[1])))
         return batches
-    dtype_bytes = 2 if model.device.type == "cuda" else 4  # bf16 under autocast on GPU
-    budget = stage_rows(model.config, args.rollout_batch, max(map(len, prompts)),
-                        args.max_new_tokens, dtype_bytes)
-    responses, stats = evaluate.sample_staged(
-        model, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_p=args.top_p, stop_ids=sorted(stop_ids), pad_id=pad_id, rows_per_call=budget)
+    dtype_bytes = compute_dtype(model.device).itemsize
+    budget = sequences_per_call(model.config, rollout_batch, max(map(len, prompts)),
+                                sampling["max_new_tokens"], dtype_bytes)
+    responses, stats = evaluate.sample_staged(model, prompts, **sampling, rows_per_call=budget)
     batches = []
-    for s in range(0, len(prompts), args.micro_batch):
-        part = slice(s, s + args.micro_batch)
-        seq, attn, mask = with_responses(prompts[part], responses[part], pad_id, stop_ids)
-        batches.append({"seq": seq.to(model.device), "attn": attn.to(model.device),
-                        "mask": mask.to(model.device), "rows": rows[part], "domains": domains[part],
-                        "row_steps": float(sum(stats["row_steps"][part]))})
+    for s in range(0, len(prompts), micro_batch):
+        part = slice(s, s + micro_batch)
+        seq, attn, mask = with_responses(prompts[part], responses[part], sampling["pad_id"],
+                                         sampling["stop_ids"])
+        batches.append(MicroBatch(seq.to(model.device), attn.to(model.device),
+                                  mask.to(model.device), idx[part], domains[part],
+                                  float(sum(stats["row_steps"][part]))))
     return batches
 
 
@@ -874,7 +943,7 @@ def with_responses(prompts, responses, pad_id, stop_ids):
     return torch.cat([ids, tail], 1), torch.cat([prompt_attn, mask], 1), mask
 
 
-def stage_rows(config, batch, prompt_len, new_tokens, dtype_bytes):
+def sequences_per_call(config, batch, prompt_len, new_tokens, dtype_bytes):
     """rows_per_call for evaluate.sample_staged: a call whose rows span `width` columns and
     generate up to `new` tokens holds as many rows as fit in the memory (rollout_budget's cost of
     a sequence) of `batch` sequences of prompt_len + new_tokens. So --rollout-batch sizes the
@@ -886,9 +955,9 @@ def stage_rows(config, batch, prompt_len, new_tokens, dtype_bytes):
 def useful_fraction(batches):
     """Real response tokens / the row-steps generate computed for them, over all ranks: 1 when no
     row ever waited for another to finish."""
-    tokens = sum(b["mask"].sum().item() for b in batches)
-    steps = sum(b["row_steps"] for b in batches)
-    totals = torch.tensor([tokens, steps], dtype=torch.float, device=batches[0]["mask"].device)
+    tokens = sum(b.mask.sum().item() for b in batches)
+    steps = sum(b.row_steps for b in batches)
+    totals = torch.tensor([tokens, steps], dtype=torch.float, device=batches[0].mask.device)
     tokens, steps = all_reduce_sum(totals).tolist()
     return tokens / max(steps, 1)
 
@@ -926,9 +995,9 @@ def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
     """--rollout-batch when not given: as many sequences as the KV-cache budget of the free memory
     holds, less what the rollout and the update will still allocate (AdamW's two moments before the
     first step, the gathered copy under --fsdp or autocast's bf16 weight cache under DDP on GPU):
-    all of this rank's rows of a step if they fit, else a multiple of --micro-batch; the smallest
-    over the ranks, since micro-batches, and so the update's collectives, must line up."""
-    dtype_bytes = 2 if device.type == "cuda" else 4
+    all of this rank's sequences of a step if they fit, else a multiple of --micro-batch; the
+    smallest over the ranks, since micro-batches, and so the update's collectives, must line up."""
+    dtype_bytes = compute_dtype(device).itemsize
     params = list(student.parameters())
     n_params = sum(p.numel() for p in params)  # a DTensor counts the whole parameter
     local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in params)
@@ -939,9 +1008,9 @@ def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
     free = free_memory(device)
     batch, per_seq = rollout_budget(student.config, prompt_len, args.max_new_tokens, free - pending,
                                     dtype_bytes)
-    rows = args.prompts_per_step // world * args.samples_per_prompt
-    if batch >= rows:
-        batch = rows
+    per_rank = args.prompts_per_step // world * args.samples_per_prompt
+    if batch >= per_rank:
+        batch = per_rank
     elif batch > args.micro_batch:
         batch -= batch % args.micro_batch
     if dist.is_initialized():
@@ -952,6 +1021,19 @@ def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
         f"{prompt_len} + {args.max_new_tokens} tokens), {free / 2**30:.1f} GiB free, "
         f"{pending / 2**30:.1f} GiB of it still to be allocated; --rollout-batch overrides")
     return batch
+
+
+def rollout_batch_for(args, checkpoint, student, optimizer, prompts, world, device, log):
+    """The run's rollout batch, which run.json records: --rollout-batch; else, resuming, the
+    checkpoint's (the same batches sample the same responses); else choose_rollout_batch's."""
+    if args.rollout_batch is not None:
+        return args.rollout_batch
+    if checkpoint:
+        batch = checkpoint.record["args"]["rollout_batch"]
+        log(f"gopd: rollout batch {batch} sequences, as in {checkpoint.folder} (a resume is exact "
+            f"only with the same); --rollout-batch overrides")
+        return batch
+    return choose_rollout_batch(student, optimizer, prompts, args, world, device, log)
 
 # -----------------------------------------------------------------------------
 # Scoring: log-probs of the sampled tokens, and the frozen models' final hidden states
@@ -1035,19 +1117,20 @@ def target_kl(head, hidden, targets, states, heads, lam, temperature, chunk=128)
 
     hidden [B, P, H] and head: the student's final hidden states there and its output layer;
     targets [B, P]: the sampled tokens; states: the frozen models' final hidden states at the same
-    positions (score_batches), {"teacher": [(rows, model, [len(rows), P, H])], "ref": [B, P, H] or
-    None at lam = 1}, each row's from its own domain's teacher; heads: {frozen model: its output
-    layer on this device} (frozen_heads). As in token_logprobs, the three output layers run on
-    `chunk` positions at a time, recomputed in backward: no [B, P, vocab] tensor exists. Ids past
-    the narrowest output layer (padding rows, which no tokenizer produces) are left out: the
-    distributions are compared over the vocabulary all the models share."""
+    positions (score_batches), {"teacher": [(routed, model, [len(routed), P, H])], "ref": [B, P, H]
+    or None without a reference}, each row's from its own domain's teacher (routed: its rows);
+    heads: {frozen model: its output layer on this device} (frozen_heads). As in token_logprobs,
+    the three output layers run on `chunk` positions at a time, recomputed in backward: no
+    [B, P, vocab] tensor exists. Ids past the narrowest output layer (padding rows, which no
+    tokenizer produces) are left out: the distributions are compared over the vocabulary all the
+    models share."""
     kl, logp, entropy = (hidden.new_zeros(targets.shape, dtype=torch.float32) for _ in range(3))
     ref = states["ref"]
     ref_head = heads[states["ref_model"]] if ref is not None else None
-    for rows, teacher, teacher_hidden in states["teacher"]:
+    for routed, teacher, teacher_hidden in states["teacher"]:
         chunks = [x.flatten(0, 1).split(chunk)
-                  for x in [hidden[rows], targets[rows], teacher_hidden]]
-        chunks.append(ref[rows].flatten(0, 1).split(chunk) if ref is not None
+                  for x in [hidden[routed], targets[routed], teacher_hidden]]
+        chunks.append(ref[routed].flatten(0, 1).split(chunk) if ref is not None
                       else [None] * len(chunks[0]))
         parts = []
         for h, y, h_t, h_r in zip(*chunks):
@@ -1057,7 +1140,7 @@ def target_kl(head, hidden, targets, states, heads, lam, temperature, chunk=128)
             else:
                 parts.append(chunk_kl(*args))
         for out, part in zip([kl, logp, entropy], zip(*parts)):
-            out[rows] = torch.cat(part).view(len(rows), -1)
+            out[routed] = torch.cat(part).view(len(routed), -1)
     return kl, logp, entropy
 
 
@@ -1126,19 +1209,20 @@ def frozen_logprobs(models, domains, sequences, attention_mask, n_response, temp
     is that model's own rendering of each row's prompt (its chat template differs from the
     student's): it reads those ids followed by the same response ids, as the paper's release does.
     With `only`, just the rows of that model are scored (the others stay 0). With `keep` (a slice of
-    response positions), also [(rows, final hidden states [len(rows), P, hidden])] per domain: the
-    responses end every rendering, so the positions line up whatever the template.
+    response positions), also [(routed, final hidden states [len(routed), P, hidden])] per domain,
+    routed being its rows: the responses end every rendering, so the positions line up whatever the
+    template.
     A sharded (FSDP) model's forward is a collective, so every rank must call it as often, whatever
     its rows' domains: a rank with no row for it runs it on a stand-in row (row 0)."""
     out = torch.zeros(sequences.shape[0], n_response, device=sequences.device)
     route = [d if d in models else None for d in domains]
     kept = []
     for domain, model in models.items():
-        rows = [i for i, d in enumerate(route) if d == domain]
-        skip_empty = not rows and not isinstance(model, FSDPModule)
+        routed = [i for i, d in enumerate(route) if d == domain]
+        skip_empty = not routed and not isinstance(model, FSDPModule)
         if skip_empty or (only is not None and model is not only):
             continue
-        run = rows or [0]
+        run = routed or [0]
         seq, attn = sequences[run], attention_mask[run]
         if own_prompts and own_prompts.get(domain) is not None:
             own = [own_prompts[domain][i] for i in run]
@@ -1146,44 +1230,43 @@ def frozen_logprobs(models, domains, sequences, attention_mask, n_response, temp
         logp = token_logprobs(model, seq, attn, n_response, temperature, keep=keep)
         if keep is not None:
             logp, hidden = logp
-            if rows:
-                kept.append((rows, hidden))
-        if rows:
-            out[rows] = logp
+            if routed:
+                kept.append((routed, hidden))
+        if routed:
+            out[routed] = logp
     return out if keep is None else (out, kept)
 
 
 def score_batches(batches, teachers, ref, teacher_prompts, ref_prompts, temperature, pad_id, device,
                   offload, keep=None):
-    """b["logp_t"] and b["logp_r"] (None at lam = 1) for every micro-batch: each sampled token under
+    """Fill every MicroBatch's logp_t and logp_r (None when ref is None): each sampled token under
     its row's teacher, and under the reference. One frozen model at a time over all micro-batches,
     so that with --offload-frozen each is on the GPU once per step, for its own pass only.
     teacher_prompts / ref_prompts: {domain: every row's prompt ids in that model's own template}.
-    With `keep` (kept_positions), b["states"] holds the frozen models' final hidden states at those
+    With `keep` (kept_positions), b.states holds the frozen models' final hidden states at those
     response positions, for target_kl: B x P x hidden values per frozen model, in its dtype."""
     for b in batches:
-        b["logp_t"] = torch.zeros(b["mask"].shape, device=b["mask"].device)
-        b["logp_r"] = None if ref is None else torch.zeros(b["mask"].shape, device=b["mask"].device)
-        if keep is not None:
-            b["states"] = {"keep": keep, "teacher": [], "ref": None, "ref_model": ref}
-    passes = [(model, teachers, teacher_prompts, "logp_t")
+        b.logp_t = torch.zeros(b.mask.shape, device=b.mask.device)
+        b.logp_r = None if ref is None else torch.zeros(b.mask.shape, device=b.mask.device)
+        b.states = None if keep is None else {"keep": keep, "teacher": [], "ref": None,
+                                              "ref_model": ref}
+    passes = [(model, teachers, teacher_prompts, False)
               for model in dict.fromkeys(teachers.values())]
     if ref is not None:
-        passes.append((ref, {None: ref}, ref_prompts, "logp_r"))
-    for model, models, prompts, key in passes:
+        passes.append((ref, {None: ref}, ref_prompts, True))
+    for model, models, prompts, is_ref in passes:
         with resident(model, device, offload):
             for b in batches:
-                own = {d: [p[r] for r in b["rows"]] for d, p in prompts.items() if p is not None}
-                logp = frozen_logprobs(models, b["domains"], b["seq"], b["attn"],
-                                       b["mask"].shape[1], temperature, own, pad_id, only=model,
-                                       keep=keep)
+                own = {d: [p[i] for i in b.idx] for d, p in prompts.items() if p is not None}
+                logp = frozen_logprobs(models, b.domains, b.seq, b.attn, b.mask.shape[1],
+                                       temperature, own, pad_id, only=model, keep=keep)
                 if keep is not None:
                     logp, kept = logp
-                    if key == "logp_t":
-                        b["states"]["teacher"] += [(rows, model, h) for rows, h in kept]
+                    if is_ref:
+                        b.states["ref"] = kept[0][1]
                     else:
-                        b["states"]["ref"] = kept[0][1]
-                b[key] += logp
+                        b.states["teacher"] += [(routed, model, h) for routed, h in kept]
+                (b.logp_r if is_ref else b.logp_t).add_(logp)
 
 # -----------------------------------------------------------------------------
 # Objective
@@ -1253,7 +1336,7 @@ def out_lock(out, rank, device):
     when the process ends, however it ends (a kill -9 included), so a lock file left behind blocks
     nothing; a POSIX lock (lockf), not flock, so that no forked child holds it. Every rank learns
     the verdict in one collective and all stop with the same line, before any model loads."""
-    check_out_dir(out)
+    validate_out_dir(out)
     path = os.path.join(out, ".gopd.lock")
     held, busy = None, None
     if rank == 0:
@@ -1316,10 +1399,16 @@ def checkpoints(out):
     return sorted(os.path.join(out, d) for d in names)
 
 
-def run_record(args, world, step, data_hash):
-    """What a resumed run must agree with: the flags, the number of ranks and the training rows."""
+def run_flags(args, rollout_batch):
+    """The flags as run.json and the trackers record them, with the rollout batch the run uses."""
     flags = {k: v for k, v in vars(args).items() if k != "teachers"}
-    return {"step": step, "world": world, "args": flags, "data": data_hash}
+    return {**flags, "rollout_batch": rollout_batch}
+
+
+def run_record(args, rollout_batch, world, step, data_hash):
+    """What a resumed run must agree with: the flags, the number of ranks and the training rows."""
+    return {"step": step, "world": world, "args": run_flags(args, rollout_batch),
+            "data": data_hash}
 
 
 def any_rank_failed(error, device):
@@ -1397,7 +1486,7 @@ def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank,
     for part in (make_folder, write_rank_state, write_model):
         try:
             part()
-        except Exception as e:  # whatever the writer raises: OSError, torch's or safetensors' errors
+        except Exception as e:  # whatever the writer raises: OSError, torch's, safetensors' errors
             error = e
         if any_rank_failed(error, device):
             if rank == 0:
@@ -1416,10 +1505,10 @@ def save_error(error):
     full = getattr(error, "errno", None) == errno.ENOSPC
     if full or "No space left" in text or "unexpected pos" in text:
         return "no space left on device"
-    return f"{type(error).__name__}: {text.splitlines()[0][:200] if text else ''}"
+    return first_line(error, 200)
 
 
-def check_weights(folder):
+def validate_weights(folder):
     """Raise unless folder holds complete safetensors weights (each file as long as its header
     says)."""
     files = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
@@ -1436,7 +1525,7 @@ def check_weights(folder):
             raise ValueError(f"{name} is truncated")
 
 
-def check_record(record, folder):
+def validate_record(record, folder):
     """Raise (naming the field) unless run.json holds, with the right types, what a resume reads.
     The folder's name orders the checkpoints, so its step must be run.json's."""
     if not isinstance(record, dict):
@@ -1453,20 +1542,28 @@ def check_record(record, folder):
         raise ValueError("run.json field 'args.rollout_batch' is missing or not an integer >= 1")
 
 
+class Checkpoint(NamedTuple):
+    """A checkpoint to resume from, read and checked by read_checkpoint."""
+    folder: str
+    record: dict  # run.json: the step, the number of ranks, the flags, the training rows' hash
+    state: dict   # trainer_state.pt (and under --fsdp this rank's optimizer shard, as "shard")
+    rng: dict     # this rank's random streams
+
+
 def read_checkpoint(folder, world, rank):
-    """(run record, trainer state, this rank's random state) of a checkpoint; raises if any part
-    is missing, unreadable or not what gopd writes. Nothing here can run code: JSON, safetensors
+    """The Checkpoint in folder, for this rank; raises if any part is missing, unreadable or not
+    what gopd writes. Nothing here can run code: JSON, safetensors
     headers, and torch.load with weights_only=True (tensors and plain values only); a pickle
     weights file, which gopd never writes, is refused. A different number of ranks is refused
     outright."""
     with open(os.path.join(folder, "run.json")) as f:
         record = json.load(f)
-    check_record(record, folder)
+    validate_record(record, folder)
     if record["world"] != world:
-        die(f"--resume: {folder} was written by {record['world']} rank(s) and this run has {world}; "
-            f"each rank's sampling stream is saved apart, so resume with "
+        die(f"--resume: {folder} was written by {record['world']} rank(s) and this run has "
+            f"{world}; each rank's sampling stream is saved apart, so resume with "
             f"--nproc_per_node={record['world']}")
-    check_weights(folder)
+    validate_weights(folder)
     pickled = [f for f in os.listdir(folder) if f.endswith((".bin", ".pth", ".pkl", ".ckpt"))]
     if pickled:
         raise ValueError(f"{pickled[0]} is a pickle, which gopd never writes and loading could run")
@@ -1481,11 +1578,21 @@ def read_checkpoint(folder, world, rank):
     if state["optimizer"] is None:  # --fsdp: this rank's shard of the optimizer state
         state["shard"] = torch.load(os.path.join(folder, f"optimizer_rank{rank}.pt"),
                                     map_location="cpu", weights_only=True)
-    return record, state, rng
+    return Checkpoint(folder, record, state, rng)
+
+
+def find_checkpoint(out, resume, world, rank, device, log):
+    """The Checkpoint that --resume continues from, None for a fresh run (whose --out must have
+    no checkpoint)."""
+    if checkpoints(out) and not resume:
+        die(f"{out} already has checkpoints; pass --resume to continue, or a new --out")
+    if resume and not checkpoints(out):
+        die(f"--resume: no checkpoint in {out}; drop --resume to start fresh")
+    return newest_intact_checkpoint(out, world, rank, device, log) if resume else None
 
 
 def newest_intact_checkpoint(out, world, rank, device, log):
-    """The newest checkpoint in out that is complete on every rank: (folder, record, state, rng).
+    """The newest Checkpoint in out that is complete on every rank.
     Newer ones that are incomplete or not gopd's (a run.json of the wrong shape, a pickle) are
     named and kept aside as step_N.incomplete-K, so the resumed run can write its own; nothing is
     deleted. Skipping is safer than stopping: such a folder cannot be resumed from in any case,
@@ -1495,7 +1602,7 @@ def newest_intact_checkpoint(out, world, rank, device, log):
     for folder in reversed(checkpoints(out)):
         error = None
         try:
-            record, state, rng = read_checkpoint(folder, world, rank)
+            checkpoint = read_checkpoint(folder, world, rank)
         except Exception as e:  # any unreadable part means: not this one
             error = e
         if not any_rank_failed(error, device):
@@ -1507,17 +1614,17 @@ def newest_intact_checkpoint(out, world, rank, device, log):
                         n += 1
                     os.rename(bad, f"{bad}.incomplete-{n}")
             barrier()
-            return folder, record, state, rng
-        why = f"{type(error).__name__}: {str(error).strip()[:150]}" if error else "on another rank"
-        log(f"gopd: skipping {folder}: incomplete or not gopd's ({why.splitlines()[0]})")
+            return checkpoint
+        why = first_line(error, 150) if error else "on another rank"
+        log(f"gopd: skipping {folder}: incomplete or not gopd's ({why})")
         skipped.append(folder)
     die(f"--resume: no intact checkpoint in {out}; drop --resume to start fresh (nothing was "
         f"deleted)")
 
 
-def check_resume_flags(record, args, data_hash, folder, log):
+def validate_resume_flags(record, args, data_hash, folder, log):
     """Refuse to resume with flags that change what is optimised, unless --resume-override."""
-    old, new = record["args"], run_record(args, 0, 0, data_hash)["args"]
+    old, new = record["args"], run_flags(args, args.rollout_batch)
     differ = [k for k in sorted(set(old) | set(new))
               if k not in RESUMABLE and old.get(k) != new.get(k)]
     changed = [f"--{k.replace('_', '-')} {old.get(k)} (now {new.get(k)})" for k in differ]
@@ -1534,21 +1641,37 @@ def check_resume_flags(record, args, data_hash, folder, log):
             f"uninterrupted one would")
 
 
-def load_checkpoint(folder, state, rng, student, optimizer, scheduler, args):
+def resume(checkpoint, student, optimizer, scheduler, args, rank, log):
+    """Continue from `checkpoint` (the student's weights were loaded from its folder already):
+    load_checkpoint, and drop what the logs hold past its step. Returns the step to continue
+    from."""
+    start = load_checkpoint(checkpoint, student, optimizer, scheduler, args)
+    if start > args.steps:
+        die(f"--steps {args.steps} is below the step of the checkpoint resumed ({start}); "
+            f"pass --steps >= {start}")
+    log(f"gopd: resumed from {checkpoint.folder} at step {start}")
+    if rank == 0:
+        for name in ["metrics.jsonl", "samples.jsonl"]:
+            truncate_log(os.path.join(args.out, name), start)
+    return start
+
+
+def load_checkpoint(checkpoint, student, optimizer, scheduler, args):
     """The mirror of save_checkpoint (the student's weights were loaded from the folder already):
     optimizer, schedule and this rank's random state. The flags' lr and weight decay apply from
     here (the saved ones unless --resume-override changed them). Returns the step to continue
     from."""
+    state = checkpoint.state
     if (state["optimizer"] is None) != isinstance(student, FSDPModule):
         how = "with" if state["optimizer"] is None else "without"
-        die(f"--resume: {folder} was written {how} --fsdp, and its optimizer state is stored that "
-            f"way; resume {how} --fsdp")
+        die(f"--resume: {checkpoint.folder} was written {how} --fsdp, and its optimizer state is "
+            f"stored that way; resume {how} --fsdp")
     if state["optimizer"] is None:
         load_sharded_optimizer(optimizer, state["shard"])
     else:
         optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(rng)
+    set_rng_state(checkpoint.rng)
     factor = lr_lambda(args)(scheduler.last_epoch)
     for group in optimizer.param_groups:
         group.update(initial_lr=args.lr, lr=args.lr * factor, weight_decay=args.weight_decay)
@@ -1591,39 +1714,39 @@ def lr_lambda(args):
 
 
 @torch.no_grad()
-def batch_sums(batch, logp_s, entropy, lam, stop_ids, domains):
-    """Named sums over one micro-batch; the step's metrics are ratios of their totals over all
-    ranks. Reference terms only when it is scored; per-domain terms for each of `domains` (the
+def batch_sums(batch, logp_s, entropy, lam, stop_ids, report_domains):
+    """Named sums over one MicroBatch; the step's metrics are ratios of their totals over all
+    ranks. Reference terms only when it is scored; per-domain terms for each of report_domains (the
     teachers' domains when there are several), so every rank has every key, whatever its rows."""
-    mask, logp_t, logp_r = batch["mask"], batch["logp_t"], batch["logp_r"]
-    stops = torch.tensor(sorted(stop_ids), device=mask.device)
-    stopped = (torch.isin(batch["seq"][:, -mask.shape[1]:], stops) & mask.bool()).any(1)
+    mask, logp_t, logp_r = batch.mask, batch.logp_t, batch.logp_r
+    stops = torch.tensor(stop_ids, device=mask.device)
+    stopped = (torch.isin(batch.seq[:, -mask.shape[1]:], stops) & mask.bool()).any(1)
     terms = {"kl_teacher": logp_s - logp_t, "entropy": entropy}
-    if logp_r is not None:
+    if uses_reference(lam):
         terms.update(implicit_reward=lam * (logp_t - logp_r), kl_ref=logp_s - logp_r,
                      ref_gap=(logp_s - logp_r).abs())
     sums = {name: (value * mask).sum() for name, value in terms.items()}
     sums.update(tokens=mask.sum().float(), responses=mask.new_tensor(len(mask)).float(),
                 truncated=(~stopped).sum().float())
-    for domain in domains:
-        routed = [(d if d in domains else None) == domain for d in batch["domains"]]
-        rows = torch.tensor(routed, device=mask.device)
+    for domain in report_domains:
+        in_domain = torch.tensor([(d if d in report_domains else None) == domain
+                                  for d in batch.domains], device=mask.device)
         name = domain or "default"
         for term in ["kl_teacher", "implicit_reward"]:
             if term in terms:
-                sums[f"{name}/{term}"] = (terms[term] * mask)[rows].sum()
-        sums[f"{name}/tokens"] = mask[rows].sum().float()
-        sums[f"{name}/responses"] = rows.sum().float()
+                sums[f"{name}/{term}"] = (terms[term] * mask)[in_domain].sum()
+        sums[f"{name}/tokens"] = mask[in_domain].sum().float()
+        sums[f"{name}/responses"] = in_domain.sum().float()
     return sums
 
 
 def reduce_sums(sums):
-    """Sum every named total over the ranks in one collective (sorted keys: one order everywhere)."""
+    """Sum every named total over the ranks in one collective (sorted keys: one order on all)."""
     keys = sorted(sums)
     return dict(zip(keys, all_reduce_sum(torch.stack([sums[k].float() for k in keys]))))
 
 
-def step_metrics(sums, batches):
+def step_metrics(sums, batches, lam):
     """The step's metrics from the global totals: per-token means (overall and per domain), and
     the quantiles of the response lengths and of log pi_T - log pi_ref over all ranks."""
     tokens, responses = sums["tokens"], sums["responses"]
@@ -1631,7 +1754,7 @@ def step_metrics(sums, batches):
     metrics = {name: (sums[name] / tokens).item() for name in names if name in sums}
     # what both estimators minimise: at every state (exact) or the kept ones (sampled)
     metrics["kl_target"] = (sums["kl_target"] / sums["kl_target_tokens"]).item()
-    lengths = all_gather_cat(torch.cat([b["mask"].sum(1) for b in batches])).float()
+    lengths = all_gather_cat(torch.cat([b.mask.sum(1) for b in batches])).float()
     metrics.update(response_len=(tokens / responses).item(),
                    response_len_p90=lengths.quantile(0.9).item(),
                    response_len_max=lengths.max().item(),
@@ -1642,9 +1765,9 @@ def step_metrics(sums, batches):
             if name in per:
                 metrics[f"{domain}/{name}"] = (per[name] / per["tokens"].clamp(min=1)).item()
         metrics[f"{domain}/response_len"] = (per["tokens"] / per["responses"].clamp(min=1)).item()
-    if batches[0]["logp_r"] is not None:
+    if uses_reference(lam):
         # log pi_T - log pi_ref: a spike here is what extrapolation (lam > 1) amplifies first
-        ratio = torch.cat([(b["logp_t"] - b["logp_r"])[b["mask"].bool()] for b in batches])
+        ratio = torch.cat([(b.logp_t - b.logp_r)[b.mask.bool()] for b in batches])
         ratio = all_gather_cat(ratio[::max(1, math.ceil(len(ratio) / 32768))])  # a spread sample
         q = ratio.quantile(torch.tensor([0.01, 0.5, 0.99], device=ratio.device))
         metrics.update(log_ratio_p1=q[0].item(), log_ratio_p50=q[1].item(),
@@ -1652,29 +1775,29 @@ def step_metrics(sums, batches):
     return metrics
 
 
-def outcome_rows(rows):
-    """Indices of rows evaluate.check can grade: a math 'answer' or code 'tests'."""
-    graded = []
+def outcome_idx(rows):
+    """Indices of the rows evaluate.check can grade: a math 'answer' or code 'tests'."""
+    checkable = []
     for i, row in enumerate(rows):
         try:
             evaluate.validate_row(row)
-            graded.append(i)
+            checkable.append(i)
         except ValueError:
             pass
-    return graded
+    return checkable
 
 
-def grade(rows, responses):
-    """(correct, graded) counts of evaluate.check over (row, response text) pairs: the outcome
+def check_outcomes(rows, responses):
+    """(correct, checked) counts of evaluate.check over (row, response text) pairs: the outcome
     accuracy the paper plots as training reward."""
     results = evaluate.check_many(rows, responses) if rows else []
     return sum(results), len(results)
 
 
-def decoded_responses(batches, rows, keep, tokenizer, skip_special_tokens=True):
-    """(row, decoded response) of this rank's rollouts whose dataset index is in `keep`."""
-    picked = [(rows[r], b["seq"][i, -b["mask"].shape[1]:][b["mask"][i].bool()])
-              for b in batches for i, r in enumerate(b["rows"]) if r in keep]
+def decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=True):
+    """(row, decoded response) of this rank's rollouts whose dataset index is in the set idx."""
+    picked = [(rows[r], b.seq[i, -b.mask.shape[1]:][b.mask[i].bool()])
+              for b in batches for i, r in enumerate(b.idx) if r in idx]
     texts = tokenizer.batch_decode([ids for _, ids in picked],
                                    skip_special_tokens=skip_special_tokens)
     return [row for row, _ in picked], texts
@@ -1685,20 +1808,22 @@ def append_jsonl(path, *records):
         f.writelines(json.dumps(r) + "\n" for r in records)
 
 
-def run_eval(model, tokenizer, eval_sets, args, rank, world, device):
-    """avg@n per benchmark with evaluate.py. Each rank evaluates every world-th problem and the
-    counts are summed, so no rank idles in a collective while another evaluates alone."""
-    result = {}
-    for rows in eval_sets.values():
+def run_eval(run):
+    """avg@n per benchmark of the student now, with evaluate.py, the run's rollout batch of
+    sequences a generate call. Each rank evaluates every world-th problem and the counts are
+    summed, so no rank idles in a collective while another evaluates alone."""
+    args, device, result = run.args, run.device, {}
+    for rows in run.eval_sets.values():
         names = sorted({evaluate.benchmark_of(row) for row in rows})
         counts = torch.zeros(len(names), 2, device=device)  # correct samples, samples
-        mine = rows[rank::world]
+        mine = rows[run.rank::run.world]
         records = []
-        with gathered(model):  # every rank gathers, even one with no problem to evaluate
+        with gathered(run.student):  # every rank gathers, even one with no problem to evaluate
             if mine:
                 _, records = evaluate.evaluate_model(
-                    model, tokenizer, mine, n=args.eval_n, max_new_tokens=args.max_new_tokens,
-                    temperature=args.temperature, top_p=args.top_p, batch_size=args.rollout_batch,
+                    run.student, run.tokenizer, mine, n=args.eval_n,
+                    max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_p=args.top_p, batch_size=run.rollout_batch,
                     enable_thinking=args.enable_thinking)
         for r in records:
             counts[names.index(r["benchmark"])] += torch.tensor([float(r["correct"]), 1.0],
@@ -1709,23 +1834,22 @@ def run_eval(model, tokenizer, eval_sets, args, rank, world, device):
 
 
 def write_samples(path, step, batches, rows, tokenizer, k=4):
-    """A few decoded rollouts of this rank, special tokens shown, to read what the student writes."""
-    keep = set([r for b in batches for r in b["rows"]][:k])
-    picked, texts = decoded_responses(batches, rows, keep, tokenizer, skip_special_tokens=False)
+    """A few decoded rollouts of this rank, special tokens shown, to read what the student says."""
+    idx = set([i for b in batches for i in b.idx][:k])
+    picked, texts = decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=False)
     append_jsonl(path, *[{"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
                           "response": text} for row, text in list(zip(picked, texts))[:k]])
 
 
-def start_trackers(args, start):
+def start_trackers(args, rollout_batch, start):
     """--report-to: the trackers of this run, by name (rank 0 only; the modules were imported at
     parse time). A resumed TensorBoard log drops what an interrupted run logged after `start`, as
     metrics.jsonl does."""
     trackers = {}
     if "wandb" in args.report_to:
         import wandb
-        flags = {k: v for k, v in vars(args).items() if k != "teachers"}
         trackers["wandb"] = wandb.init(name=os.path.basename(os.path.abspath(args.out)),
-                                       config=flags)
+                                       config=run_flags(args, rollout_batch))
     if "tensorboard" in args.report_to:
         from torch.utils.tensorboard import SummaryWriter
         trackers["tensorboard"] = SummaryWriter(os.path.join(args.out, "tensorboard"),
@@ -1774,7 +1898,7 @@ def kept_kl(student, kept, frozen, lam, temperature, device, offload):
     return total, count
 
 
-def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, frozen=()):
+def update(model, batches, optimizer, scheduler, args, stop_ids, report_domains, step, frozen=()):
     """One optimizer step on the whole batch: the loss of --estimator on every micro-batch
     (gopd_loss on the sampled tokens, or exact_loss over the vocabulary at every state), normalised
     over the global batch, then clipping and AdamW. frozen: the distinct frozen models, in the same
@@ -1784,18 +1908,15 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
     loss or gradient stops before the step."""
     student = getattr(model, "module", model)  # under DDP, the wrapped model
     world = dist.get_world_size() if dist.is_initialized() else 1
-    device = batches[0]["mask"].device
+    device = batches[0].mask.device
     temperature = args.temperature or 1.0
     exact = args.estimator == "exact"
     student.train()
     if args.loss_agg == "token-mean":
-        count = sum(b["mask"].sum() for b in batches)
+        count = sum(b.mask.sum() for b in batches)
     else:
-        count = sum(len(b["mask"]) for b in batches)
+        count = sum(len(b.mask) for b in batches)
     n_global = all_reduce_sum(torch.tensor(float(count), device=device))
-    autocast = nullcontext()
-    if device.type == "cuda":  # float32 master weights, bf16 compute
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
     sums, kept = {}, []
     # exact: the frozen output layers stay gathered through every backward, which recomputes each
     # chunk's target; sampled: they are gathered afterwards, for the metric only
@@ -1804,31 +1925,30 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
             # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each one,
             # which keeps only gradient shards between micro-batches
             no_sync = isinstance(model, DDP) and k < len(batches) - 1
-            n, states = b["mask"].shape[1], b.pop("states")  # exact: freed after this backward
-            with (model.no_sync() if no_sync else nullcontext()), autocast:
+            n, states, b.states = b.mask.shape[1], b.states, None  # exact: freed after backward
+            with (model.no_sync() if no_sync else nullcontext()), autocast(device):
                 if exact:
-                    hidden, head = response_hidden(model, b["seq"], b["attn"], n)
-                    kl, logp_s, entropy = target_kl(head, hidden, b["seq"][:, -n:], states, heads,
+                    hidden, head = response_hidden(model, b.seq, b.attn, n)
+                    kl, logp_s, entropy = target_kl(head, hidden, b.seq[:, -n:], states, heads,
                                                     args.lam, temperature)
-                    loss = exact_loss(kl, b["mask"], n_global, args.loss_agg)
+                    loss = exact_loss(kl, b.mask, n_global, args.loss_agg)
                 else:
                     logp_s, entropy, hidden = token_logprobs(
-                        model, b["seq"], b["attn"], n, temperature, entropy=True,
-                        keep=states["keep"])
-                    loss = gopd_loss(logp_s, b["logp_t"], b["logp_r"], b["mask"], args.lam,
-                                     n_global, args.loss_agg)
-                    kept.append((b["mask"][:, states["keep"]], b["seq"][:, -n:][:, states["keep"]],
+                        model, b.seq, b.attn, n, temperature, entropy=True, keep=states["keep"])
+                    loss = gopd_loss(logp_s, b.logp_t, b.logp_r, b.mask, args.lam, n_global,
+                                     args.loss_agg)
+                    kept.append((b.mask[:, states["keep"]], b.seq[:, -n:][:, states["keep"]],
                                  hidden, states))
             (loss * world).backward()  # DDP and FSDP average gradients over ranks: undo it
             micro = {"loss": loss.detach(),
-                     **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, domains)}
+                     **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, report_domains)}
             if exact:  # the metric is the loss's own KL, at every state
-                micro.update(kl_target=(kl.detach() * b["mask"]).sum(),
-                             kl_target_tokens=b["mask"].sum().float())
+                micro.update(kl_target=(kl.detach() * b.mask).sum(),
+                             kl_target_tokens=b.mask.sum().float())
             for name, value in micro.items():
                 sums[name] = sums.get(name, 0) + value
     if not exact:
-        with autocast:
+        with autocast(device):
             sums["kl_target"], sums["kl_target_tokens"] = kept_kl(
                 student, kept, frozen, args.lam, temperature, device, args.offload_frozen)
     grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
@@ -1836,8 +1956,8 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, domains, step, 
         grad_norm = grad_norm.full_tensor()
     sums = reduce_sums(sums)
     if not torch.isfinite(grad_norm) or not torch.isfinite(sums["loss"]):
-        die(f"non-finite loss or gradient at step {step + 1} (loss {sums['loss'].item()}, grad norm "
-            f"{grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
+        die(f"non-finite loss or gradient at step {step + 1} (loss {sums['loss'].item()}, grad "
+            f"norm {grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
             f"{args.out} is intact. Lower --lr or check the models' dtypes")
     optimizer.step()
     scheduler.step()
@@ -1855,6 +1975,101 @@ def phase(name, times, device):
         die(f"out of GPU memory during {name}; lower --rollout-batch, --micro-batch or "
             f"--max-new-tokens, or add --grad-checkpointing or --fsdp")
     times[f"time_{name}"] = synced_time(device) - start
+
+
+def due(step, every, first=False, last=False):
+    """The one rule of the every-N-steps actions, at 1-based `step`: every N-th step (never for
+    N = 0), also step 1 when `first`, and the last step when `last`, whatever N."""
+    return last or (every > 0 and (step % every == 0 or (first and step == 1)))
+
+
+@dataclass
+class Run:
+    """What the bookkeeping of every step reads: the parts of the run that stay."""
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    log: object  # print on rank 0, nothing elsewhere
+    student: torch.nn.Module  # unwrapped (under DDP), sharded in place (under FSDP)
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    rows: list
+    eval_sets: dict
+    rollout_batch: int
+    data_hash: str
+    trackers: dict
+    results: dict = field(default_factory=dict)  # evaluations "before" and "after" training
+
+
+def step_record(step, batches, sums, grad_norm, outcome, lr, times, t0, lam, device):
+    """The metrics.jsonl record of a step: the loss, step_metrics, the outcome accuracy of the
+    checked rollouts (outcome: the future of check_outcomes' counts on this rank), timings.
+    Non-finite values are None."""
+    outcome = all_reduce_sum(torch.tensor(outcome.result(), dtype=torch.float, device=device))
+    elapsed = synced_time(device) - t0
+    metrics = {"step": step, "loss": sums["loss"].item(), **step_metrics(sums, batches, lam),
+               "grad_norm": grad_norm, "lr": lr, "tokens_per_s": sums["tokens"].item() / elapsed,
+               **times, "rollout_useful_fraction": useful_fraction(batches), "time_step": elapsed}
+    if outcome[1] > 0:  # correct, checked
+        metrics["outcome_accuracy"] = (outcome[0] / outcome[1]).item()
+    return {k: v if not isinstance(v, float) or math.isfinite(v) else None
+            for k, v in metrics.items()}
+
+
+def end_step(run, step, batches, sums, grad_norm, outcome, times, t0):
+    """The bookkeeping of 1-based `step`: its record, logged to metrics.jsonl and the trackers and
+    printed; a few decoded rollouts, the evaluation and the checkpoint when they are due."""
+    args, last = run.args, step == run.args.steps
+    metrics = step_record(step, batches, sums, grad_norm, outcome, run.scheduler.get_last_lr()[0],
+                          times, t0, args.lam, run.device)
+    if step == 1 and uses_reference(args.lam) and args.ref is None and metrics["ref_gap"] > 0.05:
+        run.log(f"gopd: warning: at step 1 the student and its reference (the same weights) "
+                f"differ by {metrics['ref_gap']:.3f} nats per token, more than bf16 noise: the "
+                f"reference term of the advantage is biased by the precision gap (frozen "
+                f"bf16 vs float32 master weights)")
+    if run.eval_sets and due(step, args.eval_every, last=last):
+        metrics["eval"] = run_eval(run)
+        if last:
+            run.results["after"] = metrics["eval"]
+    if run.rank == 0:
+        append_jsonl(os.path.join(args.out, "metrics.jsonl"), metrics)
+        report(run.trackers, metrics)
+        if due(step, args.log_samples_every, first=True):
+            write_samples(os.path.join(args.out, "samples.jsonl"), step, batches, run.rows,
+                          run.tokenizer)
+        shown = ["step", "loss", "implicit_reward", "kl_teacher", "kl_target", "entropy",
+                 "response_len", "outcome_accuracy", "grad_norm", "eval"]
+        tqdm.write(" ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float)
+                            else f"{k}={metrics[k]}" for k in shown if k in metrics))
+    if due(step, args.save_every, last=last):
+        record = run_record(args, run.rollout_batch, run.world, step, run.data_hash)
+        save_checkpoint(args.out, record, run.student, run.tokenizer, run.optimizer,
+                        run.scheduler, run.rank, run.device)
+
+
+def eval_before(run):
+    """The evaluation before training: logged, and metrics.jsonl's record of step 0."""
+    run.results["before"] = run_eval(run)
+    run.log(f"gopd: before training {run.results['before']}")
+    if run.rank == 0:
+        record = {"step": 0, "eval": run.results["before"]}
+        append_jsonl(os.path.join(run.args.out, "metrics.jsonl"), record)
+        report(run.trackers, record)
+
+
+def eval_after(run):
+    """The evaluation after training (the last step's, or a new one when resumed after it): the
+    table of both, and OUT/eval.json."""
+    if "after" not in run.results:  # resumed after the last step
+        run.results["after"] = run_eval(run)
+    if run.rank == 0:
+        percent = {when: {k: 100 * v for k, v in accs.items()}
+                   for when, accs in run.results.items()}
+        print(evaluate.format_table(percent, first="accuracy %"))
+        with open(os.path.join(run.args.out, "eval.json"), "w") as f:
+            json.dump(run.results, f, indent=2)
 
 
 def stop_on_sigterm(signum, frame):
@@ -1887,96 +2102,63 @@ def main(argv=None):
 
 
 def train(args, rank, world, device, progress):
-    master = rank == 0
-    log = print if master else (lambda *a, **k: None)
+    log = print if rank == 0 else (lambda *a, **k: None)
 
-    # Setup: the output folder (checked and locked by main) and the checkpoint to resume, the data
-    # (cheap, and where most mistakes show), then the models and the optimizer
+    # Setup: the checkpoint to resume (--out was checked and locked by main), the data (cheap, and
+    # where most mistakes show), then the models and the optimizer
     if args.prompts_per_step % world:
         die(f"--prompts-per-step {args.prompts_per_step} is not divisible by {world} ranks")
-    if checkpoints(args.out) and not args.resume:
-        die(f"{args.out} already has checkpoints; pass --resume to continue, or a new --out")
-    if args.resume and not checkpoints(args.out):
-        die(f"--resume: no checkpoint in {args.out}; drop --resume to start fresh")
-    resume = newest_intact_checkpoint(args.out, world, rank, device, log) if args.resume else None
+    checkpoint = find_checkpoint(args.out, args.resume, world, rank, device, log)  # None: fresh
     random.seed(args.seed + rank)
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
-    graded = (rows if args.grade_every else []) + [r for s in eval_sets.values() for r in s]
-    if any("tests" in row for row in graded):  # model code will run: say how it is contained
-        try:
-            log("gopd: code checks run in the sandbox's %s mode (%s)"
-                % evaluate.sandbox_status(require=args.require_isolation))
-        except RuntimeError as e:
-            die(str(e))
-    data_hash = hashlib.sha256(json.dumps([[r["prompt"], r.get("domain")] for r in rows]).encode())
-    data_hash = data_hash.hexdigest()
-    if resume:
-        check_resume_flags(resume[1], args, data_hash, resume[0], log)
-    if args.ref and args.lam == 1:
-        log("gopd: --lam 1: the reference cancels out of the advantage, so --ref is not loaded")
-    student, teachers, ref = load_models(args, device, resume[0] if resume else None)
+    data_hash = hash_rows(rows)
+    if checkpoint:
+        validate_resume_flags(checkpoint.record, args, data_hash, checkpoint.folder, log)
+    student, teachers, ref = load_models(args, device, checkpoint.folder if checkpoint else None)
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args))
     start = 0
-    if resume:
-        folder, record, state, rng = resume
-        start = load_checkpoint(folder, state, rng, student, optimizer, scheduler, args)
-        resume, state, rng = (folder, record), None, None  # free the loaded copy of the optimizer
-        if start > args.steps:
-            die(f"--steps {args.steps} is below the step of the checkpoint resumed ({start}); "
-                f"pass --steps >= {start}")
-        log(f"gopd: resumed from {folder} at step {start}")
-        if master:
-            for name in ["metrics.jsonl", "samples.jsonl"]:
-                truncate_log(os.path.join(args.out, name), start)
+    if checkpoint:  # the student's weights are the checkpoint's already
+        start = resume(checkpoint, student, optimizer, scheduler, args, rank, log)
+        checkpoint = checkpoint._replace(state=None)  # frees its copy of the optimizer state
     model = DDP(student) if dist.is_initialized() and not args.fsdp else student  # FSDP: in place
-    if args.rollout_batch is None and resume:  # the same batches sample the same responses
-        args.rollout_batch = resume[1]["args"]["rollout_batch"]
-        log(f"gopd: rollout batch {args.rollout_batch} sequences, as in {resume[0]} (a resume is "
-            f"exact only with the same); --rollout-batch overrides")
-    if args.rollout_batch is None:
-        args.rollout_batch = choose_rollout_batch(student, optimizer, prompts, args, world, device,
-                                                  log)
-    stop_ids = set(evaluate.stop_ids(tokenizer, student))
+    rollout_batch = rollout_batch_for(args, checkpoint, student, optimizer, prompts, world, device,
+                                      log)
+    stop_ids = evaluate.stop_ids(tokenizer, student)
+    sampling = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                    top_p=args.top_p, stop_ids=stop_ids, pad_id=tokenizer.pad_token_id)
     teacher_prompts = {d: own_prompts.get(path) for d, path in args.teachers.items()}
-    ref_prompts = {None: own_prompts.get(args.ref or args.student)}
-    domains = list(teachers) if len(teachers) > 1 else []  # per-domain metrics with several teachers
+    ref_prompts = {None: own_prompts.get(reference_path(args))}
+    report_domains = list(teachers) if len(teachers) > 1 else []  # several teachers: per domain
     frozen = list(dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]))
-    gradable = set(outcome_rows(rows))
-    grader = ThreadPoolExecutor(1)  # grades rollouts while the step goes on
-    autocast = nullcontext()
-    if device.type == "cuda":
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16)
-    metrics_path = os.path.join(args.out, "metrics.jsonl")
-    trackers = start_trackers(args, start) if master else {}
-    results = {}
+    checkable = set(outcome_idx(rows))
+    checker = ThreadPoolExecutor(1)  # checks rollouts while the step goes on
+    run = Run(args, rank, world, device, log, student, tokenizer, optimizer, scheduler, rows,
+              eval_sets, rollout_batch, data_hash,
+              start_trackers(args, rollout_batch, start) if rank == 0 else {})
     if eval_sets and start == 0:
-        results["before"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
-        log(f"gopd: before training {results['before']}")
-        if master:
-            append_jsonl(metrics_path, {"step": 0, "eval": results["before"]})
-            report(trackers, {"step": 0, "eval": results["before"]})
+        eval_before(run)
 
     try:
-        for step in tqdm(range(start, args.steps), disable=not master, desc="gopd", initial=start,
+        for step in tqdm(range(start, args.steps), disable=rank != 0, desc="gopd", initial=start,
                          total=args.steps):
             progress["step"] = step + 1
             times, t0 = {}, synced_time(device)
-            idx = step_rows(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
+            idx = step_indices(len(rows), step, args.prompts_per_step, args.seed)[rank::world]
             idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
             # 1. Rollout: the student samples, unwrapped (or gathered, under FSDP), since no
             # collective may run inside generate
-            with phase("generate", times, device), autocast, gathered(student):
+            with phase("generate", times, device), autocast(device), gathered(student):
                 student.eval()
                 batches = rollout_batches(student, [prompts[i] for i in idx], idx,
-                                          [rows[i].get("domain") for i in idx],
-                                          tokenizer.pad_token_id, stop_ids, args)
-            grade_now = args.grade_every > 0 and (step == 0 or (step + 1) % args.grade_every == 0)
-            grading = grader.submit(grade, *decoded_responses(
-                batches, rows, gradable if grade_now else set(), tokenizer))
+                                          [rows[i].get("domain") for i in idx], sampling,
+                                          rollout_batch, args.micro_batch)
+            to_check = checkable if due(step + 1, args.grade_every, first=True) else set()
+            outcome = checker.submit(check_outcomes,
+                                     *decoded_responses(batches, rows, to_check, tokenizer))
 
             # 2. Scoring: every sampled token by its row's teacher, and by the reference
             with phase("score", times, device):
@@ -1984,60 +2166,18 @@ def train(args, rank, world, device, progress):
                               args.temperature or 1.0, tokenizer.pad_token_id, device,
                               args.offload_frozen, kept_positions(args.estimator, step))
 
-            # 3. Update: one optimizer step on gopd_loss over the whole batch
+            # 3. Update: one optimizer step on the loss of --estimator over the whole batch
             with phase("update", times, device):
                 sums, grad_norm = update(model, batches, optimizer, scheduler, args, stop_ids,
-                                         domains, step, frozen)
+                                         report_domains, step, frozen)
 
             # Bookkeeping: metrics, samples, evaluation, checkpoint
-            outcome = torch.tensor(grading.result(), dtype=torch.float, device=device)
-            outcome = all_reduce_sum(outcome)  # correct, graded
-            elapsed = synced_time(device) - t0
-            metrics = {"step": step + 1, "loss": sums["loss"].item(), **step_metrics(sums, batches),
-                       "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
-                       "tokens_per_s": sums["tokens"].item() / elapsed, **times,
-                       "rollout_useful_fraction": useful_fraction(batches),
-                       "time_step": elapsed}
-            if outcome[1] > 0:
-                metrics["outcome_accuracy"] = (outcome[0] / outcome[1]).item()
-            metrics = {k: v if not isinstance(v, float) or math.isfinite(v) else None
-                       for k, v in metrics.items()}
-            if step == 0 and ref is not None and args.ref is None and metrics["ref_gap"] > 0.05:
-                log(f"gopd: warning: at step 1 the student and its reference (the same weights) "
-                    f"differ by {metrics['ref_gap']:.3f} nats per token, more than bf16 noise: the "
-                    f"reference term of the advantage is biased by the precision gap (frozen "
-                    f"bf16 vs float32 master weights)")
-            last = step + 1 == args.steps
-            if eval_sets and (last or (args.eval_every and (step + 1) % args.eval_every == 0)):
-                metrics["eval"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
-                if last:
-                    results["after"] = metrics["eval"]
-            if master:
-                append_jsonl(metrics_path, metrics)
-                report(trackers, metrics)
-                every = args.log_samples_every
-                if every and (step == 0 or (step + 1) % every == 0):
-                    write_samples(os.path.join(args.out, "samples.jsonl"), step + 1, batches, rows,
-                                  tokenizer)
-                shown = ["step", "loss", "implicit_reward", "kl_teacher", "kl_target", "entropy",
-                         "response_len", "outcome_accuracy", "grad_norm", "eval"]
-                tqdm.write(" ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float)
-                                    else f"{k}={metrics[k]}" for k in shown if k in metrics))
-            if (args.save_every and (step + 1) % args.save_every == 0) or last:
-                save_checkpoint(args.out, run_record(args, world, step + 1, data_hash), student,
-                                tokenizer, optimizer, scheduler, rank, device)
+            end_step(run, step + 1, batches, sums, grad_norm, outcome, times, t0)
     finally:
-        grader.shutdown(wait=False, cancel_futures=True)
-        close_trackers(trackers)
-
+        checker.shutdown(wait=False, cancel_futures=True)
+        close_trackers(run.trackers)
     if eval_sets:
-        if "after" not in results:  # resumed after the last step
-            results["after"] = run_eval(student, tokenizer, eval_sets, args, rank, world, device)
-        if master:
-            percent = {when: {k: 100 * v for k, v in accs.items()} for when, accs in results.items()}
-            print(evaluate.format_table(percent, first="accuracy %"))
-            with open(os.path.join(args.out, "eval.json"), "w") as f:
-                json.dump(results, f, indent=2)
+        eval_after(run)
 
 
 if __name__ == "__main__":

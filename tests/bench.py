@@ -300,7 +300,7 @@ def scoring_memory(a):
 # temperature 1 with the same memory budget, --rollout-batch sequences of the longest prompt +
 # --max-new-tokens: the one-call path runs gopd.rollout on --rollout-batch rows at a time (each
 # call lasts as long as its longest response), the staged path evaluate.sample_staged on all rows
-# with gopd.stage_rows (what gopd.rollout_batches does either way). They alternate for --rounds
+# with gopd.sequences_per_call (what gopd.rollout_batches does either way). They alternate for --rounds
 # rounds with fresh seeds; each path's totals are summed over its rounds. The two paths draw
 # different samples, so they do different amounts of real work: new_vs_static compares wall time
 # per real token (static tokens/s / staged tokens/s).
@@ -354,8 +354,8 @@ def rollout_paths(model, prompts, a, device, seed):
         torch.manual_seed(seed)
         t0 = sync(device)
         if staged:
-            budget = gopd.stage_rows(model.config, a.rollout_batch, max(map(len, prompts)),
-                                     a.max_new_tokens, dtype_bytes)
+            budget = gopd.sequences_per_call(model.config, a.rollout_batch, max(map(len, prompts)),
+                                             a.max_new_tokens, dtype_bytes)
             responses, stats = evaluate.sample_staged(
                 model, prompts, max_new_tokens=a.max_new_tokens, temperature=1.0, top_p=1.0,
                 stop_ids=[eos], pad_id=eos, rows_per_call=budget,
@@ -366,7 +366,7 @@ def rollout_paths(model, prompts, a, device, seed):
             lengths, row_steps, prefill, calls = [], 0, 0, 0
             for s in range(0, len(prompts), a.rollout_batch):
                 chunk = prompts[s:s + a.rollout_batch]
-                seq, _, mask = gopd.rollout(model, chunk, eos, {eos}, a.max_new_tokens, 1.0, 1.0)
+                seq, _, mask = gopd.rollout(model, chunk, eos, [eos], a.max_new_tokens, 1.0, 1.0)
                 lengths += mask.sum(1).tolist()
                 row_steps += mask.numel()
                 prefill += (seq.shape[1] - mask.shape[1]) * len(chunk)
@@ -470,10 +470,10 @@ def estimator_world(a, device):
         models.append(model if seed == 0 else model.eval().requires_grad_(False))
     g = torch.Generator().manual_seed(0)
     n = a.est_prompt + a.est_response
-    batches = [{"seq": torch.randint(1, a.est_vocab, (1, n), generator=g).to(device),
-                "attn": torch.ones(1, n, dtype=torch.long, device=device),
-                "mask": torch.ones(1, a.est_response, dtype=torch.long, device=device),
-                "rows": [i], "domains": [None]} for i in range(a.est_rows)]
+    batches = [gopd.MicroBatch(torch.randint(1, a.est_vocab, (1, n), generator=g).to(device),
+                               torch.ones(1, n, dtype=torch.long, device=device),
+                               torch.ones(1, a.est_response, dtype=torch.long, device=device), [i], [None])
+               for i in range(a.est_rows)]
     return models, batches
 
 
@@ -496,11 +496,9 @@ def estimator_step(models, batches, optimizer, scheduler, estimator, step, devic
     gopd.score_batches(batches, {None: teacher}, ref, {None: None}, {None: None}, 1.0, 0, device, False,
                        gopd.kept_positions(estimator, step))
     t1 = sync(device)
-    gopd.update(student, batches, optimizer, scheduler, args, {0}, [], step, [teacher, ref])
+    gopd.update(student, batches, optimizer, scheduler, args, [0], [], step, [teacher, ref])
     t2 = sync(device)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else proc_status("VmHWM")
-    for b in batches:  # the next step scores afresh
-        del b["logp_t"], b["logp_r"]
     return {"score": t1 - t0, "update": t2 - t1, "step": t2 - t0, "peak": peak - base}
 
 

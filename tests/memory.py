@@ -476,8 +476,8 @@ def measure_host_rank(argv, out_file):
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # the high-water mark starts again from the resident set now
     before = proc_status("VmRSS")
-    gopd.save_checkpoint(args.out, gopd.run_record(args, world, 1, ""), student, tokenizer, optimizer, scheduler,
-                         rank, device)
+    gopd.save_checkpoint(args.out, gopd.run_record(args, args.rollout_batch, world, 1, ""), student, tokenizer, optimizer,
+                         scheduler, rank, device)
     record["save"] = proc_status("VmHWM") - before
     with open(f"{out_file}.rank{rank}", "w") as f:
         json.dump(record, f)

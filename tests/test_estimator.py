@@ -3,6 +3,7 @@ gradient, reaches the same fixed point in fewer steps, never builds [B, R, vocab
 same update on 2 ranks as in one process (DDP and FSDP), resumes bit for bit, and refuses bad input
 with one line. Tiny models from tests/tiny.py; nothing touches the network."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -38,10 +39,9 @@ def fixed_states(world, temperature, n_rows=3, n_tokens=10):
     ref = load(world["code"]).requires_grad_(False)  # a reference unlike the student: its term matters
     prompts = [evaluate.prompt_ids(tok, p) for p in ["add 2 and 3", "def f", "a longer prompt"][:n_rows]]
     torch.manual_seed(0)
-    seq, attn, mask = gopd.rollout(student, prompts, tok.pad_token_id, {tok.eos_token_id}, n_tokens,
+    seq, attn, mask = gopd.rollout(student, prompts, tok.pad_token_id, [tok.eos_token_id], n_tokens,
                                    temperature, 1.0)
-    b = {"seq": seq, "attn": attn, "mask": mask, "rows": list(range(n_rows)),
-         "domains": ["math", "code", "math"][:n_rows]}
+    b = gopd.MicroBatch(seq, attn, mask, list(range(n_rows)), ["math", "code", "math"][:n_rows])
     gopd.score_batches([b], teachers, ref, {"math": None, "code": None}, {None: None}, temperature,
                        tok.pad_token_id, torch.device("cpu"), False, keep=slice(None))
     return student, teachers, ref, b
@@ -49,23 +49,23 @@ def fixed_states(world, temperature, n_rows=3, n_tokens=10):
 
 def full_logprobs(model, b, temperature):
     """log pi(.|s_t) over the whole vocabulary at every response state, [B, R, V] (tests only)."""
-    n = b["mask"].shape[1]
-    pos = (b["attn"].cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=b["seq"], attention_mask=b["attn"], position_ids=pos).logits[:, -n - 1:-1]
+    n = b.mask.shape[1]
+    pos = (b.attn.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=b.seq, attention_mask=b.attn, position_ids=pos).logits[:, -n - 1:-1]
     return torch.log_softmax(logits.float() / temperature, -1)
 
 
 def exact_gradient(student, teachers, ref, b, lam, temperature, wrong_target=False):
     """The gradient of exact_loss at b's states, through gopd's own path (target_kl, chunked)."""
     student.zero_grad()
-    n = b["mask"].shape[1]
-    states = dict(b["states"])
+    n = b.mask.shape[1]
+    states = dict(b.states)
     if wrong_target:  # the reference term dropped at lam != 1: p* = softmax(lam * z_T / T)
         states["ref"] = None
-    hidden, head = gopd.response_hidden(student, b["seq"], b["attn"], n)
+    hidden, head = gopd.response_hidden(student, b.seq, b.attn, n)
     heads = {m: m.get_output_embeddings() for m in [*teachers.values(), ref]}
-    kl = gopd.target_kl(head, hidden, b["seq"][:, -n:], states, heads, lam, temperature, chunk=7)[0]
-    gopd.exact_loss(kl, b["mask"], len(b["mask"])).backward()
+    kl = gopd.target_kl(head, hidden, b.seq[:, -n:], states, heads, lam, temperature, chunk=7)[0]
+    gopd.exact_loss(kl, b.mask, len(b.mask)).backward()
     return torch.cat([p.grad.flatten() for p in student.parameters()])
 
 
@@ -76,14 +76,15 @@ def sampled_gradient(student, teachers, ref, b, lam, temperature, n_samples):
     student.zero_grad()
     logp_s = full_logprobs(student, b, temperature)
     with torch.no_grad():
-        t = torch.stack([full_logprobs(teachers[d], {k: v[i:i + 1] for k, v in b.items() if torch.is_tensor(v)},
-                                       temperature)[0] for i, d in enumerate(b["domains"])])
+        t = torch.stack([full_logprobs(teachers[d], dataclasses.replace(b, seq=b.seq[i:i + 1], attn=b.attn[i:i + 1],
+                                                                        mask=b.mask[i:i + 1]),
+                                       temperature)[0] for i, d in enumerate(b.domains)])
         r = full_logprobs(ref, b, temperature)
         y = torch.distributions.Categorical(logits=logp_s).sample((n_samples,))  # [N, B, R]
     pick = lambda lp: lp.expand(n_samples, *lp.shape).gather(-1, y[..., None])[..., 0]  # noqa: E731
-    mask = b["mask"].expand(n_samples, *b["mask"].shape).flatten(0, 1)
+    mask = b.mask.expand(n_samples, *b.mask.shape).flatten(0, 1)
     loss = gopd.gopd_loss(pick(logp_s).flatten(0, 1), pick(t).flatten(0, 1), pick(r).flatten(0, 1), mask, lam,
-                          n_samples * len(b["mask"]))
+                          n_samples * len(b.mask))
     loss.backward()
     return torch.cat([p.grad.flatten() for p in student.parameters()])
 

@@ -88,7 +88,7 @@ def world(tmp_path_factory):
     tiny.build_model(w["code_untied"], tok, seed=4, scale=8.0, tie=False)
     math_rows = [r for r in rows if r["domain"] == "math"]
     code_rows = [r for r in rows if r["domain"] == "code"]
-    perm = gopd.step_rows(N_ROWS, 0, N_ROWS, seed=0)  # steps 0 and 1 together: one epoch
+    perm = gopd.step_indices(N_ROWS, 0, N_ROWS, seed=0)  # steps 0 and 1 together: one epoch
     split = [None] * N_ROWS
     for j, i in enumerate(perm):  # idx[rank::2] of each step: even positions -> rank 0, odd -> rank 1
         split[i] = (math_rows if j % 2 == 0 else code_rows)[j // 2]
@@ -135,7 +135,7 @@ def test_split_data_gives_each_rank_one_domain(world):
     """The premise of the multi-teacher jobs below: rank 0 sees only math rows, rank 1 only code."""
     rows = [json.loads(line) for line in open(world["split_data"])]
     for step in range(2):
-        idx = gopd.step_rows(N_ROWS, step, PROMPTS_PER_STEP, seed=0)
+        idx = gopd.step_indices(N_ROWS, step, PROMPTS_PER_STEP, seed=0)
         assert {rows[i]["domain"] for i in idx[0::2]} == {"math"}
         assert {rows[i]["domain"] for i in idx[1::2]} == {"code"}
 
@@ -230,16 +230,14 @@ def test_offloaded_frozen_models_score_the_same(world):
     rows = [json.loads(line) for line in open(world["split_data"])]
     prompts = [evaluate.prompt_ids(tok, r["prompt"]) for r in rows]
 
-    class Args:
-        rollout_batch, micro_batch, max_new_tokens, temperature, top_p = 8, 3, 10, 0, 1.0
-    batches = gopd.rollout_batches(student, prompts, list(range(N_ROWS)), [r["domain"] for r in rows],
-                                   tok.pad_token_id, {tok.eos_token_id}, Args)
-    expected = [(gopd.frozen_logprobs(teachers, b["domains"], b["seq"], b["attn"], b["mask"].shape[1], 1.0),
-                 gopd.frozen_logprobs({None: ref}, [None] * len(b["seq"]), b["seq"], b["attn"], b["mask"].shape[1], 1.0))
+    sampling = dict(max_new_tokens=10, temperature=0, top_p=1.0, stop_ids=[tok.eos_token_id], pad_id=tok.pad_token_id)
+    batches = gopd.rollout_batches(student, prompts, list(range(N_ROWS)), [r["domain"] for r in rows], sampling, 8, 3)
+    expected = [(gopd.frozen_logprobs(teachers, b.domains, b.seq, b.attn, b.mask.shape[1], 1.0),
+                 gopd.frozen_logprobs({None: ref}, [None] * len(b.seq), b.seq, b.attn, b.mask.shape[1], 1.0))
                 for b in batches]
     args = (teachers, ref, {"math": None, "code": None}, {None: None}, 1.0, tok.pad_token_id, device)
     gopd.score_batches(batches, *args, offload=False)
-    resident = [(b["logp_t"].clone(), b["logp_r"].clone()) for b in batches]
+    resident = [(b.logp_t.clone(), b.logp_r.clone()) for b in batches]
     where = []
     hooks = [m.register_forward_pre_hook(lambda mod, a: where.append(next(mod.parameters()).device))
              for m in [*teachers.values(), ref]]
@@ -252,12 +250,12 @@ def test_offloaded_frozen_models_score_the_same(world):
     assert all(p.device.type == "cpu" for m in [*teachers.values(), ref] for p in m.parameters())
     for (t, r), (rt, rr), b in zip(expected, resident, batches):
         assert torch.equal(t, rt) and torch.equal(r, rr)
-        assert torch.allclose(b["logp_t"], t, atol=1e-6) and torch.allclose(b["logp_r"], r, atol=1e-6)
+        assert torch.allclose(b.logp_t, t, atol=1e-6) and torch.allclose(b.logp_r, r, atol=1e-6)
     # each domain's rows were scored by their own teacher: the two teachers disagree
-    b = next(b for b in batches if len(set(b["domains"])) > 1)
-    other = gopd.frozen_logprobs({"math": teachers["code"], "code": teachers["math"]}, b["domains"], b["seq"], b["attn"],
-                       b["mask"].shape[1], 1.0)
-    assert not torch.allclose(other, b["logp_t"], atol=1e-3)
+    b = next(b for b in batches if len(set(b.domains)) > 1)
+    other = gopd.frozen_logprobs({"math": teachers["code"], "code": teachers["math"]}, b.domains, b.seq, b.attn,
+                                 b.mask.shape[1], 1.0)
+    assert not torch.allclose(other, b.logp_t, atol=1e-3)
 
 
 def test_rollout_batch_from_the_kv_cache_budget(world, tmp_path, capsys, monkeypatch):

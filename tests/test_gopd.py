@@ -118,9 +118,9 @@ def test_one_token_bandit_converges_to_the_blend(lam):
 def test_response_mask_keeps_first_eos_only():
     eos = 0  # pad == eos, as in many chat tokenizers
     responses = torch.tensor([[5, 6, 0, 0, 0], [5, 6, 7, 8, 9], [0, 0, 0, 0, 0], [5, 0, 6, 0, 0]])
-    assert gopd.response_mask(responses, {eos}).tolist() == [
+    assert gopd.response_mask(responses, [eos]).tolist() == [
         [1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
-    assert gopd.response_mask(torch.tensor([[5, 3, 6, 0]]), {0, 3}).tolist() == [[1, 1, 0, 0]]
+    assert gopd.response_mask(torch.tensor([[5, 3, 6, 0]]), [0, 3]).tolist() == [[1, 1, 0, 0]]
 
 
 def load(path):
@@ -131,7 +131,7 @@ def load(path):
 def test_rollout_masks_stop_at_eos_and_pads_after(world):
     model, tok = load(world["student"])
     prompts = [evaluate.prompt_ids(tok, f"add {i} and {i + 1}") for i in range(8)]
-    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 16, 0, 1.0)
+    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, [tok.eos_token_id], 16, 0, 1.0)
     resp = seq[:, -mask.shape[1]:]
     lengths = mask.sum(1)
     assert len(set(lengths.tolist())) > 1  # the fixture's student stops at varied lengths
@@ -151,7 +151,7 @@ def test_token_logprobs_match_naive_softmax_and_ignore_padding(world):
     model, tok = load(world["math"])
     prompts = [evaluate.prompt_ids(tok, s) for s in ["a", "a much longer prompt here", "mid size"]]
     torch.manual_seed(0)
-    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 12, 1.0, 1.0)
+    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, [tok.eos_token_id], 12, 1.0, 1.0)
     n = mask.shape[1]
     for temp in [1.0, 0.7]:
         got = gopd.token_logprobs(model, seq, attn, n, temperature=temp, chunk=5)
@@ -176,7 +176,7 @@ def test_token_logprobs_gradient_matches_naive_softmax(world):
     model, tok = load(world["math"])
     prompts = [evaluate.prompt_ids(tok, s) for s in ["a", "a longer prompt"]]
     torch.manual_seed(0)
-    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 10, 1.0, 1.0)
+    seq, attn, mask = gopd.rollout(model, prompts, tok.pad_token_id, [tok.eos_token_id], 10, 1.0, 1.0)
     n = mask.shape[1]
     weights_ = torch.randn(mask.shape) * mask
 
@@ -202,7 +202,7 @@ def test_scoring_temperature_matches_the_sampled_distribution(world):
     out = model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
     n = len(out.scores)
     sampled = torch.log_softmax(torch.stack(out.scores, 1), -1).gather(-1, out.sequences[:, -n:, None]).squeeze(-1)
-    mask = gopd.response_mask(out.sequences[:, -n:], {tok.eos_token_id})
+    mask = gopd.response_mask(out.sequences[:, -n:], [tok.eos_token_id])
     full_attn = torch.cat([attn, mask], 1)
     got = gopd.token_logprobs(model, out.sequences, full_attn, n, temperature=0.6)
     assert torch.allclose(got * mask, sampled * mask, atol=1e-4)
@@ -215,7 +215,7 @@ def test_each_row_is_scored_by_its_domain_teacher(world):
     code_t, _ = load(world["code"])
     prompts = [evaluate.prompt_ids(tok, s) for s in ["a", "bb", "ccc", "dddd"]]
     torch.manual_seed(0)
-    seq, attn, mask = gopd.rollout(math_t, prompts, tok.pad_token_id, {tok.eos_token_id}, 6, 1.0, 1.0)
+    seq, attn, mask = gopd.rollout(math_t, prompts, tok.pad_token_id, [tok.eos_token_id], 6, 1.0, 1.0)
     domains = ["math", "code", "code", "math"]
     got = gopd.frozen_logprobs({"math": math_t, "code": code_t}, domains, seq, attn, 6, 1.0)
     for i, d in enumerate(domains):
@@ -224,10 +224,10 @@ def test_each_row_is_scored_by_its_domain_teacher(world):
     assert not torch.allclose(got[1], gopd.token_logprobs(math_t, seq[1:2], attn[1:2], 6)[0], atol=1e-3)
 
 
-def test_step_rows_is_a_seeded_pure_function_covering_each_epoch():
-    a = gopd.step_rows(10, 3, 4, seed=7)
-    assert a == gopd.step_rows(10, 3, 4, seed=7) and a != gopd.step_rows(10, 3, 4, seed=8)
-    epoch0 = sum((gopd.step_rows(10, s, 5, seed=7) for s in range(2)), [])
+def test_step_indices_is_a_seeded_pure_function_covering_each_epoch():
+    a = gopd.step_indices(10, 3, 4, seed=7)
+    assert a == gopd.step_indices(10, 3, 4, seed=7) and a != gopd.step_indices(10, 3, 4, seed=8)
+    epoch0 = sum((gopd.step_indices(10, s, 5, seed=7) for s in range(2)), [])
     assert sorted(epoch0) == list(range(10))
 
 # -----------------------------------------------------------------------------
@@ -366,7 +366,7 @@ def test_teacher_with_its_own_template_scores_its_own_rendering(world, tmp_path)
     prompts = ["add 2 and 3", "a much longer prompt"]
     torch.manual_seed(0)
     seq, attn, mask = gopd.rollout(student, [evaluate.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
-                                   {tok.eos_token_id}, 8, 1.0, 1.0)
+                                   [tok.eos_token_id], 8, 1.0, 1.0)
     n = mask.shape[1]
     own = [evaluate.prompt_ids(own_tok, p) for p in prompts]
     assert own[0] != evaluate.prompt_ids(tok, prompts[0])
@@ -476,11 +476,11 @@ def test_release_rows_route_by_extra_info_opd_teacher(tmp_path):
     """The G-OPD release's parquet rows tag their teacher as extra_info.opd_teacher."""
     rows = [{"prompt": [{"role": "user", "content": "1+1?"}], "extra_info": {"opd_teacher": "math"}},
             {"prompt": "def f", "extra_info": {"opd_teacher": "code"}, "domain": "code"}]
-    loaded = gopd.load_rows(tiny.write_jsonl(tmp_path / "release.jsonl", rows))
+    loaded = gopd.load_train_rows(tiny.write_jsonl(tmp_path / "release.jsonl", rows))
     assert [r["domain"] for r in loaded] == ["math", "code"]
-    gopd.check_domains(loaded, {"math": "A", "code": "B"})
+    gopd.validate_domains(loaded, {"math": "A", "code": "B"})
     with pytest.raises(SystemExit, match=r"\['math'\] have no teacher"):
-        gopd.check_domains(loaded, {"code": "B"})
+        gopd.validate_domains(loaded, {"code": "B"})
 
 
 def test_chat_prompts_need_a_chat_template(world, tmp_path):
@@ -553,7 +553,7 @@ def test_rollouts_ignore_the_checkpoints_sampling_settings(world, tmp_path):
     runs = []
     for model in [plain, hostile]:
         torch.manual_seed(0)
-        runs.append(gopd.rollout(model, prompts, tok.pad_token_id, {tok.eos_token_id}, 12, 1.0, 1.0)[0])
+        runs.append(gopd.rollout(model, prompts, tok.pad_token_id, [tok.eos_token_id], 12, 1.0, 1.0)[0])
     assert torch.equal(runs[0], runs[1])
     torch.manual_seed(0)
     raw = hostile.generate(input_ids=gopd.left_pad(prompts, tok.pad_token_id)[0], max_new_tokens=12,

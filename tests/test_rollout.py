@@ -33,7 +33,7 @@ def test_greedy_staged_rollouts_equal_the_one_call_path(world, monkeypatch):
     model, tok = load(world["student"])
     prompts = world_prompts(tok, 24)
     eos, pad = tok.eos_token_id, tok.pad_token_id
-    seq, attn, mask = gopd.rollout(model, prompts, pad, {eos}, 16, 0, 1.0)
+    seq, attn, mask = gopd.rollout(model, prompts, pad, [eos], 16, 0, 1.0)
     expected = [seq[i, -16:][mask[i].bool()].tolist() for i in range(len(prompts))]
     lengths = {len(r) for r in expected}
     assert min(lengths) < 8 and 16 in lengths  # rows stop early and run to the limit
@@ -57,17 +57,16 @@ def test_greedy_staged_rollouts_equal_the_one_call_path(world, monkeypatch):
         assert sum(map(len, responses)) <= sum(stats["row_steps"]) < len(prompts) * 16
     monkeypatch.undo()
 
-    class Args:
-        rollout_batch, micro_batch, max_new_tokens, temperature, top_p = 24, 5, 16, 0, 1.0
-    rows, domains = list(range(100, 124)), ["math"] * 12 + ["code"] * 12
-    one = gopd.rollout_batches(model, prompts, rows, domains, pad, {eos}, Args, staged=False)
-    staged = gopd.rollout_batches(model, prompts, rows, domains, pad, {eos}, Args)
+    sampling = dict(max_new_tokens=16, temperature=0, top_p=1.0, stop_ids=[eos], pad_id=pad)
+    idx, domains = list(range(100, 124)), ["math"] * 12 + ["code"] * 12
+    one = gopd.rollout_batches(model, prompts, idx, domains, sampling, 24, 5, staged=False)
+    staged = gopd.rollout_batches(model, prompts, idx, domains, sampling, 24, 5)
     assert len(one) == len(staged) == 5
     for a, b in zip(one, staged):
-        assert a["rows"] == b["rows"] and a["domains"] == b["domains"]
+        assert a.idx == b.idx and a.domains == b.domains
         for key in ["seq", "attn", "mask"]:
-            assert torch.equal(a[key], b[key]), key
-        assert b["mask"].sum() <= b["row_steps"] <= a["row_steps"]
+            assert torch.equal(getattr(a, key), getattr(b, key)), key
+        assert b.mask.sum() <= b.row_steps <= a.row_steps
     texts = [evaluate.generate(model, tok, ["add 3 and 4", [{"role": "user", "content": "def g"}]],
                                n=2, max_new_tokens=16, temperature=0, batch_size=1, staged=staged)
              for staged in (True, False)]
@@ -99,7 +98,7 @@ def peaked(tmp_path_factory):
             layer.self_attn.q_norm.weight.mul_(4)
             layer.self_attn.k_norm.weight.mul_(4)
         eos = tok.eos_token_id
-        seq = gopd.rollout(model, prompts * 50, eos, {eos}, 16, 1.0, 1.0)[0]
+        seq = gopd.rollout(model, prompts * 50, eos, [eos], 16, 1.0, 1.0)[0]
         hidden = model.model(input_ids=seq).last_hidden_state.flatten(0, 1).mean(0)
         model.lm_head.weight[eos] = 4 * hidden / hidden.norm()
     return model, tok, prompts
@@ -111,7 +110,7 @@ def one_call(peaked):
     model, tok, prompts = peaked
     rows = [prompts[0]] * 1500 + [prompts[1]] * 1500
     torch.manual_seed(1)
-    seq, _, mask = gopd.rollout(model, rows, tok.eos_token_id, {tok.eos_token_id}, 24, 1.0, 1.0)
+    seq, _, mask = gopd.rollout(model, rows, tok.eos_token_id, [tok.eos_token_id], 24, 1.0, 1.0)
     return rows, [seq[i, -24:][mask[i].bool()].tolist() for i in range(len(rows))]
 
 
@@ -206,27 +205,26 @@ def test_staged_rollout_masks_keep_the_first_eos_and_pad_after(peaked):
     eos = tok.eos_token_id
     assert tok.pad_token_id == eos
 
-    class Args:
-        rollout_batch, micro_batch, max_new_tokens, temperature, top_p = 4, 7, 24, 1.0, 1.0
+    sampling = dict(max_new_tokens=24, temperature=1.0, top_p=1.0, stop_ids=[eos], pad_id=eos)
     rows = [prompts[i % 2] for i in range(40)]
     torch.manual_seed(0)
-    batches = gopd.rollout_batches(model, rows, list(range(40)), [None] * 40, eos, {eos}, Args)
-    assert [len(b["rows"]) for b in batches] == [7] * 5 + [5]
+    batches = gopd.rollout_batches(model, rows, list(range(40)), [None] * 40, sampling, 4, 7)
+    assert [len(b.idx) for b in batches] == [7] * 5 + [5]
     stopped = 0
     for b in batches:
-        n_prompt = b["seq"].shape[1] - b["mask"].shape[1]
-        assert torch.equal(b["attn"][:, n_prompt:], b["mask"])
-        assert b["mask"].sum() <= b["row_steps"]
-        for i, r in enumerate(b["rows"]):
-            response, length = b["seq"][i, n_prompt:], int(b["mask"][i].sum())
+        n_prompt = b.seq.shape[1] - b.mask.shape[1]
+        assert torch.equal(b.attn[:, n_prompt:], b.mask)
+        assert b.mask.sum() <= b.row_steps
+        for i, r in enumerate(b.idx):
+            response, length = b.seq[i, n_prompt:], int(b.mask[i].sum())
             eos_at = (response == eos).nonzero()
             if len(eos_at):
                 assert eos_at[0].item() == length - 1 and (response[length:] == eos).all()
                 stopped += 1
             else:
                 assert length == 24
-            assert b["seq"][i, n_prompt - len(rows[r]):n_prompt].tolist() == rows[r]
-            assert b["attn"][i, :n_prompt].sum() == len(rows[r])
+            assert b.seq[i, n_prompt - len(rows[r]):n_prompt].tolist() == rows[r]
+            assert b.attn[i, :n_prompt].sum() == len(rows[r])
     assert 0 < stopped < 40
 
 

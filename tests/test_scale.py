@@ -244,13 +244,13 @@ def test_unsupported_versions_stop_with_one_line(monkeypatch, capsys, package, v
     monkeypatch.delenv("RANK", raising=False)
     if stops:
         with pytest.raises(SystemExit) as e:
-            gopd.check_versions()
+            gopd.validate_versions()
         needed = ".".join(map(str, gopd.TESTED[package][0]))
         assert str(e.value) == (f"gopd: error: {package} {version} is too old: gopd needs {package}>={needed} "
                                 f"(tested {needed} to {'.'.join(map(str, gopd.TESTED[package][1]))}); "
                                 f"pip install -r requirements.txt")
     else:
-        gopd.check_versions()
+        gopd.validate_versions()
         assert ("newer than the newest tested" in capsys.readouterr().err) == (version == "5.99.0")
 
 

@@ -68,7 +68,7 @@ def make_stopper(path, prompts):
         for alpha in torch.linspace(0.1, 0.3, 21):
             eos_row[tok.eos_token_id] = alpha * direction
             lengths = gopd.rollout(model, [evaluate.prompt_ids(tok, p) for p in prompts], tok.pad_token_id,
-                                   {tok.eos_token_id}, 16, 0, 1.0)[2].sum(1)
+                                   [tok.eos_token_id], 16, 0, 1.0)[2].sum(1)
             best = max(best, (len(set(lengths.tolist())), alpha), key=lambda b: b[0])
         eos_row[tok.eos_token_id] = best[1] * direction
     model.save_pretrained(path)

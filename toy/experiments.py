@@ -373,10 +373,9 @@ def estimator_gradients(student, teacher, ref, tok, prompts, lam):
     import evaluate
     import gopd
     ids = [evaluate.prompt_ids(tok, p) for p in prompts]
-    seq, attn, mask = gopd.rollout(student, ids, tok.pad_token_id, {tok.eos_token_id},
+    seq, attn, mask = gopd.rollout(student, ids, tok.pad_token_id, [tok.eos_token_id],
                                    PROTOCOL["max_new_tokens"], 1.0, 1.0)
-    b = {"seq": seq, "attn": attn, "mask": mask, "rows": list(range(len(ids))),
-         "domains": [None] * len(ids)}
+    b = gopd.MicroBatch(seq, attn, mask, list(range(len(ids))), [None] * len(ids))
     gopd.score_batches([b], {None: teacher}, ref, {None: None}, {None: None}, 1.0, tok.pad_token_id,
                        torch.device("cpu"), False, keep=slice(None))
     heads = {m: m.get_output_embeddings() for m in [teacher, ref] if m is not None}
@@ -385,11 +384,11 @@ def estimator_gradients(student, teacher, ref, tok, prompts, lam):
         student.zero_grad()
         if estimator == "exact":
             hidden, head = gopd.response_hidden(student, seq, attn, n)
-            kl = gopd.target_kl(head, hidden, seq[:, -n:], b["states"], heads, lam, 1.0)[0]
+            kl = gopd.target_kl(head, hidden, seq[:, -n:], b.states, heads, lam, 1.0)[0]
             loss = gopd.exact_loss(kl, mask, len(mask))
         else:
             logp = gopd.token_logprobs(student, seq, attn, n)
-            loss = gopd.gopd_loss(logp, b["logp_t"], b["logp_r"], mask, lam, len(mask))
+            loss = gopd.gopd_loss(logp, b.logp_t, b.logp_r, mask, lam, len(mask))
         loss.backward()
         grads[estimator] = torch.cat([p.grad.flatten() for p in student.parameters()])
     return grads
