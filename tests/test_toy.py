@@ -186,7 +186,7 @@ def test_bundled_experts_sit_below_the_ceiling_with_headroom():
 
 
 def test_readme_quotes_toy_results_json():
-    """The README's toy tables are the ones toy/experiments.py draws from toy/results.json, and the
+    """toy/README.md's tables are the ones toy/experiments.py draws from toy/results.json, and the
     results hold one number per seed for every run, with the sweep's lam = 0 point being the student."""
     import experiments
     res = json.load(open(TOY / "results.json"))
@@ -214,9 +214,10 @@ def test_readme_quotes_toy_results_json():
             assert curve["0"] == [student[s] for s in run["seeds"]], name
             assert len(run["held_out"][domain]) == n
         assert all(len(v) == n for v in run["train_math"].values())
-    readme = (ROOT / "README.md").read_text()
-    for line in experiments.tables(res).splitlines():
-        assert line in readme, f"README lacks the results.json row: {line}"
+    readme = (TOY / "README.md").read_text()
+    for line in [*experiments.tables(res).splitlines(), *experiments.convergence_tables(res)]:
+        assert line in readme, f"toy/README.md lacks the results.json row: {line}"
+    assert "toy/README.md" in (ROOT / "README.md").read_text()
 
 
 def test_defaults_resolve_to_the_bundled_world_from_any_directory(tmp_path, monkeypatch):

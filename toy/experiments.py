@@ -1,4 +1,4 @@
-"""The paper's claims at toy scale: every number of the README's toy results, from the toy world.
+"""The paper's claims at toy scale: every number of toy/README.md, from the toy world.
 
     python toy/experiments.py                     # every run, two at a time
     python toy/experiments.py --part convergence  # only the runs at convergence (3 seeds)
@@ -22,8 +22,9 @@ The runs at convergence (--part convergence): the single-teacher runs at lam 1, 
 multi-teacher ones for 150 steps (CONVERGENCE), each with both estimators (--estimator sampled and
 exact), 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt accuracy at
 TRAIN_EVAL_STEPS (over-fitting?), one learning-rate check (lam 1.25, sampled, lr 1e-4), and the
-gradient noise of both estimators measured the same way (gradient_noise). The step reported besides
-the last is chosen on held-out halves of the test problems (held_out_best).
+gradient noise of both estimators measured the same way (gradient_noise). Reported besides the
+last step: the mean of the PLATEAU checkpoints, and a step chosen on held-out halves of the test
+problems (held_out_best).
 
 Evaluation happens here, after training, with evaluate.py's generate and checkers: every seed's
 last checkpoint on all 1,000 test problems per domain, one sample each at temperature 1, and seed
@@ -432,7 +433,7 @@ def gradient_noise(out, lam, steps, repeats, write):
         json.dump(result, f)
 
 # -----------------------------------------------------------------------------
-# Results: toy/results.json, the README tables, the plots
+# Results: toy/results.json, toy/README.md's tables, the plots
 
 
 def collect(out, seeds):
@@ -558,7 +559,7 @@ def cell(values, scale=100.0):
 
 
 def tables(res):
-    """The README's markdown tables: the bundled models, the sweep, the comparisons."""
+    """toy/README.md's markdown tables: the bundled models, the sweep, the comparisons."""
     lines = ["| model | math, T=1 | math, greedy | code, T=1 | code, greedy | math length |",
              "|---|---|---|---|---|---|"]
     for name, b in res["baselines"].items():
@@ -600,7 +601,7 @@ def plateau(run, domain):
 
 
 def convergence_tables(res):
-    """The README's tables of the runs at convergence: accuracy by run (with its number of seeds),
+    """toy/README.md's tables of the runs at convergence: accuracy by run (with its number of seeds),
     the comparisons behind the verdicts (paired by seed), and the gradient noise."""
     conv, last = res["convergence"], str(CONVERGENCE["steps"])
     runs = {name: json.loads(json.dumps(r)) for name, r in conv["runs"].items()}  # str steps
