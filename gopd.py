@@ -28,6 +28,8 @@ tensors ([B, R]: B responses of R tokens; the contracts are in the docstrings):
   token_logprobs   log pi(y_t|s_t) of a model's response tokens, with no [B, R, vocab] tensor
   frozen_logprobs  the same under each row's domain's frozen model (teacher or reference)
   rollout          the student's sampled responses: (sequences, attention mask, response mask)
+
+A leading underscore marks a helper with no contract of its own (bookkeeping, I/O, collectives).
 """
 
 import argparse
@@ -212,8 +214,8 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     validate_args(args)
-    args.teachers = parse_teachers(args.teacher)
-    args.report_to = parse_trackers(args.report_to or [])
+    args.teachers = _parse_teachers(args.teacher)
+    args.report_to = _parse_trackers(args.report_to or [])
     return args
 
 
@@ -256,7 +258,7 @@ def validate_args(args):
         die(f"--dist-timeout must be > 0 minutes (got {args.dist_timeout})")
 
 
-def parse_teachers(specs):
+def _parse_teachers(specs):
     """['PATH'] or ['math=PATH', 'code=PATH'] -> {domain or None: path}; None: the default one."""
     teachers = {}
     for spec in specs:
@@ -270,7 +272,7 @@ def parse_teachers(specs):
     return teachers
 
 
-def parse_trackers(specs):
+def _parse_trackers(specs):
     """--report-to values (repeatable, comma-separated) -> sorted tracker names. Each tracker's
     module is imported now, on every rank, so a missing package is one line before any model
     loads and no rank waits in a collective for one that stopped."""
@@ -339,7 +341,7 @@ def all_reduce_sum(t):
     return t
 
 
-def all_gather_cat(t):
+def _all_gather_cat(t):
     """Every rank's 1-D tensor t, concatenated (the lengths may differ between ranks)."""
     if not dist.is_initialized():
         return t
@@ -420,7 +422,7 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
     """A causal LM from a folder of safetensors weights (or a downloaded hub id) in `dtype`, built
     on the meta device (nothing allocated), sharded over the ranks with fsdp (`shard`), then each
     rank allocates only its own part, on `device` (in CPU memory with offload), and fills it from
-    the files (`fill_weights`). So no rank holds a whole model in host memory: under DDP one tensor
+    the files (`_fill_weights`). So no rank holds a whole model in host memory: under DDP one tensor
     at a time passes through it, under FSDP this rank's rows of one tensor. A collective: a rank
     that fails (a missing shard file, an unreadable one) stops every rank with its line."""
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
@@ -432,7 +434,7 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         if checkpointing:
-            enable_checkpointing(model)
+            _enable_checkpointing(model)
         if fsdp:
             shard(model, device, trainable=trainable, offload=offload)
         model.to_empty(device="cpu" if offload else device)
@@ -441,13 +443,13 @@ def load_model(path, dtype, device, trainable=False, fsdp=False, offload=False,
                 for name, buffer in module.named_buffers(recurse=False):
                     setattr(module, name, buffer.to(device))
         model.tie_weights()  # to_empty may give a tied output layer a tensor of its own
-        rebuild_buffers(model)
-        fill_weights(model, folder)
+        _rebuild_buffers(model)
+        _fill_weights(model, folder)
         if os.path.exists(os.path.join(folder, "generation_config.json")):  # its stop tokens
             model.generation_config = GenerationConfig.from_pretrained(folder)
     except Exception as e:  # the library's errors are pages long: the first line names the cause
-        error = first_line(e, 300)
-    failed = first_error(error)
+        error = _first_line(e, 300)
+    failed = _first_error(error)
     if failed:
         die(f"cannot load a causal LM from {path!r} ({failed}); pass a folder with config.json and "
             f"complete safetensors weights, readable on every rank, or a downloaded hub id")
@@ -463,7 +465,7 @@ def snapshot(repo_id):
     return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.jinja"])
 
 
-def enable_checkpointing(model):
+def _enable_checkpointing(model):
     """--grad-checkpointing: each decoder layer recomputes its forward in the backward.
     transformers 5.23 renamed the call (the old name still works there, with a warning)."""
     if hasattr(model, "activation_checkpointing_enable"):
@@ -472,7 +474,7 @@ def enable_checkpointing(model):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def rebuild_buffers(model):
+def _rebuild_buffers(model):
     """to_empty leaves buffers uninitialised. Persistent ones come from the checkpoint; the others
     (rotary frequencies) are computed by transformers' own initialisation, as from_pretrained
     does. One it does not compute is an error, not garbage (it stays NaN)."""
@@ -493,13 +495,13 @@ def rebuild_buffers(model):
 FUSED_EXPERTS = re.compile(r"(.+\.experts)\.(gate_up_proj|down_proj)")
 
 
-def fill_weights(model, folder):
+def _fill_weights(model, folder):
     """Copy every parameter and persistent buffer of `model` from the safetensors files in folder
     (one file, or the shards of model.safetensors.index.json), this rank's rows only: FSDP2 keeps
     rows start:end of dim 0 (split as torch.chunk does) on each rank. A tied output layer is the
     embedding (read once). Raises on a missing file or tensor, or a shape that differs."""
     from safetensors import safe_open
-    files = weight_files(folder)
+    files = _weight_files(folder)
     state = model.state_dict(keep_vars=True)
     first = {}
     for name, tensor in state.items():
@@ -529,7 +531,7 @@ def fill_weights(model, folder):
                     return opened[files[key]].get_tensor(key)
                 return opened[files[key]].get_slice(key)[span[0]:span[1]]
 
-            stored = checkpoint_slice(read, name, start, end, n, files)
+            stored = _checkpoint_slice(read, name, start, end, n, files)
             if stored.shape != local.shape:
                 raise ValueError(f"{name} has shape {tuple(stored.shape)} in the checkpoint, the "
                                  f"model expects {tuple(local.shape)}")
@@ -537,7 +539,7 @@ def fill_weights(model, folder):
                 local.copy_(stored)
 
 
-def checkpoint_slice(read, name, start, end, n, files):
+def _checkpoint_slice(read, name, start, end, n, files):
     """Rows start:end of the model's tensor `name` (n rows) as stored in the checkpoint: the
     tensor of that name, or the experts start:end of a fused MoE layer, each expert's gate and up
     projections concatenated (how transformers fuses them)."""
@@ -552,7 +554,7 @@ def checkpoint_slice(read, name, start, end, n, files):
                         for e in range(start, end)])
 
 
-def weight_files(folder):
+def _weight_files(folder):
     """{tensor name: file} of a folder's safetensors weights: model.safetensors, or the shard
     files model.safetensors.index.json lists (every one must exist)."""
     from safetensors import safe_open
@@ -574,13 +576,13 @@ def weight_files(folder):
     return files
 
 
-def first_line(error, width):
+def _first_line(error, width):
     """An exception in one line: its type and the first `width` characters of its first line."""
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0][:width] if text else ''}"
 
 
-def first_error(error):
+def _first_error(error):
     """A collective: every rank's error (a string, or None), and the first rank's that failed
     (\"rank R: ...\" when several ranks run), on every rank: all stop together, none waits."""
     if not dist.is_initialized():
@@ -593,11 +595,11 @@ def first_error(error):
     return failed[0][1] if len(errors) == 1 else f"rank {failed[0][0]}: {failed[0][1]}"
 
 
-def peak_host_memory(device):
+def _peak_host_memory(device):
     """(the largest peak resident memory, VmHWM, over the ranks in bytes, its rank)."""
     with open("/proc/self/status") as f:
         peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    peaks = all_gather_cat(torch.tensor([peak], dtype=torch.float64, device=device))
+    peaks = _all_gather_cat(torch.tensor([peak], dtype=torch.float64, device=device))
     return int(peaks.max()), int(peaks.argmax())
 
 
@@ -630,7 +632,7 @@ def load_models(args, device, weights=None):
     if uses_reference(args.lam):
         ref = load_model(reference_path(args), frozen_dtype, device, fsdp=args.fsdp,
                          offload=args.offload_frozen)
-    peak, rank = peak_host_memory(device)
+    peak, rank = _peak_host_memory(device)
     if not dist.is_initialized() or dist.get_rank() == 0:
         print(f"gopd: models loaded: peak host RSS {peak / 2**30:.2f} GiB (rank {rank})")
     return student, teachers, ref
@@ -742,7 +744,7 @@ def validate_domains(rows, teachers):
             f"a default --teacher PATH (have: {sorted(map(str, teachers))})")
 
 
-def frozen_paths(args):
+def _frozen_paths(args):
     """{name: path} of the models that score the student's tokens."""
     paths = {f"teacher {d}" if d else "teacher": path for d, path in args.teachers.items()}
     if uses_reference(args.lam):
@@ -750,13 +752,13 @@ def frozen_paths(args):
     return paths
 
 
-def encode_prompts(rows, tokenizer, own_tokenizers, args, log):
+def _encode_prompts(rows, tokenizer, own_tokenizers, args, log):
     """Token ids of every prompt rendered for the student and, for each frozen model whose chat
     template differs ({path: tokenizer}), in that model's own template. Rows whose longest rendering
     leaves no room for a response are skipped and counted."""
     from transformers import AutoConfig
     context = 1 << 30
-    for path in {args.student, *frozen_paths(args).values()}:
+    for path in {args.student, *_frozen_paths(args).values()}:
         try:
             config = AutoConfig.from_pretrained(path)
         except Exception as e:
@@ -791,14 +793,14 @@ def load_data(args, log):
     validate_domains(rows, args.teachers)
     tokenizer = load_tokenizer(args.student)
     own_tokenizers = {}
-    for name, path in frozen_paths(args).items():
+    for name, path in _frozen_paths(args).items():
         tok = load_tokenizer(path)
         validate_same_tokenizer(tokenizer, tok, name)
         if tok.chat_template != tokenizer.chat_template:
             own_tokenizers[path] = tok
             log(f"gopd: the {name} has its own chat template; it scores its own rendering of each "
                 f"prompt")
-    rows, prompts, own_prompts = encode_prompts(rows, tokenizer, own_tokenizers, args, log)
+    rows, prompts, own_prompts = _encode_prompts(rows, tokenizer, own_tokenizers, args, log)
     eval_sets = {}
     for path in args.eval_data or []:
         try:
@@ -817,7 +819,7 @@ def load_data(args, log):
     return rows, tokenizer, prompts, own_prompts, eval_sets
 
 
-def hash_rows(rows):
+def _hash_rows(rows):
     """What a resumed run's training rows are compared by: a hash of every prompt and domain."""
     text = json.dumps([[r["prompt"], r.get("domain")] for r in rows])
     return hashlib.sha256(text.encode()).hexdigest()
@@ -874,7 +876,7 @@ def rollout(model, prompts, pad_id, stop_ids, max_new_tokens, temperature, top_p
     return seq, torch.cat([attn, mask], dim=1), mask
 
 
-def drop_padding_columns(seq, attn, mask):
+def _drop_padding_columns(seq, attn, mask):
     """Drop the columns that are padding in every row of a micro-batch: leading prompt padding,
     and response positions after every row has stopped."""
     n_prompt = seq.shape[1] - mask.shape[1]
@@ -913,7 +915,7 @@ def rollout_batches(model, prompts, idx, domains, sampling, rollout_batch, micro
             seq, attn, mask = rollout(model, prompts[s:s + rollout_batch], **sampling)
             for m in range(0, len(seq), micro_batch):
                 part = slice(m, m + micro_batch)
-                seq_m, attn_m, mask_m = drop_padding_columns(seq[part], attn[part], mask[part])
+                seq_m, attn_m, mask_m = _drop_padding_columns(seq[part], attn[part], mask[part])
                 batches.append(MicroBatch(seq_m, attn_m, mask_m, idx[s:s + rollout_batch][part],
                                           domains[s:s + rollout_batch][part],
                                           float(len(mask_m) * mask.shape[1])))
@@ -925,7 +927,7 @@ def rollout_batches(model, prompts, idx, domains, sampling, rollout_batch, micro
     batches = []
     for s in range(0, len(prompts), micro_batch):
         part = slice(s, s + micro_batch)
-        seq, attn, mask = with_responses(prompts[part], responses[part], sampling["pad_id"],
+        seq, attn, mask = _with_responses(prompts[part], responses[part], sampling["pad_id"],
                                          sampling["stop_ids"])
         batches.append(MicroBatch(seq.to(model.device), attn.to(model.device),
                                   mask.to(model.device), idx[part], domains[part],
@@ -933,7 +935,7 @@ def rollout_batches(model, prompts, idx, domains, sampling, rollout_batch, micro
     return batches
 
 
-def with_responses(prompts, responses, pad_id, stop_ids):
+def _with_responses(prompts, responses, pad_id, stop_ids):
     """(seq, attn, mask) of prompts and their responses (lists of ids) in rollout's layout:
     left-padded prompts, each response right after its prompt, padded with pad_id after it."""
     ids, prompt_attn = left_pad(prompts, pad_id)
@@ -981,7 +983,7 @@ def rollout_budget(config, prompt_len, new_tokens, free_bytes, dtype_bytes, frac
     return max(1, int(fraction * free_bytes // per_seq)), per_seq
 
 
-def free_memory(device):
+def _free_memory(device):
     """Bytes free for new tensors: on the GPU, else this rank's share of the machine's memory."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -1005,7 +1007,7 @@ def choose_rollout_batch(student, optimizer, prompts, args, world, device, log):
     if args.fsdp or device.type == "cuda":
         pending += dtype_bytes * n_params
     prompt_len = min(args.max_prompt_len, max(len(p) for p in prompts))
-    free = free_memory(device)
+    free = _free_memory(device)
     batch, per_seq = rollout_budget(student.config, prompt_len, args.max_new_tokens, free - pending,
                                     dtype_bytes)
     per_rank = args.prompts_per_step // world * args.samples_per_prompt
@@ -1166,7 +1168,7 @@ def chunk_kl(head, hidden, targets, teacher_head, teacher_hidden, ref_head, ref_
 @contextmanager
 def frozen_heads(models, device, offload):
     """{model: its output layer, usable on `device`}, for target_kl in the update (the frozen
-    models', and the student's for kept_kl). A sharded (FSDP) model's root unit (embeddings, final
+    models', and the student's for _kept_kl). A sharded (FSDP) model's root unit (embeddings, final
     norm, output layer) is gathered on entry and freed on exit: collectives, so every rank passes
     the same models in the same order, whatever its rows' domains. With --offload-frozen, a frozen
     model in CPU memory lends a copy of its output layer's weights on the device."""
@@ -1193,7 +1195,7 @@ def kept_positions(estimator, step):
     return slice(None) if estimator == "exact" else slice(step % KL_STRIDE, None, KL_STRIDE)
 
 
-def with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
+def _with_prompts(prompts, sequences, attention_mask, n_response, pad_id):
     """The same responses (the last n_response columns) after other prompts (lists of ids):
     another model's rendering of them in its own chat template, left-padded again."""
     ids, attn = left_pad(prompts, pad_id)
@@ -1226,7 +1228,7 @@ def frozen_logprobs(models, domains, sequences, attention_mask, n_response, temp
         seq, attn = sequences[run], attention_mask[run]
         if own_prompts and own_prompts.get(domain) is not None:
             own = [own_prompts[domain][i] for i in run]
-            seq, attn = with_prompts(own, seq, attn, n_response, pad_id)
+            seq, attn = _with_prompts(own, seq, attn, n_response, pad_id)
         logp = token_logprobs(model, seq, attn, n_response, temperature, keep=keep)
         if keep is not None:
             logp, hidden = logp
@@ -1356,7 +1358,7 @@ def out_lock(out, rank, device):
             else:
                 busy = e
     try:
-        if any_rank_failed(busy, device):
+        if _any_rank_failed(busy, device):
             try:
                 with open(path) as f:
                     owner = json.loads(f.read())
@@ -1372,7 +1374,7 @@ def out_lock(out, rank, device):
             held.close()  # unlocks
 
 
-def rng_state():
+def _rng_state():
     """This rank's random streams as tensors and plain values, which torch.load reads back with
     weights_only=True (numpy's own state holds an array, which it would refuse)."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -1381,7 +1383,7 @@ def rng_state():
             "torch": torch.get_rng_state(), "cuda": cuda}
 
 
-def set_rng_state(state):
+def _set_rng_state(state):
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, key, pos, has_gauss, cached = state["numpy"]
@@ -1399,7 +1401,7 @@ def checkpoints(out):
     return sorted(os.path.join(out, d) for d in names)
 
 
-def run_flags(args, rollout_batch):
+def _run_flags(args, rollout_batch):
     """The flags as run.json and the trackers record them, with the rollout batch the run uses."""
     flags = {k: v for k, v in vars(args).items() if k != "teachers"}
     return {**flags, "rollout_batch": rollout_batch}
@@ -1407,11 +1409,11 @@ def run_flags(args, rollout_batch):
 
 def run_record(args, rollout_batch, world, step, data_hash):
     """What a resumed run must agree with: the flags, the number of ranks and the training rows."""
-    return {"step": step, "world": world, "args": run_flags(args, rollout_batch),
+    return {"step": step, "world": world, "args": _run_flags(args, rollout_batch),
             "data": data_hash}
 
 
-def any_rank_failed(error, device):
+def _any_rank_failed(error, device):
     """A collective: True on every rank if any rank caught an error (all stop, none hangs)."""
     failed = torch.tensor(float(error is not None), device=device)
     return all_reduce_sum(failed).item() > 0
@@ -1438,7 +1440,7 @@ def save_sharded(model, optimizer, folder):
     return weights
 
 
-def load_sharded_optimizer(optimizer, state):
+def _load_sharded_optimizer(optimizer, state):
     """The mirror of save_sharded for the optimizer (the weights load with from_pretrained): each
     local shard becomes a DTensor laid out as its parameter is (the same ranks wrote it)."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -1467,7 +1469,7 @@ def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank,
             os.makedirs(tmp)
 
     def write_rank_state():  # each rank samples from its own random streams (and holds its shards)
-        torch.save(rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
+        torch.save(_rng_state(), os.path.join(tmp, f"rng_rank{rank}.pt"))
         if sharded:
             full_weights.update(save_sharded(student, optimizer, tmp))
 
@@ -1488,16 +1490,16 @@ def save_checkpoint(out, record, student, tokenizer, optimizer, scheduler, rank,
             part()
         except Exception as e:  # whatever the writer raises: OSError, torch's, safetensors' errors
             error = e
-        if any_rank_failed(error, device):
+        if _any_rank_failed(error, device):
             if rank == 0:
                 shutil.rmtree(tmp, ignore_errors=True)
             previous = checkpoints(out)[-1] if checkpoints(out) else "none"
-            die(f"could not write checkpoint {final} ({save_error(error)}); removed the partial "
+            die(f"could not write checkpoint {final} ({_save_error(error)}); removed the partial "
                 f"folder, the last intact checkpoint is {previous}. Fix that, then rerun with "
                 f"--resume")
 
 
-def save_error(error):
+def _save_error(error):
     """What went wrong in a save, in a few words (torch reports a full disk as 'unexpected pos')."""
     if error is None:
         return "failed on another rank"
@@ -1505,7 +1507,7 @@ def save_error(error):
     full = getattr(error, "errno", None) == errno.ENOSPC
     if full or "No space left" in text or "unexpected pos" in text:
         return "no space left on device"
-    return first_line(error, 200)
+    return _first_line(error, 200)
 
 
 def validate_weights(folder):
@@ -1574,7 +1576,7 @@ def read_checkpoint(folder, world, rank):
                      weights_only=True)
     if state["step"] != record["step"]:
         raise ValueError(f"trainer_state.pt is of step {state['step']}, run.json of another")
-    set_rng_state(rng)  # checks it; the run seeds, or sets it again, after the scan
+    _set_rng_state(rng)  # checks it; the run seeds, or sets it again, after the scan
     if state["optimizer"] is None:  # --fsdp: this rank's shard of the optimizer state
         state["shard"] = torch.load(os.path.join(folder, f"optimizer_rank{rank}.pt"),
                                     map_location="cpu", weights_only=True)
@@ -1588,10 +1590,10 @@ def find_checkpoint(out, resume, world, rank, device, log):
         die(f"{out} already has checkpoints; pass --resume to continue, or a new --out")
     if resume and not checkpoints(out):
         die(f"--resume: no checkpoint in {out}; drop --resume to start fresh")
-    return newest_intact_checkpoint(out, world, rank, device, log) if resume else None
+    return _newest_intact_checkpoint(out, world, rank, device, log) if resume else None
 
 
-def newest_intact_checkpoint(out, world, rank, device, log):
+def _newest_intact_checkpoint(out, world, rank, device, log):
     """The newest Checkpoint in out that is complete on every rank.
     Newer ones that are incomplete or not gopd's (a run.json of the wrong shape, a pickle) are
     named and kept aside as step_N.incomplete-K, so the resumed run can write its own; nothing is
@@ -1605,7 +1607,7 @@ def newest_intact_checkpoint(out, world, rank, device, log):
             checkpoint = read_checkpoint(folder, world, rank)
         except Exception as e:  # any unreadable part means: not this one
             error = e
-        if not any_rank_failed(error, device):
+        if not _any_rank_failed(error, device):
             barrier()
             if rank == 0:
                 for bad in skipped:
@@ -1615,7 +1617,7 @@ def newest_intact_checkpoint(out, world, rank, device, log):
                     os.rename(bad, f"{bad}.incomplete-{n}")
             barrier()
             return checkpoint
-        why = first_line(error, 150) if error else "on another rank"
+        why = _first_line(error, 150) if error else "on another rank"
         log(f"gopd: skipping {folder}: incomplete or not gopd's ({why})")
         skipped.append(folder)
     die(f"--resume: no intact checkpoint in {out}; drop --resume to start fresh (nothing was "
@@ -1624,7 +1626,7 @@ def newest_intact_checkpoint(out, world, rank, device, log):
 
 def validate_resume_flags(record, args, data_hash, folder, log):
     """Refuse to resume with flags that change what is optimised, unless --resume-override."""
-    old, new = record["args"], run_flags(args, args.rollout_batch)
+    old, new = record["args"], _run_flags(args, args.rollout_batch)
     differ = [k for k in sorted(set(old) | set(new))
               if k not in RESUMABLE and old.get(k) != new.get(k)]
     changed = [f"--{k.replace('_', '-')} {old.get(k)} (now {new.get(k)})" for k in differ]
@@ -1652,7 +1654,7 @@ def resume(checkpoint, student, optimizer, scheduler, args, rank, log):
     log(f"gopd: resumed from {checkpoint.folder} at step {start}")
     if rank == 0:
         for name in ["metrics.jsonl", "samples.jsonl"]:
-            truncate_log(os.path.join(args.out, name), start)
+            _truncate_log(os.path.join(args.out, name), start)
     return start
 
 
@@ -1667,11 +1669,11 @@ def load_checkpoint(checkpoint, student, optimizer, scheduler, args):
         die(f"--resume: {checkpoint.folder} was written {how} --fsdp, and its optimizer state is "
             f"stored that way; resume {how} --fsdp")
     if state["optimizer"] is None:
-        load_sharded_optimizer(optimizer, state["shard"])
+        _load_sharded_optimizer(optimizer, state["shard"])
     else:
         optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(checkpoint.rng)
+    _set_rng_state(checkpoint.rng)
     factor = lr_lambda(args)(scheduler.last_epoch)
     for group in optimizer.param_groups:
         group.update(initial_lr=args.lr, lr=args.lr * factor, weight_decay=args.weight_decay)
@@ -1679,7 +1681,7 @@ def load_checkpoint(checkpoint, student, optimizer, scheduler, args):
     return state["step"]
 
 
-def truncate_log(path, step):
+def _truncate_log(path, step):
     """Drop the rows of a JSONL log that a resumed run writes again (those after `step`)."""
     if not os.path.exists(path):
         return
@@ -1714,7 +1716,7 @@ def lr_lambda(args):
 
 
 @torch.no_grad()
-def batch_sums(batch, logp_s, entropy, lam, stop_ids, report_domains):
+def _batch_sums(batch, logp_s, entropy, lam, stop_ids, report_domains):
     """Named sums over one MicroBatch; the step's metrics are ratios of their totals over all
     ranks. Reference terms only when it is scored; per-domain terms for each of report_domains (the
     teachers' domains when there are several), so every rank has every key, whatever its rows."""
@@ -1740,13 +1742,13 @@ def batch_sums(batch, logp_s, entropy, lam, stop_ids, report_domains):
     return sums
 
 
-def reduce_sums(sums):
+def _reduce_sums(sums):
     """Sum every named total over the ranks in one collective (sorted keys: one order on all)."""
     keys = sorted(sums)
     return dict(zip(keys, all_reduce_sum(torch.stack([sums[k].float() for k in keys]))))
 
 
-def step_metrics(sums, batches, lam):
+def _step_metrics(sums, batches, lam):
     """The step's metrics from the global totals: per-token means (overall and per domain), and
     the quantiles of the response lengths and of log pi_T - log pi_ref over all ranks."""
     tokens, responses = sums["tokens"], sums["responses"]
@@ -1754,7 +1756,7 @@ def step_metrics(sums, batches, lam):
     metrics = {name: (sums[name] / tokens).item() for name in names if name in sums}
     # what both estimators minimise: at every state (exact) or the kept ones (sampled)
     metrics["kl_target"] = (sums["kl_target"] / sums["kl_target_tokens"]).item()
-    lengths = all_gather_cat(torch.cat([b.mask.sum(1) for b in batches])).float()
+    lengths = _all_gather_cat(torch.cat([b.mask.sum(1) for b in batches])).float()
     metrics.update(response_len=(tokens / responses).item(),
                    response_len_p90=lengths.quantile(0.9).item(),
                    response_len_max=lengths.max().item(),
@@ -1768,14 +1770,14 @@ def step_metrics(sums, batches, lam):
     if uses_reference(lam):
         # log pi_T - log pi_ref: a spike here is what extrapolation (lam > 1) amplifies first
         ratio = torch.cat([(b.logp_t - b.logp_r)[b.mask.bool()] for b in batches])
-        ratio = all_gather_cat(ratio[::max(1, math.ceil(len(ratio) / 32768))])  # a spread sample
+        ratio = _all_gather_cat(ratio[::max(1, math.ceil(len(ratio) / 32768))])  # a spread sample
         q = ratio.quantile(torch.tensor([0.01, 0.5, 0.99], device=ratio.device))
         metrics.update(log_ratio_p1=q[0].item(), log_ratio_p50=q[1].item(),
                        log_ratio_p99=q[2].item(), log_ratio_max=ratio.max().item())
     return metrics
 
 
-def outcome_idx(rows):
+def _outcome_idx(rows):
     """Indices of the rows evaluate.check can grade: a math 'answer' or code 'tests'."""
     checkable = []
     for i, row in enumerate(rows):
@@ -1794,7 +1796,7 @@ def check_outcomes(rows, responses):
     return sum(results), len(results)
 
 
-def decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=True):
+def _decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=True):
     """(row, decoded response) of this rank's rollouts whose dataset index is in the set idx."""
     picked = [(rows[r], b.seq[i, -b.mask.shape[1]:][b.mask[i].bool()])
               for b in batches for i, r in enumerate(b.idx) if r in idx]
@@ -1803,7 +1805,7 @@ def decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=True):
     return [row for row, _ in picked], texts
 
 
-def append_jsonl(path, *records):
+def _append_jsonl(path, *records):
     with open(path, "a") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
 
@@ -1833,15 +1835,15 @@ def run_eval(run):
     return result
 
 
-def write_samples(path, step, batches, rows, tokenizer, k=4):
+def _write_samples(path, step, batches, rows, tokenizer, k=4):
     """A few decoded rollouts of this rank, special tokens shown, to read what the student says."""
     idx = set([i for b in batches for i in b.idx][:k])
-    picked, texts = decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=False)
-    append_jsonl(path, *[{"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
+    picked, texts = _decoded_responses(batches, rows, idx, tokenizer, skip_special_tokens=False)
+    _append_jsonl(path, *[{"step": step, "domain": row.get("domain"), "prompt": row["prompt"],
                           "response": text} for row, text in list(zip(picked, texts))[:k]])
 
 
-def start_trackers(args, rollout_batch, start):
+def _start_trackers(args, rollout_batch, start):
     """--report-to: the trackers of this run, by name (rank 0 only; the modules were imported at
     parse time). A resumed TensorBoard log drops what an interrupted run logged after `start`, as
     metrics.jsonl does."""
@@ -1849,7 +1851,7 @@ def start_trackers(args, rollout_batch, start):
     if "wandb" in args.report_to:
         import wandb
         trackers["wandb"] = wandb.init(name=os.path.basename(os.path.abspath(args.out)),
-                                       config=run_flags(args, rollout_batch))
+                                       config=_run_flags(args, rollout_batch))
     if "tensorboard" in args.report_to:
         from torch.utils.tensorboard import SummaryWriter
         trackers["tensorboard"] = SummaryWriter(os.path.join(args.out, "tensorboard"),
@@ -1872,7 +1874,7 @@ def report(trackers, record):
         trackers["tensorboard"].flush()  # a killed run keeps what it logged
 
 
-def close_trackers(trackers):
+def _close_trackers(trackers):
     if "wandb" in trackers:
         trackers["wandb"].finish()
     if "tensorboard" in trackers:
@@ -1883,7 +1885,7 @@ def close_trackers(trackers):
 
 
 @torch.no_grad()
-def kept_kl(student, kept, frozen, lam, temperature, device, offload):
+def _kept_kl(student, kept, frozen, lam, temperature, device, offload):
     """The sampled estimator's kl_target: the exact per-state KL to the target at the states whose
     hidden states were kept, [(mask, sampled tokens, student's hidden states, frozen states)] per
     micro-batch, once the update's backward passes have freed their activations; the student's and
@@ -1903,7 +1905,7 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, report_domains,
     (gopd_loss on the sampled tokens, or exact_loss over the vocabulary at every state), normalised
     over the global batch, then clipping and AdamW. frozen: the distinct frozen models, in the same
     order on every rank (their output layers give the per-state target, frozen_heads). Returns the
-    step's named sums over all ranks (the loss, batch_sums, and the exact per-state KL to the
+    step's named sums over all ranks (the loss, _batch_sums, and the exact per-state KL to the
     target: all states for exact, the kept ones for sampled) and the gradient norm. A non-finite
     loss or gradient stops before the step."""
     student = getattr(model, "module", model)  # under DDP, the wrapped model
@@ -1941,7 +1943,7 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, report_domains,
                                  hidden, states))
             (loss * world).backward()  # DDP and FSDP average gradients over ranks: undo it
             micro = {"loss": loss.detach(),
-                     **batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, report_domains)}
+                     **_batch_sums(b, logp_s.detach(), entropy, args.lam, stop_ids, report_domains)}
             if exact:  # the metric is the loss's own KL, at every state
                 micro.update(kl_target=(kl.detach() * b.mask).sum(),
                              kl_target_tokens=b.mask.sum().float())
@@ -1949,12 +1951,12 @@ def update(model, batches, optimizer, scheduler, args, stop_ids, report_domains,
                 sums[name] = sums.get(name, 0) + value
     if not exact:
         with autocast(device):
-            sums["kl_target"], sums["kl_target_tokens"] = kept_kl(
+            sums["kl_target"], sums["kl_target_tokens"] = _kept_kl(
                 student, kept, frozen, args.lam, temperature, device, args.offload_frozen)
     grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.grad_clip or math.inf)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
-    sums = reduce_sums(sums)
+    sums = _reduce_sums(sums)
     if not torch.isfinite(grad_norm) or not torch.isfinite(sums["loss"]):
         die(f"non-finite loss or gradient at step {step + 1} (loss {sums['loss'].item()}, grad "
             f"norm {grad_norm.item()}); nothing was saved for this step, the last checkpoint in "
@@ -2003,13 +2005,13 @@ class Run:
     results: dict = field(default_factory=dict)  # evaluations "before" and "after" training
 
 
-def step_record(step, batches, sums, grad_norm, outcome, lr, times, t0, lam, device):
-    """The metrics.jsonl record of a step: the loss, step_metrics, the outcome accuracy of the
+def _step_record(step, batches, sums, grad_norm, outcome, lr, times, t0, lam, device):
+    """The metrics.jsonl record of a step: the loss, _step_metrics, the outcome accuracy of the
     checked rollouts (outcome: the future of check_outcomes' counts on this rank), timings.
     Non-finite values are None."""
     outcome = all_reduce_sum(torch.tensor(outcome.result(), dtype=torch.float, device=device))
     elapsed = synced_time(device) - t0
-    metrics = {"step": step, "loss": sums["loss"].item(), **step_metrics(sums, batches, lam),
+    metrics = {"step": step, "loss": sums["loss"].item(), **_step_metrics(sums, batches, lam),
                "grad_norm": grad_norm, "lr": lr, "tokens_per_s": sums["tokens"].item() / elapsed,
                **times, "rollout_useful_fraction": useful_fraction(batches), "time_step": elapsed}
     if outcome[1] > 0:  # correct, checked
@@ -2022,7 +2024,7 @@ def end_step(run, step, batches, sums, grad_norm, outcome, times, t0):
     """The bookkeeping of 1-based `step`: its record, logged to metrics.jsonl and the trackers and
     printed; a few decoded rollouts, the evaluation and the checkpoint when they are due."""
     args, last = run.args, step == run.args.steps
-    metrics = step_record(step, batches, sums, grad_norm, outcome, run.scheduler.get_last_lr()[0],
+    metrics = _step_record(step, batches, sums, grad_norm, outcome, run.scheduler.get_last_lr()[0],
                           times, t0, args.lam, run.device)
     if step == 1 and uses_reference(args.lam) and args.ref is None and metrics["ref_gap"] > 0.05:
         run.log(f"gopd: warning: at step 1 the student and its reference (the same weights) "
@@ -2034,10 +2036,10 @@ def end_step(run, step, batches, sums, grad_norm, outcome, times, t0):
         if last:
             run.results["after"] = metrics["eval"]
     if run.rank == 0:
-        append_jsonl(os.path.join(args.out, "metrics.jsonl"), metrics)
+        _append_jsonl(os.path.join(args.out, "metrics.jsonl"), metrics)
         report(run.trackers, metrics)
         if due(step, args.log_samples_every, first=True):
-            write_samples(os.path.join(args.out, "samples.jsonl"), step, batches, run.rows,
+            _write_samples(os.path.join(args.out, "samples.jsonl"), step, batches, run.rows,
                           run.tokenizer)
         shown = ["step", "loss", "implicit_reward", "kl_teacher", "kl_target", "entropy",
                  "response_len", "outcome_accuracy", "grad_norm", "eval"]
@@ -2055,7 +2057,7 @@ def eval_before(run):
     run.log(f"gopd: before training {run.results['before']}")
     if run.rank == 0:
         record = {"step": 0, "eval": run.results["before"]}
-        append_jsonl(os.path.join(run.args.out, "metrics.jsonl"), record)
+        _append_jsonl(os.path.join(run.args.out, "metrics.jsonl"), record)
         report(run.trackers, record)
 
 
@@ -2072,7 +2074,7 @@ def eval_after(run):
             json.dump(run.results, f, indent=2)
 
 
-def stop_on_sigterm(signum, frame):
+def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")  # schedulers send it before killing: stop as for Ctrl-C
 
 
@@ -2080,7 +2082,7 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world, device = setup_distributed(args.dist_timeout, args.fsdp)
     progress = {"step": None}  # where a Ctrl-C or SIGTERM found the run
-    previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         with out_lock(args.out, rank, device):
             train(args, rank, world, device, progress)
@@ -2113,7 +2115,7 @@ def train(args, rank, world, device, progress):
     np.random.seed(args.seed + rank)
     torch.manual_seed(args.seed + rank)
     rows, tokenizer, prompts, own_prompts, eval_sets = load_data(args, log)
-    data_hash = hash_rows(rows)
+    data_hash = _hash_rows(rows)
     if checkpoint:
         validate_resume_flags(checkpoint.record, args, data_hash, checkpoint.folder, log)
     student, teachers, ref = load_models(args, device, checkpoint.folder if checkpoint else None)
@@ -2133,11 +2135,11 @@ def train(args, rank, world, device, progress):
     ref_prompts = {None: own_prompts.get(reference_path(args))}
     report_domains = list(teachers) if len(teachers) > 1 else []  # several teachers: per domain
     frozen = list(dict.fromkeys([*teachers.values(), *([ref] if ref is not None else [])]))
-    checkable = set(outcome_idx(rows))
+    checkable = set(_outcome_idx(rows))
     checker = ThreadPoolExecutor(1)  # checks rollouts while the step goes on
     run = Run(args, rank, world, device, log, student, tokenizer, optimizer, scheduler, rows,
               eval_sets, rollout_batch, data_hash,
-              start_trackers(args, rollout_batch, start) if rank == 0 else {})
+              _start_trackers(args, rollout_batch, start) if rank == 0 else {})
     if eval_sets and start == 0:
         eval_before(run)
 
@@ -2158,7 +2160,7 @@ def train(args, rank, world, device, progress):
                                           rollout_batch, args.micro_batch)
             to_check = checkable if due(step + 1, args.grade_every, first=True) else set()
             outcome = checker.submit(check_outcomes,
-                                     *decoded_responses(batches, rows, to_check, tokenizer))
+                                     *_decoded_responses(batches, rows, to_check, tokenizer))
 
             # 2. Scoring: every sampled token by its row's teacher, and by the reference
             with phase("score", times, device):
@@ -2175,7 +2177,7 @@ def train(args, rank, world, device, progress):
             end_step(run, step + 1, batches, sums, grad_norm, outcome, times, t0)
     finally:
         checker.shutdown(wait=False, cancel_futures=True)
-        close_trackers(run.trackers)
+        _close_trackers(run.trackers)
     if eval_sets:
         eval_after(run)
 

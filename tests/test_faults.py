@@ -381,7 +381,7 @@ def test_resume_reuses_the_rollout_batch_whatever_memory_is_free(world, tmp_path
     auto = {"--rollout-batch": None, "--temperature": "1"}
     gopd.main(base_args(world, tmp_path / "full", **auto, **{"--steps": "3"}))
     gopd.main(base_args(world, tmp_path / "cut", **auto, **{"--steps": "2"}))
-    monkeypatch.setattr(gopd, "free_memory", lambda device: 1)  # room for one sequence, if asked
+    monkeypatch.setattr(gopd, "_free_memory", lambda device: 1)  # room for one sequence, if asked
     capsys.readouterr()
     gopd.main(base_args(world, tmp_path / "cut", **auto, **{"--steps": "3", "--resume": ""}))
     assert f"rollout batch 8 sequences, as in {tmp_path / 'cut' / 'step_000002'}" in capsys.readouterr().out

@@ -280,7 +280,7 @@ def test_rollout_batch_from_the_kv_cache_budget(world, tmp_path, capsys, monkeyp
     optimizer = torch.optim.AdamW(student.parameters())
     pending = 8 * sum(p.numel() for p in student.parameters())  # AdamW's moments, not allocated yet
     one = gopd.rollout_budget(student.config, 20, 12, 1, 4)[1]
-    monkeypatch.setattr(gopd, "free_memory", lambda device: pending + int(7.5 * one / 0.8))
+    monkeypatch.setattr(gopd, "_free_memory", lambda device: pending + int(7.5 * one / 0.8))
     args = SimpleNamespace(fsdp=False, max_prompt_len=2048, max_new_tokens=12, prompts_per_step=4,
                            samples_per_prompt=2, micro_batch=3)
     choose = lambda: gopd.choose_rollout_batch(student, optimizer, [[1] * 20], args, 1, torch.device("cpu"),  # noqa: E731
