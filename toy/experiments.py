@@ -43,6 +43,7 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 TOY = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOY)
@@ -636,14 +637,17 @@ def convergence_tables(res):
                 f"| {cell(t[d][last])} | {cell(plateau(r, d))} | {cell(h[d])} "
                 for d in ["math", "code"]) + "|")
 
+    def per_seed(run, d, step):  # a run's accuracy per seed: at a step, its plateau, held out
+        if step == "plateau":
+            return plateau(run, d)
+        return run["held_out"][d] if step == "held out" else run["test"][d][step]
+
     def differences(a, b, d, estimators, steps):  # cells of a - b, for the runs that exist
         cells = []
         for e_a, e_b in estimators:
             ra, rb = runs.get(f"{a}, {e_a}"), runs.get(f"{b}, {e_b}")
             for step in steps:
-                get = {"held out": lambda r: r["held_out"][d],
-                       "plateau": lambda r: plateau(r, d)}.get(
-                    step, lambda r, step=step: r["test"][d][step])
+                get = partial(per_seed, d=d, step=step)
                 cells.append(paired(ra, rb, get) if ra and rb else "–")
         return " | ".join(cells)
     multi = ("multi ExOPD (λ=1.25)", "multi OPD (λ=1)")
