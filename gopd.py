@@ -676,6 +676,30 @@ def gathered(model):
 
 
 @contextmanager
+def cast_weights(model, dtype):
+    """Generate from the student's weights cast once to `dtype` (bf16 on GPU), not from its float32
+    masters under autocast, which casts every weight again at every decoded token (no_grad has no
+    cast cache): on an H200, a Qwen3-1.7B shape, 8 rows, 28.3 ms a token cast vs 101.6 under
+    autocast. The copies stand in for the parameters in their modules (a tied weight stays one
+    tensor) and the parameters themselves come back untouched: setting `.data` to another dtype
+    would drop the gradient hooks DDP put on them. Costs a copy of the student in `dtype` during
+    the rollout, as `gathered` does under FSDP (where this has nothing to do)."""
+    swapped, copies = [], {}
+    for module in [] if isinstance(model, FSDPModule) else model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.dtype != dtype:
+                if id(param) not in copies:
+                    copies[id(param)] = torch.nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                module._parameters[name] = copies[id(param)]
+                swapped.append((module, name, param))
+    try:
+        yield
+    finally:
+        for module, name, param in swapped:
+            module._parameters[name] = param
+
+
+@contextmanager
 def resident(model, device, offload):
     """--offload-frozen: a frozen model lives in CPU memory and is on the GPU only inside this block
     (a whole copy: once per step, see score_batches). A sharded one is left to FSDP, which keeps its
@@ -1820,7 +1844,8 @@ def run_eval(run):
         counts = torch.zeros(len(names), 2, device=device)  # correct samples, samples
         mine = rows[run.rank::run.world]
         records = []
-        with gathered(run.student):  # every rank gathers, even one with no problem to evaluate
+        # every rank gathers, even one with no problem to evaluate; generate as the rollout does
+        with gathered(run.student), cast_weights(run.student, compute_dtype(device)):
             if mine:
                 _, records = evaluate.evaluate_model(
                     run.student, run.tokenizer, mine, n=args.eval_n,
@@ -2152,8 +2177,9 @@ def train(args, rank, world, device, progress):
             idx = [i for i in idx for _ in range(args.samples_per_prompt)]
 
             # 1. Rollout: the student samples, unwrapped (or gathered, under FSDP), since no
-            # collective may run inside generate
-            with phase("generate", times, device), autocast(device), gathered(student):
+            # collective may run inside generate; from its weights in bf16 on GPU
+            with phase("generate", times, device), autocast(device), gathered(student), \
+                    cast_weights(student, compute_dtype(device)):
                 student.eval()
                 batches = rollout_batches(student, [prompts[i] for i in idx], idx,
                                           [rows[i].get("domain") for i in idx], sampling,

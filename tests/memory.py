@@ -21,8 +21,8 @@ The parts, per GPU (N = student parameters, S = ranks sharing them: 8 under --fs
 - frozen models (teachers, reference when lam != 1), bf16: 2 bytes a parameter, /S under --fsdp. With
   --offload-frozen they sit in CPU memory; only the scoring phase holds one on the GPU (the whole model
   under DDP; under FSDP the units being gathered: the root plus two layers).
-- rollout copy: generation runs on a bf16 copy of the student (FSDP gathers it; DDP's autocast caches
-  one), 2N.
+- rollout copy: generation runs on a bf16 copy of the student (FSDP gathers it; under DDP
+  gopd.cast_weights makes it), 2N.
 - KV cache, per sequence of prompt + response: gopd.rollout_budget (the same function gopd uses to
   pick --rollout-batch: KV of every layer, the prefill's activations, the sampling buffers).
 - activations of one micro-batch of T tokens in the update, with gradient checkpointing: every

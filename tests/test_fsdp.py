@@ -253,8 +253,8 @@ def test_offloaded_frozen_models_score_the_same(world):
         assert torch.allclose(b.logp_t, t, atol=1e-6) and torch.allclose(b.logp_r, r, atol=1e-6)
     # each domain's rows were scored by their own teacher: the two teachers disagree
     b = next(b for b in batches if len(set(b.domains)) > 1)
-    other = gopd.frozen_logprobs({"math": teachers["code"], "code": teachers["math"]}, b.domains, b.seq, b.attn,
-                                 b.mask.shape[1], 1.0)
+    swapped = {"math": teachers["code"].to(device), "code": teachers["math"].to(device)}  # on CPU since offload
+    other = gopd.frozen_logprobs(swapped, b.domains, b.seq, b.attn, b.mask.shape[1], 1.0)
     assert not torch.allclose(other, b.logp_t, atol=1e-3)
 
 

@@ -248,3 +248,74 @@ def test_training_step_is_the_same_on_both_paths(world, tmp_path, monkeypatch):
     assert one["rollout_useful_fraction"] < staged["rollout_useful_fraction"] <= 1
     w1, w2 = (weights(tmp_path / run / "step_000001") for run in ["staged", "one"])
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_rollout_weights_are_cast_once_and_the_masters_come_back(world, tmp_path, tie):
+    """gopd.cast_weights: inside, every parameter is bf16 (a tied head still the embedding's tensor) and
+    generate runs on them; after, the model holds its own float32 parameters again, the same objects and
+    storage, bit for bit."""
+    path = str(tmp_path / "student")
+    tiny.build_model(path, AutoTokenizer.from_pretrained(world["student"]), seed=3, tie=tie)
+    model, tok = load(path)
+    params = list(model.parameters())
+    masters = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
+    with torch.no_grad(), gopd.cast_weights(model, torch.bfloat16):
+        assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+        assert (model.lm_head.weight is model.model.embed_tokens.weight) == tie
+        seq, _, _ = gopd.rollout(model, world_prompts(tok, 4), tok.pad_token_id, [tok.eos_token_id], 8, 1.0, 1.0)
+    assert seq.shape[0] == 4 and all(p is q for p, q in zip(model.parameters(), params))
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.float32 and p.data_ptr() == masters[n][0] and torch.equal(p, masters[n][1])
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == tie
+
+
+
+def _ddp_after_cast(rank, store, result):
+    """One rank: a DDP step, a cast rollout, a second step; is the second step's gradient the two ranks' mean?"""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(8, 4), torch.nn.Linear(4, 8))
+    ddp, x = DistributedDataParallel(model), torch.tensor([[rank, 2 * rank + 1, 3]])
+    ddp(x).logsumexp(-1).sum().backward()  # a first step: the gradient accumulators DDP hooks now exist
+    model.zero_grad()
+    with torch.no_grad(), gopd.cast_weights(model, torch.bfloat16):
+        model(x)
+    ddp(x).logsumexp(-1).sum().backward()
+    local = torch.autograd.grad(model(x).logsumexp(-1).sum(), list(model.parameters()))
+    for p, g in zip(model.parameters(), local):
+        both = [torch.zeros_like(g) for _ in range(2)]
+        dist.all_gather(both, g)
+        result[rank] = result.get(rank, True) and torch.allclose(p.grad, (both[0] + both[1]) / 2, atol=1e-6)
+    dist.destroy_process_group()
+
+
+def test_ddp_still_averages_gradients_after_a_cast_rollout(tmp_path):
+    """DDP hooks each parameter's gradient accumulator; setting a parameter's .data to another dtype drops it,
+    and the ranks silently stop averaging (seen with that version of cast_weights). Two ranks: after a cast
+    rollout each rank's gradient is still the mean of both ranks' own."""
+    import torch.multiprocessing as mp
+    result = mp.Manager().dict()
+    mp.spawn(_ddp_after_cast, args=(str(tmp_path / "store"), result), nprocs=2)
+    assert dict(result) == {0: True, 1: True}
+
+def test_training_rollouts_and_evaluations_generate_in_the_compute_dtype(world, tmp_path, monkeypatch):
+    """The GPU precision path on CPU (compute dtype bf16, autocast): every generate call of a training run, the
+    rollouts' and the evaluation's, sees the student's weights in bf16; the update and the checkpoint see float32."""
+    seen = []
+    real = evaluate._generate
+
+    def spy(model, *args, **kwargs):
+        seen.append(next(model.parameters()).dtype)
+        return real(model, *args, **kwargs)
+    monkeypatch.setattr(evaluate, "_generate", spy)
+    monkeypatch.setattr(gopd, "compute_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(gopd, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    evals = tiny.write_jsonl(tmp_path / "eval.jsonl", [{"prompt": "add 1 and 2", "domain": "math", "answer": "3"}])
+    gopd.main(base_args(world, tmp_path / "o", **{"--steps": "1", "--eval-data": evals, "--eval-every": "1"}))
+    assert len(seen) >= 2 and set(seen) == {torch.bfloat16}
+    assert all(t.dtype == torch.float32 for t in weights(tmp_path / "o" / "step_000001").values())
