@@ -987,6 +987,7 @@ def _looks_local(path):
 
 def _load_model(name, tokenizer_only, device):
     """(tokenizer, model or None), or one line: a missing local folder is named as such."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
         raise ValueError(f"{name!r}: no such folder; pass a model folder or a hub id like org/name")
@@ -995,7 +996,10 @@ def _load_model(name, tokenizer_only, device):
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer_only:
             return tokenizer, None
-        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+        # bf16 on GPU, as gopd's rollouts sample: a gopd checkpoint is float32, twice the memory and
+        # far slower matrix math there; on CPU the checkpoint's own dtype
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else "auto"
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
     except Exception as e:    # OSError, ValueError, a truncated safetensors file, ...
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ValueError(f"cannot load {name!r}: {first_line}") from None

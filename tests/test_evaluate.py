@@ -919,3 +919,19 @@ def test_a_huge_response_is_wrong_unread():
     finally:
         tracemalloc.stop()
     assert check_math("x" * (evaluate.MAX_RESPONSE - 20) + "\\boxed{1}", "1")
+
+
+def test_the_driver_loads_models_in_bf16_on_gpu_and_as_saved_on_cpu(world, monkeypatch):
+    """gopd saves float32 checkpoints; evaluate.py samples them on GPU in bf16, as gopd's rollouts do."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    asked = []
+
+    def spy(path, dtype=None, **kwargs):
+        asked.append(dtype)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    for device in ["cuda:0", "cpu"]:
+        with pytest.raises(ValueError, match="stop here"):
+            evaluate._load_model(world["student"], False, device)
+    assert asked == [torch.bfloat16, "auto"]
