@@ -204,9 +204,12 @@ def test_out_of_gpu_memory_is_one_line_naming_the_phase(world, tmp_path, monkeyp
 @pytest.mark.parametrize("sig, name, code", [(signal.SIGINT, "Ctrl-C", 130), (signal.SIGTERM, "SIGTERM", 143)])
 def test_ctrl_c_and_sigterm_stop_with_one_line(world, tmp_path, sig, name, code):
     out = tmp_path / "o"
+    # a shell without job control starts background jobs with SIGINT ignored, which a child inherits:
+    # restore the default so that Ctrl-C means what it means at a terminal, however the suite was started
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "gopd.py"),
                              *base_args(world, out, **{"--steps": "500", "--save-every": "1"})],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(gopd.checkpoints(out)) < 2:
         time.sleep(0.2)
