@@ -198,14 +198,17 @@ def test_readme_quotes_toy_results_json():
                 assert len(values) == len(seeds), (name, key)
                 assert all(0 <= v <= 1 for v in values) or "len" in key, (name, key)
     assert res["sweep"]["lam"][0] == 0 and res["sweep"]["math"][0] == res["baselines"]["student"]["math"]
-    # the runs at convergence: both estimators for every setting, curves every 10 steps to 150, one
-    # number per finished seed everywhere, step 0 being the student of that seed
+    # the runs at convergence: every run of experiments.CONV_RUNS (both estimators for one and several
+    # teachers, exact for strong-to-weak), 3 seeds (the lr check: 1), curves every 10 steps to 150, one
+    # number per seed everywhere, step 0 being the student of that seed
     conv = res["convergence"]
-    settings = {name.rsplit(", ", 1)[0] for name in conv["runs"] if name.endswith(("sampled", "exact"))}
+    assert set(conv["runs"]) == set(experiments.CONV_RUNS)
+    settings = {name.rsplit(", ", 1)[0] for name in conv["runs"]
+                if name.endswith(("sampled", "exact")) and not name.startswith("s2w")}
     assert {f"{s}, {e}" for s in settings for e in ["sampled", "exact"]} <= set(conv["runs"]), settings
     for name, run in conv["runs"].items():
         n = len(run["seeds"])
-        assert n >= 1 and run["seeds"] == sorted(set(run["seeds"]))
+        assert n >= (1 if name.endswith("lr 1e-4") else 3) and run["seeds"] == sorted(set(run["seeds"])), name
         for domain, curve in run["test"].items():
             assert sorted(map(int, curve)) == list(range(0, conv["protocol"]["steps"] + 1, 10)), name
             assert conv["protocol"]["steps"] >= 150

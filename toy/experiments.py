@@ -20,7 +20,7 @@ pi_T^lam * pi_ref^(1-lam) that gopd_loss pushes every state toward (sample_blend
 
 The runs at convergence (--part convergence): the single-teacher runs at lam 1, 1.25, 1.5 and the
 multi-teacher ones for 150 steps (CONVERGENCE), each with both estimators (--estimator sampled and
-exact), 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt accuracy at
+exact), and the strong-to-weak ones with the exact estimator, 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt accuracy at
 TRAIN_EVAL_STEPS (over-fitting?), one learning-rate check (lam 1.25, sampled, lr 1e-4), and the
 gradient noise of both estimators measured the same way (gradient_noise). Reported besides the
 last step: the mean of the PLATEAU checkpoints, and a step chosen on held-out halves of the test
@@ -96,6 +96,8 @@ CONV_RUNS = {f"{name}, {est}": flags + ["--estimator", est]
                                  ("multi ExOPD (λ=1.25)", MULTI + ["--lam", "1.25"])]
              for est in ESTIMATORS}
 CONV_RUNS["single λ=1.25, sampled, lr 1e-4"] = SINGLE + ["--lam", "1.25", "--lr", "1e-4"]
+CONV_RUNS.update({f"{name}, exact": RUNS[name] + ["--estimator", "exact"]  # strong-to-weak: one estimator
+                  for name in RUNS if name.startswith("s2w")})
 TRAIN_BASELINES = ["student", "math_expert"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
@@ -345,8 +347,9 @@ def evaluate_curve(folder, domains, seed, out):
     interrupted evaluation goes on where it stopped), and checkpoints other than
     TRAIN_EVAL_STEPS' are dropped once evaluated (gradient_noise reads those)."""
     verdicts = Verdicts(out)
-    steps = sorted(int(d[5:]) for d in os.listdir(folder)
-                   if d.startswith("step_") and d[5:].isdigit())
+    steps = sorted({int(d[5:]) for d in os.listdir(folder) if d.startswith("step_") and d[5:].isdigit()}
+                   | {int(d[10:-5]) for d in os.listdir(folder)  # evaluated, checkpoint dropped
+                      if d.startswith("eval_step_") and d.endswith(".json")})
     for step in steps:
         path = os.path.join(folder, f"step_{step:06d}")
         done = os.path.join(folder, f"eval_step_{step}.json")
@@ -637,6 +640,21 @@ def convergence_tables(res):
                 f"| {cell(t[d][last])} | {cell(plateau(r, d))} | {cell(h[d])} "
                 for d in ["math", "code"]) + "|")
 
+    s2w = {name: r for name, r in runs.items() if name.startswith("s2w")}
+    if s2w:
+        big = res["baselines"]["large_math_expert"]["math"]
+        lines += ["", "| strong-to-weak (`large_math_expert`) | estimator | seeds | math, step 50 | step 150 "
+                  "| mean of steps 60–150 | best step, held out | training prompts, step 150 |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| teacher (`large_math_expert`) | – | {len(big)} | {cell(big)} | {cell(big)} "
+                  f"| {cell(big)} | – | – |"]
+        for name, r in s2w.items():
+            run, estimator = name.rsplit(", ", 1)
+            t = r["test"]["math"]
+            lines.append(f"| {run[len('s2w '):]} | {estimator} | {len(r['seeds'])} | {cell(t['50'])} "
+                         f"| {cell(t[last])} | {cell(plateau(r, 'math'))} | {cell(r['held_out']['math'])} "
+                         f"| {cell(r['train_math'][last])} |")
+
     def per_seed(run, d, step):  # a run's accuracy per seed: at a step, its plateau, held out
         if step == "plateau":
             return plateau(run, d)
@@ -659,7 +677,11 @@ def convergence_tables(res):
                            ("one teacher, λ=1.5 − λ=1 (math)", "single λ=1.5", "single λ=1",
                             "math"),
                            ("several teachers, ExOPD − OPD (math)", *multi, "math"),
-                           ("several teachers, ExOPD − OPD (code)", *multi, "code")]:
+                           ("several teachers, ExOPD − OPD (code)", *multi, "code"),
+                           ("strong-to-weak, ExOPD − OPD (math)", "s2w ExOPD (λ=1.25)", "s2w OPD (λ=1)",
+                            "math"),
+                           ("strong-to-weak, reward correction − none (math)",
+                            "s2w ExOPD (λ=1.25) + reward correction", "s2w ExOPD (λ=1.25)", "math")]:
         pairs = [(e, e) for e in ESTIMATORS]
         lines.append(f"| {label} | {differences(a, b, d, pairs, [last, 'plateau', 'held out'])} |")
     lines += ["", "| exact − sampled, paired by seed | step 50 | step 150 | steps 60–150 "
@@ -754,9 +776,9 @@ def jobs_of(args):
 def convergence_plot(res, plt):
     """toy/curves.png: the runs at convergence, mean +- SE over their seeds, a curve per estimator
     (sampled solid, exact dashed): one teacher's test accuracy, several teachers', training-prompt
-    against test accuracy, and the exact per-state KL to the target that both minimise."""
+    against test accuracy, the exact per-state KL to the target that both minimise, and strong-to-weak."""
     runs = res["convergence"]["runs"]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
     style = {"sampled": "-", "exact": "--"}
 
     def curve(ax, name, get, label, color, ls, marker="o", scale=100.0):
@@ -798,10 +820,19 @@ def convergence_plot(res, plt):
     axes[1, 1].set_yscale("log")
     axes[1, 1].set_ylabel("KL(π_θ ‖ p*) per token, 1e-3 nats (mean of 10 steps)")
     axes[1, 1].set_title("what both estimators minimise (training rollouts)", fontsize=9)
+    for i, name in enumerate([n for n in runs if n.startswith("s2w")]):
+        curve(axes[0, 2], name, lambda r: r["test"]["math"], name[4:], f"C{i}", "--")
+        curve(axes[1, 2], name, lambda r: r["train_metrics"]["kl_target"], name[4:], f"C{i}", "--",
+              scale=1000.0)
+    big = mean_se(res["baselines"]["large_math_expert"]["math"])[0]
+    axes[0, 2].axhline(big, color="k", ls=":", lw=1, label=f"teacher (large) {big:.1f}")
+    axes[0, 2].set_title("strong-to-weak: test math", fontsize=9)
+    axes[1, 2].set_yscale("log")
+    axes[1, 2].set_title("strong-to-weak: KL(π_θ ‖ p*), 1e-3 nats", fontsize=9)
     for ax in axes.flat:
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
-    for ax in [axes[0, 0], axes[0, 1], axes[1, 0]]:
+    for ax in [axes[0, 0], axes[0, 1], axes[0, 2], axes[1, 0]]:
         ax.set_ylabel("accuracy (%), T = 1")
     seeds = sorted({len(r["seeds"]) for r in runs.values()})
     fig.suptitle(f"toy, runs at convergence: mean ± SE over seeds ({'-'.join(map(str, seeds))}); "
