@@ -20,8 +20,9 @@ pi_T^lam * pi_ref^(1-lam) that gopd_loss pushes every state toward (sample_blend
 
 The runs at convergence (--part convergence): the single-teacher runs at lam 1, 1.25, 1.5 and the
 multi-teacher ones for 150 steps (CONVERGENCE), each with both estimators (--estimator sampled and
-exact), and the strong-to-weak ones with the exact estimator, 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt accuracy at
-TRAIN_EVAL_STEPS (over-fitting?), one learning-rate check (lam 1.25, sampled, lr 1e-4), and the
+exact), and the strong-to-weak ones with exact (ExOPD with and without reward correction with
+sampled too), 3 seeds, every seed's test accuracy every CURVE_EVERY steps, its training-prompt
+accuracy at TRAIN_EVAL_STEPS (over-fitting?), one learning-rate check (lam 1.25, sampled, lr 1e-4), and the
 gradient noise of both estimators measured the same way (gradient_noise). Reported besides the
 last step: the mean of the PLATEAU checkpoints, and a step chosen on held-out halves of the test
 problems (held_out_best).
@@ -96,8 +97,9 @@ CONV_RUNS = {f"{name}, {est}": flags + ["--estimator", est]
                                  ("multi ExOPD (λ=1.25)", MULTI + ["--lam", "1.25"])]
              for est in ESTIMATORS}
 CONV_RUNS["single λ=1.25, sampled, lr 1e-4"] = SINGLE + ["--lam", "1.25", "--lr", "1e-4"]
-CONV_RUNS.update({f"{name}, exact": RUNS[name] + ["--estimator", "exact"]  # strong-to-weak: one estimator
-                  for name in RUNS if name.startswith("s2w")})
+# strong-to-weak: exact; ExOPD with and without reward correction with the sampled estimator too
+CONV_RUNS.update({f"{name}, {est}": RUNS[name] + ["--estimator", est] for name in RUNS
+                  if name.startswith("s2w") for est in ESTIMATORS if est == "exact" or "ExOPD" in name})
 TRAIN_BASELINES = ["student", "math_expert"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
 
@@ -820,10 +822,13 @@ def convergence_plot(res, plt):
     axes[1, 1].set_yscale("log")
     axes[1, 1].set_ylabel("KL(π_θ ‖ p*) per token, 1e-3 nats (mean of 10 steps)")
     axes[1, 1].set_title("what both estimators minimise (training rollouts)", fontsize=9)
-    for i, name in enumerate([n for n in runs if n.startswith("s2w")]):
-        curve(axes[0, 2], name, lambda r: r["test"]["math"], name[4:], f"C{i}", "--")
-        curve(axes[1, 2], name, lambda r: r["train_metrics"]["kl_target"], name[4:], f"C{i}", "--",
-              scale=1000.0)
+    s2w = sorted({n.rsplit(", ", 1)[0] for n in runs if n.startswith("s2w")})
+    for i, name in enumerate(s2w):
+        for est in ESTIMATORS:
+            curve(axes[0, 2], f"{name}, {est}", lambda r: r["test"]["math"], f"{name[4:]}, {est}", f"C{i}",
+                  style[est])
+            curve(axes[1, 2], f"{name}, {est}", lambda r: r["train_metrics"]["kl_target"], f"{name[4:]}, {est}",
+                  f"C{i}", style[est], scale=1000.0)
     big = mean_se(res["baselines"]["large_math_expert"]["math"])[0]
     axes[0, 2].axhline(big, color="k", ls=":", lw=1, label=f"teacher (large) {big:.1f}")
     axes[0, 2].set_title("strong-to-weak: test math", fontsize=9)
