@@ -623,14 +623,15 @@ def convergence_tables(res):
     lines.append(f"| teacher (`math_expert`) | – | {len(teacher)} / {len(train['seeds'])} "
                  f"| {cell(teacher)} | {cell(teacher)} | {cell(teacher)} | – | – "
                  f"| {cell(train['math'])} |")
+    def math_row(label, estimator, r, *extra):  # a run's math: step 50, last, plateau, held out, ...
+        t = r["test"]["math"]
+        return " | ".join(["", label, estimator, str(len(r["seeds"])), cell(t["50"]), cell(t[last]),
+                           cell(plateau(r, "math")), cell(r["held_out"]["math"]), *extra,
+                           cell(r["train_math"][last]), ""]).strip()
     for name, r in runs.items():
         if name.startswith("single"):
             lam, estimator = name[len("single "):].split(", ", 1)
-            t = r["test"]["math"]
-            lines.append(f"| {lam} | {estimator} | {len(r['seeds'])} | {cell(t['50'])} "
-                         f"| {cell(t[last])} | {cell(plateau(r, 'math'))} "
-                         f"| {cell(r['held_out']['math'])} | {peak(t)} "
-                         f"| {cell(r['train_math'][last])} |")
+            lines.append(math_row(lam, estimator, r, peak(r["test"]["math"])))
     lines += ["", "| several teachers | estimator | seeds | math, step 150 | math, mean of steps "
               "60–150 | math, best step held out | code, step 150 | code, mean of steps 60–150 "
               "| code, best step held out |", "|---|---|---|---|---|---|---|---|---|"]
@@ -652,10 +653,7 @@ def convergence_tables(res):
                   f"| {cell(big)} | – | – |"]
         for name, r in s2w.items():
             run, estimator = name.rsplit(", ", 1)
-            t = r["test"]["math"]
-            lines.append(f"| {run[len('s2w '):]} | {estimator} | {len(r['seeds'])} | {cell(t['50'])} "
-                         f"| {cell(t[last])} | {cell(plateau(r, 'math'))} | {cell(r['held_out']['math'])} "
-                         f"| {cell(r['train_math'][last])} |")
+            lines.append(math_row(run[len("s2w "):], estimator, r))
 
     def per_seed(run, d, step):  # a run's accuracy per seed: at a step, its plateau, held out
         if step == "plateau":
