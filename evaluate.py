@@ -1123,8 +1123,9 @@ def main(argv=None):
         _report(args, records)
     if not args.responses:
         os.remove(partial)
-    if world > 1:
+    if world > 1:  # leave together: a rank that tears its group down while rank 0 still reports can abort
         import torch.distributed as dist
+        dist.barrier()
         dist.destroy_process_group()
 
 
